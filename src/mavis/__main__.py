@@ -1,0 +1,3 @@
+from mavis.cli import entry_point
+
+entry_point()

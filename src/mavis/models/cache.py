@@ -1,0 +1,79 @@
+"""The few KV-cache operations mavis relies on, written once against the public cache API of
+transformers 5.x, so that a rename in a minor release is fixed here and nowhere else.
+
+- model forward takes the cache as `cache=` since 5.20-ish (`past_key_values=` before; it is
+  deprecated and goes in 5.40): `model_forward` passes whichever the model's signature has;
+- `DynamicCache.crop(-n)` removes the last n positions (a positive argument is refused in
+  current releases and meant "keep n" in older ones);
+- `batch_select_indices` keeps some rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache as _memo
+from typing import Any
+
+import torch
+
+
+@_memo
+def _cache_kwarg(forward_owner: type) -> str:
+    params = inspect.signature(forward_owner.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _unwrap(model: Any) -> Any:
+    # peft wraps the base model; the signature that matters is the base model's.
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else model
+
+
+def model_forward(model: Any, *, cache: Any = None, use_cache: bool = False,
+                  return_logits: bool = False, logits_to_keep: int | None = None,
+                  **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """Run `model` with a KV cache; return (last hidden state or logits, updated cache)."""
+    kwarg = _cache_kwarg(type(_unwrap(model)))
+    if logits_to_keep is not None:
+        inputs["logits_to_keep"] = logits_to_keep
+    out = model(**inputs, **{kwarg: cache}, use_cache=use_cache)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = getattr(out, "past_key_values", None)
+    tensor = out.logits if return_logits else out.last_hidden_state
+    return tensor, new_cache
+
+
+def new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=_unwrap(model).config)
+
+
+def crop_last(cache: Any, n: int) -> None:
+    """Remove the last `n` positions from every layer of `cache`."""
+    if n > 0:
+        cache.crop(-n)
+
+
+def keep_rows(cache: Any, rows: torch.Tensor) -> None:
+    """Keep only `rows` (a 1-D index tensor) of the batch, in that order."""
+    cache.batch_select_indices(rows)
+
+
+def replace_tail_with_choice(cache: Any, num_candidates: int, choice: torch.Tensor) -> None:
+    """The last `num_candidates` cache positions hold k candidate tokens scored side by side;
+    keep only the chosen one per row (`choice`: [B] index in 0..k-1) as the newest position.
+
+    Each candidate attended to the prefix and itself only, so its keys and values are exactly
+    what appending that token alone would have produced: no second forward is needed.
+    """
+    rows = torch.arange(choice.shape[0], device=choice.device)
+    kept = []
+    for layer in cache.layers:
+        keys = layer.keys[:, :, -num_candidates:, :]
+        values = layer.values[:, :, -num_candidates:, :]
+        kept.append((keys[rows, :, choice].unsqueeze(2), values[rows, :, choice].unsqueeze(2)))
+    crop_last(cache, num_candidates)
+    for index, (keys, values) in enumerate(kept):
+        cache.update(keys, values, index)
