@@ -1,0 +1,262 @@
+"""`MavisDecoder`: value-guided sampling (Algorithm 2) over batches of prompts.
+
+    decoder = MavisDecoder.load("smollm2-135m-instruct", {"harmless": "path/to/vm", ...})
+    out = decoder.generate(["How do I ..."], weights={"harmless": 0.4, "relevant": 0.6},
+                           beta=8, top_k=40, max_new_tokens=64, seed=0)
+    out[0].text, out[0].kl
+
+Every returned sequence carries its token ids and, per token, log pi(a_t|s_t) under the
+distribution it was sampled from and log pi_ref(a_t|s_t) under the reference model
+(temperature 1, full vocabulary), so the KL of equation 7 is available for every call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mavis.decoding.guide import ValueGuide, resolve_weights
+from mavis.decoding.state import DecodingState, StepSettings
+from mavis.errors import MavisError
+from mavis.models.value_model import ValueModel
+
+
+@dataclass
+class GeneratedSequence:
+    prompt: str
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    ref_logprobs: list[float]
+    finish_reason: str  # "eos", "length" or "stop"
+    weights: dict[str, float] = field(default_factory=dict)
+    beta: float = 0.0
+    top_k: int = 0
+    value: float | None = None  # weighted value of the final state, when guided
+
+    @property
+    def kl(self) -> float:
+        """sum_t log pi(a_t|s_t) / pi_ref(a_t|s_t): this sample's term of equation 7."""
+        return float(sum(self.logprobs) - sum(self.ref_logprobs))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kl"] = self.kl
+        return data
+
+
+@dataclass
+class Batch:
+    """Tokenised, left-padded prompts."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prompts: list[str]
+
+
+class MavisDecoder:
+    """A reference model, its tokenizer, and the value models that can guide it."""
+
+    def __init__(self, reference: torch.nn.Module, tokenizer: Any,
+                 value_models: Sequence[ValueModel] = (), *, check_tokenizers: bool = True) -> None:
+        self.reference = reference.eval()
+        self.tokenizer = tokenizer
+        self.guide = ValueGuide([vm.eval() for vm in value_models])
+        self.device = next(reference.parameters()).device
+        for vm in self.guide.value_models:
+            vm.to(self.device)
+            if check_tokenizers and vm.config.tokenizer_fingerprint:
+                from mavis.models.loading import tokenizer_fingerprint
+
+                if vm.config.tokenizer_fingerprint != tokenizer_fingerprint(tokenizer):
+                    raise MavisError(
+                        f"the value model for {', '.join(vm.objectives)} was built on "
+                        f"{vm.config.base!r}, whose tokenizer differs from the reference "
+                        "model's: MAVIS value models must share the reference model's "
+                        "vocabulary; train one on a backbone with the same tokenizer")
+
+    @classmethod
+    def load(cls, reference: str,
+             value_models: Mapping[str, str | Path] | Sequence[str | Path] = (), *,
+             device: str | None = None, dtype: torch.dtype | None = None,
+             attn_implementation: str = "sdpa") -> MavisDecoder:
+        """Load a reference model by name/path/hub id and value models from their folders."""
+        from mavis.models.loading import load_causal_lm
+
+        model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
+                                          attn_implementation=attn_implementation)
+        paths = value_models.values() if isinstance(value_models, Mapping) else value_models
+        loaded = [ValueModel.load(p, attn_implementation=attn_implementation,
+                                  dtype=dtype or torch.float32) for p in paths]
+        if isinstance(value_models, Mapping):
+            for (name, path), vm in zip(value_models.items(), loaded, strict=True):
+                if name not in vm.objectives:
+                    raise MavisError(f"value model {str(path)!r} was trained for "
+                                     f"{', '.join(vm.objectives)}, not {name!r}")
+        return cls(model, tokenizer, loaded)
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.guide.objectives
+
+    # -- prompts --------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str], *, chat_template: bool = True,
+               max_new_tokens: int = 0) -> Batch:
+        from mavis.models.loading import apply_chat_template
+
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise MavisError("no prompts given")
+        for i, prompt in enumerate(prompts):
+            if not prompt or not prompt.strip():
+                raise MavisError(f"prompt {i} is empty; give some text to answer")
+        texts = [apply_chat_template(self.tokenizer, p) if chat_template else p for p in prompts]
+        has_template = chat_template and getattr(self.tokenizer, "chat_template", None)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+                             add_special_tokens=not has_template)
+        limit = getattr(self.reference.config, "max_position_embeddings", None)
+        longest = int(enc["attention_mask"].sum(-1).max())
+        if limit and longest + max_new_tokens > limit:
+            raise MavisError(
+                f"a prompt has {longest} tokens; with max_new_tokens={max_new_tokens} that "
+                f"exceeds the model's context of {limit} tokens; shorten the prompt or lower "
+                "max_new_tokens")
+        return Batch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device),
+                     list(prompts))
+
+    # -- sampling -------------------------------------------------------------------------
+    def settings(self, *, beta: float, top_k: int, temperature: float, greedy: bool,
+                 candidate_epsilon: float) -> StepSettings:
+        vocab = self.reference.config.vocab_size
+        if not 1 <= top_k <= vocab:
+            raise MavisError(f"top_k={top_k} must be between 1 and the vocabulary size ({vocab})")
+        if temperature <= 0 or not math.isfinite(temperature):
+            raise MavisError(f"temperature={temperature} must be > 0")
+        if beta < 0 or not math.isfinite(beta):
+            raise MavisError(f"beta={beta} must be >= 0")
+        if not 0 <= candidate_epsilon < 1:
+            raise MavisError("candidate_epsilon must be in [0, 1)")
+        return StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
+                            candidate_epsilon=candidate_epsilon)
+
+    def start(self, batch: Batch, weights: Mapping[str, float] | None,
+              settings: StepSettings) -> tuple[DecodingState, dict[str, float]]:
+        """A fresh decoding state for `batch` (the building block of every decoding mode)."""
+        resolved: dict[str, float] = {}
+        active = []
+        if settings.beta != 0.0 and (weights or self.guide.objectives):
+            resolved = resolve_weights(weights or {}, self.guide.objectives)
+            active = self.guide.activate(resolved)
+        elif weights:
+            resolved = resolve_weights(weights, self.guide.objectives or list(weights))
+        with torch.inference_mode():
+            state = DecodingState(self.reference, active, batch.input_ids,
+                                  batch.attention_mask, settings)
+        return state, resolved
+
+    @torch.inference_mode()
+    def generate(self, prompts: str | Sequence[str], *, weights: Mapping[str, float] | None = None,
+                 beta: float = 1.0, top_k: int = 40, temperature: float = 1.0,
+                 max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
+                 seed: int | None = None, stop_strings: Sequence[str] = (),
+                 chat_template: bool = True, candidate_epsilon: float = 0.0,
+                 batch_size: int = 16, progress: bool = False) -> list[GeneratedSequence]:
+        """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
+
+        beta = 0 (or no value models) is plain top-k sampling from the reference model.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if max_new_tokens < 1:
+            raise MavisError("max_new_tokens must be >= 1")
+        settings = self.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
+                                 candidate_epsilon=candidate_epsilon)
+        rows = [p for p in prompts for _ in range(num_samples)]
+        self.encode(list(prompts), chat_template=chat_template, max_new_tokens=max_new_tokens)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        results: list[GeneratedSequence] = []
+        chunks = range(0, len(rows), batch_size)
+        if progress:
+            from mavis.progress import track
+
+            chunks = track(chunks, "generating", total=math.ceil(len(rows) / batch_size),
+                           unit="batch")
+        for start in chunks:
+            batch = self.encode(rows[start:start + batch_size], chat_template=chat_template,
+                                max_new_tokens=max_new_tokens)
+            results.extend(self._run(batch, weights, settings, max_new_tokens, stop_strings,
+                                     generator))
+        return results
+
+    def _run(self, batch: Batch, weights: Mapping[str, float] | None, settings: StepSettings,
+             max_new_tokens: int, stop_strings: Sequence[str],
+             generator: torch.Generator | None) -> list[GeneratedSequence]:
+        state, resolved = self.start(batch, weights, settings)
+        eos = _eos_ids(self.tokenizer, self.reference)
+        origin = torch.arange(state.batch_size)
+        done: dict[int, GeneratedSequence] = {}
+        for step in range(max_new_tokens):
+            tokens = state.choose(generator)
+            finished: list[tuple[int, str]] = []
+            for row in range(state.batch_size):
+                reason = None
+                if int(tokens[row]) in eos:
+                    reason = "eos"
+                elif stop_strings and _hits_stop(self.tokenizer, state.tokens[row], stop_strings):
+                    reason = "stop"
+                elif step == max_new_tokens - 1:
+                    reason = "length"
+                if reason:
+                    finished.append((row, reason))
+            for row, reason in finished:
+                done[int(origin[row])] = self._result(batch.prompts[int(origin[row])], state, row,
+                                                      reason, resolved, stop_strings)
+            if finished:
+                keep = [r for r in range(state.batch_size) if r not in {f[0] for f in finished}]
+                if not keep:
+                    break
+                keep_t = torch.tensor(keep)
+                state.select(keep_t)
+                origin = origin[keep_t]
+            state.advance()
+        return [done[i] for i in range(len(batch.prompts))]
+
+    def _result(self, prompt: str, state: DecodingState, row: int, reason: str,
+                weights: dict[str, float], stop_strings: Sequence[str]) -> GeneratedSequence:
+        ids = state.tokens[row].tolist()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if reason == "stop":
+            cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        value = float(state.value[row]) if state.active else None
+        return GeneratedSequence(
+            prompt=prompt, text=text, token_ids=ids, logprobs=state.logprobs[row].tolist(),
+            ref_logprobs=state.ref_logprobs[row].tolist(), finish_reason=reason,
+            weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value)
+
+
+def _eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _hits_stop(tokenizer: Any, tokens: torch.Tensor, stop_strings: Sequence[str]) -> bool:
+    text = tokenizer.decode(tokens[-32:].tolist(), skip_special_tokens=True)
+    return any(s in text for s in stop_strings)

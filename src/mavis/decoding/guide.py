@@ -1,0 +1,113 @@
+"""Which value models guide a decoding run, and with what weights.
+
+Users name objectives and weights (`{"relevant": 0.6, "harmless": 0.4}`); value models each
+carry one or more objective heads. `ValueGuide` maps the one onto the other, skips value models
+whose objectives all have weight zero, and knows the span of the weighted value (for the
+candidate-skipping bound).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mavis.errors import MavisError
+from mavis.models.value_model import ValueModel
+
+
+def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> dict[str, float]:
+    """Check user weights against the available objectives and normalise them to sum to 1.
+
+    Unknown names and negative weights are errors; weights that do not sum to 1 are normalised
+    with a warning (never silently)."""
+    if not weights:
+        raise MavisError("no objective weights given; pass e.g. --weights "
+                         + ",".join(f"{name}={1 / len(available):.2g}" for name in available))
+    unknown = [name for name in weights if name not in available]
+    if unknown:
+        raise MavisError(
+            f"no value model for objective(s) {', '.join(map(repr, unknown))}; "
+            f"the loaded value models cover: {', '.join(available) or '(none)'}"
+        )
+    for name, value in weights.items():
+        if not math.isfinite(value) or value < 0:
+            raise MavisError(f"weight for {name!r} is {value}; weights must be >= 0")
+    total = sum(weights.values())
+    if total <= 0:
+        raise MavisError("all objective weights are zero; give at least one positive weight")
+    if abs(total - 1.0) > 1e-6:
+        normalised = {name: value / total for name, value in weights.items()}
+        warnings.warn(
+            f"objective weights sum to {total:g}, not 1; normalised to "
+            + ", ".join(f"{n}={v:.3g}" for n, v in normalised.items()),
+            stacklevel=2,
+        )
+        return normalised
+    return dict(weights)
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """Parse "relevant=0.6,harmless=0.4" (the command line's --weights)."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise MavisError(f"cannot read weight {item!r}; write NAME=NUMBER, e.g. harmless=0.4")
+    return weights
+
+
+@dataclass
+class ActiveValueModel:
+    model: ValueModel
+    weights: torch.Tensor  # [M_model], lambda for each head
+    low: torch.Tensor  # [M_model] clamp range of each head (-inf/inf when unknown)
+    high: torch.Tensor
+
+
+class ValueGuide:
+    """A set of value models that together cover the objectives to be weighted."""
+
+    def __init__(self, value_models: Sequence[ValueModel]) -> None:
+        self.value_models = list(value_models)
+        self.owner: dict[str, tuple[int, int]] = {}
+        for i, model in enumerate(self.value_models):
+            for j, name in enumerate(model.objectives):
+                if name in self.owner:
+                    raise MavisError(f"two value models both provide objective {name!r}; "
+                                     "load only one per objective")
+                self.owner[name] = (i, j)
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.owner)
+
+    def activate(self, weights: Mapping[str, float]) -> list[ActiveValueModel]:
+        """The value models that have a nonzero weight, with their weight vectors."""
+        active = []
+        for model in self.value_models:
+            lam = torch.tensor([float(weights.get(name, 0.0)) for name in model.objectives])
+            if not torch.any(lam > 0):
+                continue
+            ranges = [model.config.value_range.get(name) for name in model.objectives]
+            low = torch.tensor([r[0] if r else -math.inf for r in ranges])
+            high = torch.tensor([r[1] if r else math.inf for r in ranges])
+            active.append(ActiveValueModel(model, lam, low, high))
+        return active
+
+    @staticmethod
+    def value_spread(active: Sequence[ActiveValueModel]) -> float:
+        """Width of the interval the weighted value can take (inf when a range is unknown)."""
+        spread = 0.0
+        for entry in active:
+            used = entry.weights > 0
+            width = (entry.high - entry.low)[used]
+            spread += float((entry.weights[used] * width).sum())
+        return spread

@@ -1,0 +1,89 @@
+"""The math of MAVIS decoding (Algorithm 2) as small pure tensor functions, testable without
+any model.
+
+At each step the top-k tokens a_1..a_k of pi_ref (after temperature) are re-weighted by
+
+    pi_MAVIS(a_i | s)  ∝  pi_ref(a_i | s) * exp(beta * sum_m lambda_m * V_m(s + a_i))
+
+and renormalised over those k; tokens outside the top-k get no mass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def top_k_candidates(logits: torch.Tensor, k: int,
+                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most likely tokens of each row and their log-probabilities under the
+    temperature-scaled full-vocabulary distribution, sorted from most to least likely.
+
+    logits: [B, V]. Returns (logprobs [B, k], token ids [B, k]).
+    """
+    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.topk(logprobs, k, dim=-1, sorted=True)
+
+
+def weighted_values(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_m lambda_m V_m: values [..., M], weights [M] -> [...]."""
+    return values @ weights.to(values.dtype)
+
+
+def mavis_logprobs(candidate_logprobs: torch.Tensor, candidate_values: torch.Tensor | None,
+                   beta: float, scored: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probabilities of the MAVIS distribution over the candidates.
+
+    candidate_logprobs: [B, k] log pi_ref of each candidate (any constant offset per row is
+        irrelevant: the result is renormalised).
+    candidate_values: [B, k] weighted values sum_m lambda_m V_m(s + a), or None when beta = 0
+        (then the result is top-k sampling from pi_ref).
+    scored: optional bool [B, k]; candidates marked False get no mass (skipped candidates).
+    """
+    tilted = candidate_logprobs.float()
+    if candidate_values is not None and beta != 0.0:
+        tilted = tilted + beta * candidate_values.float()
+    if scored is not None:
+        tilted = tilted.masked_fill(~scored, float("-inf"))
+    return torch.log_softmax(tilted, dim=-1)
+
+
+def candidates_to_score(candidate_logprobs: torch.Tensor, beta: float, value_spread: float,
+                        epsilon: float) -> torch.Tensor:
+    """Which candidates must be scored so that dropping the rest moves the MAVIS distribution
+    by at most `epsilon` in total variation.
+
+    With weighted values confined to an interval of width D = value_spread, dropping a set S of
+    candidates (reference mass P_S) from the k changes the MAVIS distribution by exactly its
+    tilted mass, which is at most
+
+        P_S * e^(beta*D) / (P_S * e^(beta*D) + P_kept).
+
+    Candidates are dropped from the least likely end while that bound stays <= epsilon. The most
+    likely candidate is always kept. candidate_logprobs must be sorted descending per row
+    ([B, k], as `top_k_candidates` returns). Returns bool [B, k], True = score it.
+    """
+    batch, k = candidate_logprobs.shape
+    keep_all = torch.ones(batch, k, dtype=torch.bool, device=candidate_logprobs.device)
+    if epsilon <= 0.0 or not math.isfinite(value_spread) or k == 1:
+        return keep_all
+    probs = candidate_logprobs.double().exp()
+    # tail[:, j] = mass of candidates j..k-1 (what is dropped when keeping the first j)
+    tail = probs.flip(-1).cumsum(-1).flip(-1)
+    head = probs.sum(-1, keepdim=True) - tail
+    boost = math.exp(min(beta * value_spread, 700.0))
+    bound = tail * boost / (tail * boost + head)
+    droppable = bound <= epsilon
+    droppable[:, 0] = False
+    return ~droppable
+
+
+def tv_bound(candidate_logprobs: torch.Tensor, scored: torch.Tensor, beta: float,
+             value_spread: float) -> torch.Tensor:
+    """The total-variation bound of `candidates_to_score` for a given choice of scored set."""
+    probs = candidate_logprobs.double().exp()
+    dropped = (probs * (~scored)).sum(-1)
+    kept = (probs * scored).sum(-1)
+    boost = math.exp(min(beta * value_spread, 700.0))
+    return dropped * boost / (dropped * boost + kept)

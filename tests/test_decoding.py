@@ -1,0 +1,188 @@
+"""The decoding engine on tiny models built by the tests."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.guide import parse_weights
+from mavis.decoding.state import StepSettings
+from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
+from mavis.errors import MavisError
+from mavis.models.loading import load_causal_lm
+from mavis.models.value_model import ValueModel
+
+
+def make_value_model(path, objectives, layers=1, seed=0, attn="sdpa"):
+    torch.manual_seed(seed)
+    vm = ValueModel.build(str(path), objectives, num_layers=layers, lora=None,
+                          attn_implementation=attn)
+    with torch.no_grad():
+        vm.head.weight.normal_(std=1.0)
+    return vm.eval()
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_lm):
+    model, tok = load_causal_lm(str(tiny_lm))
+    vms = [make_value_model(tiny_lm, ["a", "b"], seed=1), make_value_model(tiny_lm, ["c"], seed=2)]
+    return MavisDecoder(model, tok, vms)
+
+
+def full_value(vm, ids):
+    """V of one unpadded sequence by a fresh forward, no cache."""
+    with torch.no_grad():
+        return vm.values(ids[None], torch.ones_like(ids)[None])[0]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_cached_candidate_scoring_equals_full_recompute(tiny_lm, attn):
+    model, tok = load_causal_lm(str(tiny_lm), attn_implementation=attn)
+    vm = make_value_model(tiny_lm, ["a"], layers=2, seed=3, attn=attn)
+    dec = MavisDecoder(model, tok, [vm])
+    batch = dec.encode(["hello there, how are you", "hi"], max_new_tokens=8)
+    settings = StepSettings(beta=2.0, top_k=6)
+    state, _ = dec.start(batch, {"a": 1.0}, settings)
+    lengths = batch.attention_mask.sum(-1)
+    assert lengths[0] != lengths[1]  # rows of different lengths, left padded
+    with torch.inference_mode():
+        for _ in range(4):
+            state.choose(torch.Generator().manual_seed(0))
+            for row in range(2):
+                real = batch.input_ids[row][batch.attention_mask[row].bool()]
+                generated = state.tokens[row, :-1]
+                for j, cand in enumerate(state.candidate_ids[row]):
+                    seq = torch.cat([real, generated, cand[None]])
+                    expected = full_value(vm, seq)[0]
+                    torch.testing.assert_close(state.candidate_values[row, j], expected,
+                                               atol=1e-4, rtol=1e-4)
+            state.advance()
+
+
+def test_sampled_frequencies_match_analytic_distribution(decoder):
+    weights = {"a": 0.5, "b": 0.2, "c": 0.3}
+    beta, k = 1.5, 6
+    n = 3000
+    out = decoder.generate(["ab"], weights=weights, beta=beta, top_k=k, max_new_tokens=1,
+                           num_samples=n, seed=123, batch_size=n)
+    # Analytic MAVIS distribution of the first token, from fresh forwards.
+    batch = decoder.encode(["ab"])
+    ids = batch.input_ids[0]
+    with torch.no_grad():
+        logits = decoder.reference(ids[None]).logits[0, -1]
+    lp, cand = top_k_candidates(logits[None], k)
+    values = []
+    for c in cand[0]:
+        seq = torch.cat([ids, c[None]])
+        v_ab = full_value(decoder.guide.value_models[0], seq)
+        v_c = full_value(decoder.guide.value_models[1], seq)
+        values.append(0.5 * v_ab[0] + 0.2 * v_ab[1] + 0.3 * v_c[0])
+    probs = mavis_logprobs(lp, torch.stack(values)[None], beta).exp()[0]
+    counts = torch.zeros(k)
+    for seq in out:
+        counts[(cand[0] == seq.token_ids[0]).nonzero()[0, 0]] += 1
+    assert counts.sum() == n
+    # The tilt must matter here, or the test would not tell MAVIS from top-k sampling.
+    plain = torch.softmax(lp[0], -1)
+    assert (probs - plain).abs().max() > 0.05
+    stat = chisquare(counts.numpy(), (probs * n).numpy())
+    assert stat.pvalue > 0.001, (counts, probs * n)
+    assert chisquare(counts.numpy(), (plain * n).numpy()).pvalue < 1e-6
+
+
+def test_returned_logprobs_match_fresh_forward(decoder):
+    weights = {"a": 0.7, "c": 0.3}
+    out = decoder.generate(["hello", "a longer prompt"], weights=weights, beta=2.0, top_k=5,
+                           max_new_tokens=6, seed=7)
+    for seq in out:
+        prompt_ids = decoder.encode([seq.prompt]).input_ids[0]
+        gen = torch.tensor(seq.token_ids)
+        full = torch.cat([prompt_ids, gen])
+        with torch.no_grad():
+            logits = decoder.reference(full[None]).logits[0]
+        for t, token in enumerate(seq.token_ids):
+            step_logits = logits[len(prompt_ids) + t - 1]
+            ref_lp = torch.log_softmax(step_logits, -1)[token]
+            assert seq.ref_logprobs[t] == pytest.approx(float(ref_lp), abs=1e-4)
+            lp, cand = top_k_candidates(step_logits[None], 5)
+            prefix = full[: len(prompt_ids) + t]
+            vals = []
+            for c in cand[0]:
+                seq_ids = torch.cat([prefix, c[None]])
+                vals.append(0.7 * full_value(decoder.guide.value_models[0], seq_ids)[0]
+                            + 0.3 * full_value(decoder.guide.value_models[1], seq_ids)[0])
+            pol = mavis_logprobs(lp, torch.stack(vals)[None], 2.0)[0]
+            idx = (cand[0] == token).nonzero()[0, 0]
+            assert seq.logprobs[t] == pytest.approx(float(pol[idx]), abs=1e-4)
+        assert seq.kl == pytest.approx(sum(seq.logprobs) - sum(seq.ref_logprobs))
+
+
+def test_beta_zero_is_top_k_sampling(decoder):
+    out = decoder.generate(["abc"], weights={"a": 1.0}, beta=0.0, top_k=3, max_new_tokens=5,
+                           seed=1)[0]
+    prompt_ids = decoder.encode(["abc"]).input_ids[0]
+    full = torch.cat([prompt_ids, torch.tensor(out.token_ids)])
+    with torch.no_grad():
+        logits = decoder.reference(full[None]).logits[0]
+    for t, token in enumerate(out.token_ids):
+        lp, cand = top_k_candidates(logits[len(prompt_ids) + t - 1][None], 3)
+        assert token in cand[0].tolist()
+        renorm = torch.log_softmax(lp[0], -1)[(cand[0] == token).nonzero()[0, 0]]
+        assert out.logprobs[t] == pytest.approx(float(renorm), abs=1e-5)
+
+
+def test_seed_reproducible_and_batches_independent(decoder):
+    kw = dict(weights={"a": 0.5, "c": 0.5}, beta=1.0, top_k=8, max_new_tokens=8)
+    first = decoder.generate(["hi", "yo"], seed=5, **kw)
+    second = decoder.generate(["hi", "yo"], seed=5, **kw)
+    assert [s.token_ids for s in first] == [s.token_ids for s in second]
+    greedy_batched = decoder.generate(["hi", "a much longer prompt here"], greedy=True, **kw)
+    greedy_alone = decoder.generate(["a much longer prompt here"], greedy=True, **kw)
+    assert greedy_batched[1].token_ids == greedy_alone[0].token_ids
+
+
+def test_stop_strings_and_lengths(decoder):
+    out = decoder.generate(["abc"] * 4, weights={"a": 1}, beta=1.0, top_k=30, max_new_tokens=12,
+                           seed=0, stop_strings=["e"])
+    for seq in out:
+        assert len(seq.token_ids) <= 12
+        assert seq.finish_reason in {"eos", "length", "stop"}
+        assert "e" not in seq.text
+        if seq.finish_reason == "length":
+            assert len(seq.token_ids) == 12
+
+
+def test_bad_input_errors(decoder, tiny_lm, other_tokenizer_lm):
+    with pytest.raises(MavisError, match="no value model for objective.*'nope'.*cover: a, b, c"):
+        decoder.generate(["x"], weights={"nope": 1.0}, top_k=5)
+    with pytest.raises(MavisError, match="must be >= 0"):
+        decoder.generate(["x"], weights={"a": -0.5, "b": 1.5}, top_k=5)
+    with pytest.warns(UserWarning, match="sum to 2, not 1; normalised to a=0.5, c=0.5"):
+        decoder.generate(["x"], weights={"a": 1.0, "c": 1.0}, max_new_tokens=1,
+                           top_k=5)
+    with pytest.raises(MavisError, match="top_k=999 must be between 1 and the vocabulary"):
+        decoder.generate(["x"], weights={"a": 1.0}, top_k=999)
+    with pytest.raises(MavisError, match="prompt 1 is empty"):
+        decoder.generate(["x", "  "], weights={"a": 1.0}, top_k=5)
+    with pytest.raises(MavisError, match="exceeds the model's context of 256"):
+        decoder.generate(["x" * 250], weights={"a": 1.0}, max_new_tokens=10,
+                         top_k=5)
+    with pytest.raises(MavisError, match="cannot read weight"):
+        parse_weights("a=0.5,b")
+    model, tok = load_causal_lm(str(tiny_lm))
+    foreign = make_value_model(other_tokenizer_lm, ["x"])
+    with pytest.raises(MavisError, match="tokenizer differs from the reference"):
+        MavisDecoder(model, tok, [foreign])
+
+
+def test_zero_weight_value_models_are_not_run(decoder):
+    batch = decoder.encode(["hi"])
+    state, weights = decoder.start(batch, {"a": 1.0, "c": 0.0}, StepSettings(beta=1.0, top_k=4))
+    assert len(state.active) == 1 and state.active[0].model.objectives == ["a", "b"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert weights == {"a": 1.0, "c": 0.0}
+    assert math.isinf(state.spread)  # untrained models: no value range, so no skipping

@@ -1,0 +1,92 @@
+"""The MAVIS tilt and the candidate-skipping bound as pure tensor functions (no model)."""
+
+import math
+
+import torch
+
+from mavis.decoding.masks import candidate_mask, positions_from_mask
+from mavis.decoding.tilt import (
+    candidates_to_score,
+    mavis_logprobs,
+    top_k_candidates,
+    tv_bound,
+    weighted_values,
+)
+
+
+def test_tilt_matches_formula():
+    ref = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    values = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])  # [B, k, M]
+    lam = torch.tensor([0.25, 0.75])
+    beta = 3.0
+    got = mavis_logprobs(ref, weighted_values(values, lam), beta).exp()
+    w = torch.tensor([0.5 * math.exp(beta * 0.25), 0.3 * math.exp(beta * 0.75),
+                      0.2 * math.exp(beta * 0.5)])
+    torch.testing.assert_close(got[0], w / w.sum())
+
+
+def test_beta_zero_is_top_k_renormalised():
+    logits = torch.randn(4, 50)
+    lp, ids = top_k_candidates(logits, 7)
+    tilted = mavis_logprobs(lp, torch.randn(4, 7) * 10, beta=0.0).exp()
+    expected = torch.softmax(logits, -1).gather(-1, ids)
+    torch.testing.assert_close(tilted, expected / expected.sum(-1, keepdim=True))
+    assert torch.equal(ids, torch.topk(logits, 7).indices)
+
+
+def test_temperature_applies_before_top_k():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    lp, _ = top_k_candidates(logits, 4, temperature=2.0)
+    torch.testing.assert_close(lp.exp().sum(), torch.tensor(1.0))
+    torch.testing.assert_close(lp, torch.log_softmax(logits / 2.0, -1).sort(descending=True).values)
+
+
+def test_lambda_picks_objectives():
+    ref = torch.log(torch.full((1, 2), 0.5))
+    values = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    first = mavis_logprobs(ref, weighted_values(values, torch.tensor([1.0, 0.0])), 5.0).exp()
+    second = mavis_logprobs(ref, weighted_values(values, torch.tensor([0.0, 1.0])), 5.0).exp()
+    assert first[0, 0] > 0.99 and second[0, 1] > 0.99
+
+
+def test_skipped_candidates_get_no_mass():
+    ref = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    scored = torch.tensor([[True, True, False]])
+    out = mavis_logprobs(ref, torch.zeros(1, 3), 1.0, scored).exp()
+    torch.testing.assert_close(out, torch.tensor([[2 / 3, 1 / 3, 0.0]]))
+
+
+def test_candidate_skipping_respects_bound_against_worst_case_values():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 1000) * 4
+    lp, _ = top_k_candidates(logits, 40)
+    beta, spread, eps = 4.0, 1.0, 1e-3
+    scored = candidates_to_score(lp, beta, spread, eps)
+    assert scored[:, 0].all()
+    assert (scored.sum(-1) < 40).any(), "peaked rows should let some candidates go"
+    assert (tv_bound(lp, scored, beta, spread) <= eps + 1e-12).all()
+    # Adversarial values within the spread: dropped candidates at the top of the range, kept
+    # ones at the bottom. The true TV between exact and skipped MAVIS stays within epsilon.
+    values = torch.where(scored, torch.zeros_like(lp), torch.full_like(lp, spread))
+    exact = mavis_logprobs(lp, values, beta).exp()
+    skipped = mavis_logprobs(lp, values, beta, scored).exp()
+    tv = 0.5 * (exact - skipped).abs().sum(-1)
+    assert (tv <= eps + 1e-6).all()
+    assert tv.max() > eps / 10  # the bound is not vacuous in the worst case
+
+
+def test_no_skipping_when_value_range_unknown_or_epsilon_zero():
+    lp, _ = top_k_candidates(torch.randn(3, 100) * 5, 10)
+    assert candidates_to_score(lp, 2.0, math.inf, 1e-2).all()
+    assert candidates_to_score(lp, 2.0, 1.0, 0.0).all()
+
+
+def test_candidate_mask_and_positions():
+    prefix = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    mask = candidate_mask(prefix, 2)
+    assert mask.shape == (2, 1, 2, 5)
+    allowed = mask == 0
+    assert allowed[0, 0].tolist() == [[False, True, True, True, False],
+                                      [False, True, True, False, True]]
+    assert allowed[1, 0, 1].tolist() == [True, True, True, False, True]
+    assert positions_from_mask(prefix).tolist() == [[0, 0, 1], [0, 1, 2]]
