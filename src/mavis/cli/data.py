@@ -1,0 +1,7 @@
+"""`mavis data` commands (placeholder until the module lands)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,7 @@
+"""`mavis train` commands (placeholder until the module lands)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
