@@ -1,0 +1,165 @@
+"""Reading records from local files, and user prompt files with a `prompt` column.
+
+Record files: JSON Lines (``.jsonl``, ``.jsonl.gz``), JSON (``.json``, ``.json.gz``: an array
+of objects, an object holding one, or JSON Lines under a ``.json`` name as OpenAI's
+summarize-from-feedback batches are), CSV (``.csv``) and Parquet (``.parquet``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mavis.errors import MavisError
+from mavis.prompts.base import RawPrompt
+
+RECORD_SUFFIXES: tuple[str, ...] = (
+    ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".parquet",
+)
+PROMPT_FILE_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in sorted(RECORD_SUFFIXES, key=len, reverse=True) if name.endswith(s)),
+                path.suffix.lower())
+
+
+def looks_like_file(name: str) -> bool:
+    """Whether a prompt-set name is meant as a file path (by its extension)."""
+    return name.lower().endswith(PROMPT_FILE_SUFFIXES)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 (returned to the caller)
+
+
+def _json_lines(lines: Iterator[str], path: Path) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MavisError(f"{path}: line {number} is not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise MavisError(f"{path}: line {number} is not a JSON object")
+        yield record
+
+
+def _json_records(path: Path) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        content = handle.read()
+    if not content.strip():
+        return
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise MavisError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        yield from _json_lines(iter(content.splitlines()), path)  # JSON Lines named .json
+        return
+    if isinstance(data, dict):
+        lists = [value for value in data.values() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise MavisError(f"{path}: expected a JSON array of objects (or one object holding "
+                             "such an array)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise MavisError(f"{path}: expected a JSON array of objects")
+    for number, record in enumerate(data):
+        if isinstance(record, str):
+            record = {"prompt": record}
+        if not isinstance(record, dict):
+            raise MavisError(f"{path}: item {number} is neither an object nor a string")
+        yield record
+
+
+def check_exists(path: Path) -> Path:
+    """Raise a clear error unless `path` exists."""
+    if not path.exists():
+        raise MavisError(f"prompt file not found: {path}")
+    return path
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the records (dicts) of one local data file; the format follows the extension."""
+    path = check_exists(Path(path).expanduser())
+    suffix = _suffix(path)
+    if suffix in (".jsonl", ".jsonl.gz"):
+        with _open_text(path) as handle:
+            yield from _json_lines(iter(handle), path)
+    elif suffix in (".json", ".json.gz"):
+        yield from _json_records(path)
+    elif suffix == ".csv":
+        with _open_text(path) as handle:
+            yield from csv.DictReader(handle)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    else:
+        raise MavisError(
+            f"cannot read {path}: unsupported file type {suffix or '(none)'}; use one of "
+            + ", ".join(RECORD_SUFFIXES)
+        )
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """A file itself, or every supported data file under a folder (sorted, recursive)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MavisError(f"data file or folder not found: {path}")
+    if path.is_file():
+        return [path]
+    found = sorted(p for p in path.rglob("*")
+                   if p.is_file() and p.name.lower().endswith(RECORD_SUFFIXES))
+    if not found:
+        raise MavisError(f"no data files ({', '.join(RECORD_SUFFIXES)}) under {path}")
+    return found
+
+
+def load_prompt_file(path: str | Path) -> list[RawPrompt]:
+    """Read a user prompt file: one prompt per record, in a column named ``prompt``.
+
+    An optional ``category`` column is kept. The source (and id prefix) is the file's stem.
+    """
+    path = check_exists(Path(path).expanduser())
+    if not path.is_file():
+        raise MavisError(f"{path} is not a file")
+    if not path.name.lower().endswith(PROMPT_FILE_SUFFIXES):
+        raise MavisError(f"cannot read prompts from {path}: use a "
+                         + "/".join(PROMPT_FILE_SUFFIXES) + " file with a 'prompt' column")
+    source = path.name.split(".")[0] or "file"
+    prompts: list[RawPrompt] = []
+    columns: list[str] = []
+    if path.name.lower().endswith(".csv"):
+        with _open_text(path) as handle:
+            header = list(csv.DictReader(handle).fieldnames or [])
+        if header and "prompt" not in header:
+            raise MavisError(f"{path} has no 'prompt' column (columns found: "
+                             + ", ".join(header) + ")")
+    for record in read_records(path):
+        if "prompt" not in record:
+            for column in record:
+                if column not in columns:
+                    columns.append(column)
+            continue
+        text = record["prompt"]
+        if text is None:
+            continue
+        category = record.get("category") or ""
+        prompts.append(RawPrompt(str(text).strip(), source, str(category)))
+    if not prompts and columns:
+        raise MavisError(f"{path} has no 'prompt' column (columns found: "
+                         + ", ".join(columns) + ")")
+    if not any(p.text for p in prompts):
+        raise MavisError(f"{path} contains no prompts")
+    return prompts
