@@ -1,0 +1,178 @@
+"""Settings of a value-model training run (`mavis train`, `mavis.training.train`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mavis.errors import MavisError
+from mavis.models.value_model import DEFAULT_LORA_TARGETS, LoraSettings
+
+
+@dataclass
+class TrainConfig:
+    r"""Everything that decides a value-model training run. Defaults follow the paper
+    (appendix F.4/F.5) where it gives a value; the notes say what to change on a CPU.
+
+    Model
+        base (`str`, default `"smollm2-135m-instruct"`):
+            Backbone: a packaged model name, a local folder or a hub id. It must share the
+            reference model's tokenizer. The paper used TinyLlama v1.1 (1.1B).
+        num_layers (`int | None`, default `6`):
+            Keep only the first `num_layers` decoder layers of `base` (None: all). Six of
+            SmolLM2-135M's 30 layers keep a forward+backward near 130 MFLOP per token on a CPU.
+        objectives (`list[str] | None`, default `None`):
+            Objectives to train, by the names in the tree file (None: every objective there).
+        shared (`bool`, default `False`):
+            True: one backbone with one head per objective, all trained in one pass over the
+            trees (every tree carries all rewards), halving training and decoding cost at
+            M = 2. False: one model per objective, as in the paper (which distils them into one
+            afterwards, see `distill`).
+        init_from (`str | None`, default `None`):
+            Start from a previous iteration's value model (Algorithm 1: V^i <- V^{i-1}): a
+            value-model folder or the output folder of an earlier run. Its backbone recipe
+            (base, layers, LoRA) is used; `base`, `num_layers` and `lora_*` are then ignored.
+        lora_r, lora_alpha, lora_dropout (default `128`, `256`, `0.2`):
+            LoRA adapter on every linear layer of the backbone (the paper's values). `lora_r=0`
+            trains the whole backbone instead. On a CPU, r=16..32 trains as well on small data.
+        lora_target_modules (`list[str]`): the linear layers that get an adapter.
+
+    Targets and data (equation 6, appendix F.5)
+        zeta (`float`, default `0.0`):
+            KL multiplier of equation 6: targets are value - zeta * LPR. 0 in iteration 0
+            (the sampling policy is the reference); the paper raises it in later iterations.
+        leaf_fraction (`float`, default `0.5`):
+            Fraction of bottom-level (leaf) nodes kept, seeded; the paper keeps half.
+        include_root (`bool`, default `True`):
+            Train on the root too (the bare prompt; its target is the tree's mean). See
+            `targets` for why.
+        validation_fraction (`float`, default `0.1`):
+            Fraction of prompts (whole trees) held out for validation; the paper held out
+            5-8 %. 0 disables validation (the last checkpoint is then also the best).
+        validation_without_leaves (`bool`, default `False`):
+            Validate on incomplete sequences only (the paper did so "sometimes").
+        max_length (`int | None`, default `None`):
+            Longest prompt + response sequence. Longer prompts lose their beginning; nodes
+            whose response alone is longer are dropped (and counted in the report).
+
+    Optimisation (appendix F.4)
+        lr (`float`, default `2e-5`):
+            Peak learning rate of Adafactor (no relative step, no parameter scaling). Tiny
+            models and short CPU runs need far more (1e-4 to 1e-3).
+        weight_decay (`float`, default `0.002`).
+        warmup_steps (`int`, default `100`):
+            Linear warm-up in optimiser steps (the paper: 100 batches in iteration 0, none
+            later), then linear decay to 0 at the end of `epochs`.
+        batch_size (`int`, default `16`):
+            Samples (nodes) per optimiser step; the paper used 16 and 32. A packed step takes
+            whole packed trees until it holds at least this many nodes.
+        epochs (`int`, default `2`): the paper trained "up to 2 epochs".
+        max_steps (`int | None`, default `None`):
+            Stop after this many optimiser steps in all (the schedule is still planned for
+            `epochs`): for smoke runs, and to split a long run into resumable pieces.
+        max_grad_norm (`float | None`, default `1.0`): gradient clipping (None: off).
+
+    Efficiency
+        packed (`bool`, default `True`):
+            Pack each tree (prompt + every node's segment) into one sequence with a tree
+            attention mask, so one forward yields every node's value; False: one sequence per
+            node (prompt + its path), the naive way. Same values, far fewer tokens packed.
+        max_pack_tokens (`int`, default `2048`):
+            Split a tree whose packed sequence would be longer into several packs (each
+            repeats the prompt and the needed ancestors). Attention memory grows with its
+            square.
+        attn_implementation (`str`, default `"sdpa"`): "sdpa" or "eager" (both take the 4D
+            tree mask; flash attention ignores it and is refused).
+
+    Run
+        eval_every (`int | None`, default `200`):
+            Evaluate (validation loss, Spearman) every this many steps, and at each epoch's
+            end. None: at epoch ends only.
+        save_every (`int`, default `100`): save the resumable `last` checkpoint this often (and
+            at every evaluation).
+        seed (`int`, default `0`): seeds the split, the leaf choice, batch order and init.
+        progress (`bool`, default `True`): show progress bars and evaluation lines on stderr.
+    """
+
+    base: str = "smollm2-135m-instruct"
+    num_layers: int | None = 6
+    objectives: list[str] | None = None
+    shared: bool = False
+    init_from: str | None = None
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.2
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    zeta: float = 0.0
+    leaf_fraction: float = 0.5
+    include_root: bool = True
+    validation_fraction: float = 0.1
+    validation_without_leaves: bool = False
+    max_length: int | None = None
+
+    lr: float = 2e-5
+    weight_decay: float = 0.002
+    warmup_steps: int = 100
+    batch_size: int = 16
+    epochs: int = 2
+    max_steps: int | None = None
+    max_grad_norm: float | None = 1.0
+
+    packed: bool = True
+    max_pack_tokens: int = 2048
+    attn_implementation: str = "sdpa"
+
+    eval_every: int | None = 200
+    save_every: int = 100
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `MavisError` naming the first setting that cannot work."""
+        checks = [
+            (self.lr > 0, "lr must be positive"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (0.0 <= self.leaf_fraction <= 1.0, "leaf_fraction must be in [0, 1]"),
+            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
+            (self.lora_r >= 0, "lora_r must be >= 0 (0: no LoRA, train the whole backbone)"),
+            (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
+            (self.max_pack_tokens >= 2, "max_pack_tokens must be >= 2"),
+            (self.max_length is None or self.max_length >= 2, "max_length must be >= 2"),
+            (self.eval_every is None or self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.save_every >= 1, "save_every must be >= 1"),
+            (self.num_layers is None or self.num_layers >= 1, "num_layers must be >= 1"),
+            (self.attn_implementation in ("sdpa", "eager"),
+             "attn_implementation must be 'sdpa' or 'eager' (the tree mask needs either)"),
+            (self.objectives is None or len(self.objectives) > 0,
+             "objectives must name at least one objective (or be None for all)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MavisError(f"invalid training setting: {message}")
+
+    def lora(self) -> LoraSettings | None:
+        """The LoRA settings for `ValueModel.build` (None when `lora_r == 0`)."""
+        if self.lora_r == 0:
+            return None
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                            target_modules=list(self.lora_target_modules))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, refusing unknown keys (a typo should not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MavisError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**data)
