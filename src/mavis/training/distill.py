@@ -1,0 +1,152 @@
+"""Value-model distillation (appendix E): one backbone, one head per objective, trained to
+reproduce each objective's teacher value model.
+
+The teachers read every completion token of the collected sequences (the tree paths); the
+student regresses all its heads on those values at the same tokens with the MSE of `masked_mse`.
+Trees are packed here too: the tokens of a packed tree are exactly the distinct prefixes of all
+its paths, so every completion state is scored once, by teachers and student alike.
+
+    distill({"relevant": "runs/rel/best", "harmless": "runs/harm/best"},
+            "smollm2-135m-instruct", "trees.h5", "runs/student")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mavis.errors import MavisError
+from mavis.models.value_model import ValueModel
+from mavis.training.config import TrainConfig
+from mavis.training.nodes import TreeData, read_trees
+from mavis.training.packing import Unit, collate, fit_length, pack_tree, plan_batches, predict
+from mavis.training.samples import Samples
+from mavis.training.targets import split_prompts
+from mavis.training.trainer import fit, initial_model
+
+
+def distill(teachers: dict[str, str | Path], student_base: str | None,
+            data: str | Path | TreeData, out_dir: str | Path, *,
+            config: TrainConfig | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train one student with a head per teacher objective; return the run report.
+
+    teachers: objective name -> value-model folder (a teacher with several heads must have one
+    named like the objective). student_base: the student's backbone (None: `config.base`).
+    config: optimisation, LoRA, layers, validation split, packing (defaults: `TrainConfig()`);
+    its target and node-selection settings do not apply. In distillation a "sample" of
+    `batch_size` is one completion token. The student lands in `out_dir/best`.
+    """
+    if not teachers:
+        raise MavisError("distillation needs at least one teacher (objective=PATH)")
+    config = config or TrainConfig()
+    objectives = list(teachers)
+    config = dataclasses.replace(config, objectives=objectives, shared=True,
+                                 base=student_base or config.base)
+    trees = data if isinstance(data, TreeData) else read_trees(data)
+    models = {name: _load_teacher(name, path, config) for name, path in teachers.items()}
+    _check_tokenizers(models, config)
+
+    train_prompts, val_prompts = split_prompts(trees.num_prompts, config.validation_fraction,
+                                               config.seed)
+    train_units = _token_units(trees, train_prompts, len(objectives), config)
+    val_units = _token_units(trees, val_prompts, len(objectives), config)
+    ranges = _saved_ranges(teachers)
+    for column, (name, teacher) in enumerate(models.items()):
+        _fill_teacher_values(teacher, name, column, train_units + val_units, config,
+                             ranges.get(name))
+    del models
+
+    samples = Samples(
+        train=train_units, val=val_units,
+        value_range={**_observed_ranges(train_units, objectives), **ranges},
+        sizes={"prompts_train": len(train_prompts), "prompts_val": len(val_prompts),
+               "tokens_train": int(sum(u.num_reads for u in train_units)),
+               "tokens_val": int(sum(u.num_reads for u in val_units)),
+               "tokens_per_epoch_train": int(sum(len(u) for u in train_units))},
+    )
+    return fit(lambda: initial_model(config, objectives), samples, config, out_dir,
+               resume=resume, extra_report={"teachers": {k: str(v) for k, v in teachers.items()}})
+
+
+def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:
+    teacher = ValueModel.load(path, merge=True, attn_implementation=config.attn_implementation)
+    if len(teacher.objectives) > 1 and name not in teacher.objectives:
+        raise MavisError(f"teacher {str(path)!r} has heads {', '.join(teacher.objectives)}, "
+                         f"none named {name!r}")
+    return teacher.eval()
+
+
+def _teacher_column(teacher: ValueModel, name: str) -> int:
+    return teacher.objectives.index(name) if name in teacher.objectives else 0
+
+
+def _check_tokenizers(teachers: dict[str, ValueModel], config: TrainConfig) -> None:
+    from mavis.models.loading import load_tokenizer, tokenizer_fingerprint
+
+    student = tokenizer_fingerprint(load_tokenizer(config.base))
+    for name, teacher in teachers.items():
+        own = teacher.config.tokenizer_fingerprint
+        if own and own != student:
+            raise MavisError(f"the {name!r} teacher's tokenizer differs from the student base "
+                             f"{config.base!r}: a distilled value model must read the same ids")
+
+
+def _token_units(trees: TreeData, prompts: np.ndarray, width: int,
+                 config: TrainConfig) -> list[Unit]:
+    """Packed trees read at every completion token, targets still NaN."""
+    units: list[Unit] = []
+    for prompt in prompts.tolist():
+        nodes = [n for n in trees.tree(prompt) if trees.depth[n] > 0]
+        prompt_tokens, kept = fit_length(trees, prompt, nodes, config.max_length)
+        units.extend(pack_tree(trees, prompt, kept, prompt_tokens, None, every_token=True,
+                               max_tokens=config.max_pack_tokens, num_objectives=width))
+    return [unit for unit in units if unit.num_reads]
+
+
+def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: list[Unit],
+                         config: TrainConfig, clamp: list[float] | None) -> None:
+    """Write the teacher's values (clamped to its trained range, as the decoder clamps them)
+    into column `column` of the units' targets."""
+    head = _teacher_column(teacher, name)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teacher.to(device)
+    dtype = teacher.head.weight.dtype
+    with torch.no_grad():
+        for indices in plan_batches(units, config.batch_size):
+            chosen = [units[i] for i in indices]
+            values = predict(teacher, collate(chosen, dtype).to(device))[:, head].float().cpu()
+            if clamp is not None:
+                values = values.clamp(clamp[0], clamp[1])
+            start = 0
+            for unit in chosen:
+                unit.targets[:, column] = values[start:start + unit.num_reads].numpy()
+                start += unit.num_reads
+
+
+def _saved_ranges(teachers: dict[str, str | Path]) -> dict[str, list[float]]:
+    """Each teacher's trained value range for its objective, where it saved one."""
+    import json
+
+    from mavis.models.value_model import CONFIG_NAME
+
+    out = {}
+    for name, path in teachers.items():
+        saved = json.loads((Path(path).expanduser() / CONFIG_NAME).read_text())
+        own = saved.get("value_range") or {}
+        teacher_range = own.get(name) or (next(iter(own.values())) if len(own) == 1 else None)
+        if teacher_range:
+            out[name] = [float(v) for v in teacher_range]
+    return out
+
+
+def _observed_ranges(units: list[Unit], objectives: list[str]) -> dict[str, list[float]]:
+    """The range of the teachers' values seen in training, for teachers without a saved one."""
+    if not units:
+        return {}
+    values = np.concatenate([u.targets for u in units])
+    return {name: [float(np.nanmin(values[:, c])), float(np.nanmax(values[:, c]))]
+            for c, name in enumerate(objectives)}
