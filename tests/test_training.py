@@ -1,0 +1,447 @@
+"""Value-model training: equation-6 targets and loss, node selection, packed trees, the training
+loop (learning, best checkpoint, resume, init_from, shared heads), distillation and the CLI.
+
+The tree files are written here in the exact `mavis.data.schema` layout, with rewards that are
+a learnable function of the text: the share of the letter 'a' (and of 'b') in the response.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mavis.cli import main
+from mavis.errors import MavisError
+from mavis.models.value_model import LoraSettings, ValueModel
+from mavis.training import TrainConfig, distill, train
+from mavis.training.checkpoint import STATE_NAME, load_state, read_metrics
+from mavis.training.loss import equation6_loss, masked_mse
+from mavis.training.nodes import read_trees
+from mavis.training.packing import build_units, collate, node_unit, pack_tree, predict
+from mavis.training.targets import node_targets, select_nodes, split_prompts
+
+OBJECTIVES = ["a_rate", "b_rate"]
+LETTERS = "abcdefghij "
+
+
+# -- a synthetic tree file ------------------------------------------------------------------------
+def write_trees(path: Path, tokenizer, num_prompts: int, *, seed: int = 0, layers: int = 3,
+                k_root: int = 3, k: int = 2, eos_rate: float = 0.15,
+                missing_b: tuple[int, ...] = ()) -> Path:
+    """Trees per `mavis.data.schema` v1. Per tree, tokens are 'a' with a tree-specific chance;
+    leaf rewards are the shares of 'a' and 'b' in the response, values are means of children,
+    lpr is random at the leaves and averaged up. Trees in `missing_b` have no 'b' reward."""
+    rng = np.random.default_rng(seed)
+    ids = {ch: tokenizer.convert_tokens_to_ids(ch) for ch in LETTERS}
+    eos = tokenizer.eos_token_id
+    letter_of = {v: ch for ch, v in ids.items()}
+    nodes = {key: [] for key in ("parent", "depth", "prompt", "offset", "count", "leaf", "eos")}
+    tokens: list[int] = []
+    prompt_text, prompt_tokens, prompt_offset, first_node, node_count = [], [], [], [], []
+    rewards, values, lprs = [], [], []
+    for p in range(num_prompts):
+        text = "".join(rng.choice(list("klmnop"), size=int(rng.integers(3, 8))))
+        ids_prompt = tokenizer(tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False)["input_ids"]
+        prompt_text.append(text)
+        prompt_offset.append(len(prompt_tokens))
+        prompt_tokens.extend(ids_prompt)
+        p_a = rng.uniform(0.05, 0.8)
+        first = len(nodes["parent"])
+        first_node.append(first)
+        # breadth-first: (global index, depth, response so far)
+        def add(parent, depth, segment, leaf, ended, p=p):
+            nodes["parent"].append(parent)
+            nodes["depth"].append(depth)
+            nodes["prompt"].append(p)
+            nodes["offset"].append(len(tokens))
+            nodes["count"].append(len(segment))
+            nodes["leaf"].append(leaf)
+            nodes["eos"].append(ended)
+            tokens.extend(segment)
+            return len(nodes["parent"]) - 1
+        root = add(-1, 0, [], False, False)
+        frontier = [(root, [])]
+        response_of = {root: []}
+        for depth in range(1, layers + 1):
+            nxt = []
+            for parent, so_far in frontier:
+                for _ in range(k_root if depth == 1 else k):
+                    n = int(rng.integers(3, 7))
+                    seg = [ids["a"] if rng.random() < p_a else ids[LETTERS[int(rng.integers(1,
+                           len(LETTERS)))]] for _ in range(n)]
+                    ended = depth < layers and rng.random() < eos_rate
+                    if ended:
+                        seg.append(eos)
+                    leaf = ended or depth == layers
+                    node = add(parent, depth, seg, leaf, ended)
+                    response_of[node] = so_far + seg
+                    if not leaf:
+                        nxt.append((node, so_far + seg))
+            frontier = nxt
+        count = len(nodes["parent"]) - first
+        node_count.append(count)
+        # rewards at leaves, then values and lpr bottom-up (children come after parents)
+        local_r = np.full((count, 2), np.nan)
+        local_v = np.full((count, 2), np.nan)
+        local_l = np.zeros(count)
+        children: dict[int, list[int]] = {}
+        for i in range(count):
+            parent = nodes["parent"][first + i]
+            if parent >= 0:
+                children.setdefault(parent - first, []).append(i)
+        for i in reversed(range(count)):
+            if nodes["leaf"][first + i]:
+                letters = [letter_of.get(t, "") for t in response_of[first + i]]
+                local_r[i] = [letters.count("a") / len(letters), letters.count("b") / len(letters)]
+                local_v[i] = local_r[i]
+                local_l[i] = rng.normal(0.0, 1.0)
+            else:
+                local_v[i] = np.mean([local_v[c] for c in children[i]], axis=0)
+                local_l[i] = np.mean([local_l[c] for c in children[i]])
+        if p in missing_b:
+            local_r[:, 1] = np.nan
+            local_v[:, 1] = np.nan
+        rewards.append(local_r)
+        values.append(local_v)
+        lprs.append(local_l)
+    str_dtype = h5py.string_dtype()
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "mavis-trees"
+        f.attrs["version"] = 1
+        f.attrs["objectives"] = json.dumps(OBJECTIVES)
+        f.attrs["meta"] = json.dumps({"T": 32, "L": layers, "K_root": k_root, "K": k})
+        f["prompts/text"] = np.array(prompt_text, dtype=object).astype(str_dtype)
+        f["prompts/id"] = np.array([f"p{i}" for i in range(num_prompts)], dtype=str_dtype)
+        f["prompts/token_offset"] = np.array(prompt_offset, np.int64)
+        f["prompts/token_count"] = np.diff(prompt_offset + [len(prompt_tokens)]).astype(np.int32)
+        f["prompts/tokens"] = np.array(prompt_tokens, np.int32)
+        f["prompts/first_node"] = np.array(first_node, np.int64)
+        f["prompts/node_count"] = np.array(node_count, np.int32)
+        f["nodes/parent"] = np.array(nodes["parent"], np.int64)
+        f["nodes/depth"] = np.array(nodes["depth"], np.int16)
+        f["nodes/prompt"] = np.array(nodes["prompt"], np.int32)
+        f["nodes/token_offset"] = np.array(nodes["offset"], np.int64)
+        f["nodes/token_count"] = np.array(nodes["count"], np.int32)
+        f["nodes/is_leaf"] = np.array(nodes["leaf"], bool)
+        f["nodes/ended_eos"] = np.array(nodes["eos"], bool)
+        f["nodes/reward"] = np.concatenate(rewards).astype(np.float32)
+        f["nodes/value"] = np.concatenate(values).astype(np.float32)
+        f["nodes/lpr"] = np.concatenate(lprs).astype(np.float32)
+        f["tokens/id"] = np.array(tokens, np.int32)
+        f["tokens/logp_gen"] = np.zeros(len(tokens), np.float32)
+        f["tokens/logp_ref"] = np.zeros(len(tokens), np.float32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_lm):
+    from mavis.models.loading import load_tokenizer
+
+    return load_tokenizer(str(tiny_lm))
+
+
+@pytest.fixture(scope="module")
+def small_trees(tmp_path_factory, tokenizer) -> Path:
+    return write_trees(tmp_path_factory.mktemp("trees") / "small.h5", tokenizer, 6, seed=1,
+                       missing_b=(2,))
+
+
+@pytest.fixture(scope="module")
+def learn_trees(tmp_path_factory, tokenizer) -> Path:
+    return write_trees(tmp_path_factory.mktemp("trees") / "learn.h5", tokenizer, 40, seed=2)
+
+
+def fast_config(tiny_lm: Path, **overrides) -> TrainConfig:
+    settings = dict(base=str(tiny_lm), num_layers=2, objectives=["a_rate"], lora_r=8,
+                    lora_alpha=16, lora_dropout=0.0, lr=1e-2, warmup_steps=5, batch_size=16,
+                    epochs=2, validation_fraction=0.2, eval_every=None, progress=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+# -- targets, loss, selection -----------------------------------------------------------------
+def test_equation6_targets_and_loss_by_hand():
+    # root -> c1 (-> l1, l2), c2 (a leaf that ended early). Values are means of children.
+    #          root  c1   c2   l1   l2
+    reward = [np.nan, np.nan, 0.9, 1.0, 0.0]
+    leaf_lpr = {2: 3.0, 3: 2.0, 4: 0.0}
+    value = np.array([[(0.5 + 0.9) / 2], [0.5], [0.9], [1.0], [0.0]])
+    lpr = np.array([(1.0 + 3.0) / 2, 1.0, 3.0, 2.0, 0.0])
+    targets = node_targets(value, lpr, zeta=0.1)
+    np.testing.assert_allclose(targets[:, 0], [0.5, 0.4, 0.6, 0.8, 0.0])
+    predicted = torch.tensor([[0.3], [0.4], [1.0], [0.8], [0.5]])
+    loss = masked_mse(predicted, torch.tensor(targets, dtype=torch.float32))
+    assert loss.item() == pytest.approx((0.04 + 0 + 0.16 + 0 + 0.25) / 5)
+    # a second objective scored only at the root: its NaNs do not count
+    both = np.concatenate([targets, [[1.0], [np.nan], [np.nan], [np.nan], [np.nan]]], axis=1)
+    predicted2 = torch.cat([predicted, torch.zeros(5, 1)], dim=1)
+    loss2 = masked_mse(predicted2, torch.tensor(both, dtype=torch.float32))
+    assert loss2.item() == pytest.approx((0.45 + 1.0) / 6)
+    # the literal equation 6 over explicit continuations agrees where the subtree is balanced:
+    # c1's continuations are l1 and l2
+    rewards = torch.tensor([[[reward[3]], [reward[4]]]])
+    log_ratio = torch.tensor([[leaf_lpr[3], leaf_lpr[4]]])
+    literal = equation6_loss(torch.tensor([[0.4]]), rewards, log_ratio, zeta=0.1)
+    assert literal.item() == pytest.approx(0.0, abs=1e-12)
+    literal = equation6_loss(torch.tensor([[0.0]]), rewards, log_ratio, zeta=0.1)
+    assert literal.item() == pytest.approx(0.4 ** 2)
+
+
+def test_masked_mse_has_gradient_without_targets():
+    predicted = torch.zeros(2, 1, requires_grad=True)
+    loss = masked_mse(predicted, torch.full((2, 1), float("nan")))
+    loss.backward()
+    assert loss.item() == 0.0 and predicted.grad is not None
+
+
+def test_selection_is_seeded_and_validation_is_by_prompt(small_trees):
+    data = read_trees(small_trees)
+    train_p, val_p = split_prompts(data.num_prompts, 0.34, seed=3)
+    assert len(val_p) == 2 and set(train_p).isdisjoint(val_p)
+    assert sorted([*train_p, *val_p]) == list(range(data.num_prompts))
+    assert np.array_equal(split_prompts(data.num_prompts, 0.34, seed=3)[1], val_p)
+    assert any(not np.array_equal(split_prompts(data.num_prompts, 0.34, seed=s)[1], val_p)
+               for s in range(4, 10))
+    args = (data.prompt, data.depth, data.is_leaf)
+    train_nodes = select_nodes(*args, train_p, leaf_fraction=0.5, seed=0)
+    val_nodes = select_nodes(*args, val_p, leaf_fraction=0.5, seed=0, include_leaves=False)
+    assert set(train_nodes).isdisjoint(val_nodes)
+    assert set(data.prompt[train_nodes]) <= set(train_p)
+    assert set(data.prompt[val_nodes]) == set(val_p)
+    assert not data.is_leaf[val_nodes].any()
+    in_train = np.isin(data.prompt, train_p)
+    leaves = np.flatnonzero(in_train & data.is_leaf)
+    inner = np.flatnonzero(in_train & ~data.is_leaf)
+    kept_leaves = [n for n in train_nodes if data.is_leaf[n]]
+    assert len(kept_leaves) == round(0.5 * len(leaves))
+    assert set(inner) <= set(train_nodes)          # every inner node, the roots included
+    assert np.array_equal(select_nodes(*args, train_p, leaf_fraction=0.5, seed=0), train_nodes)
+    other = select_nodes(*args, train_p, leaf_fraction=0.5, seed=1)
+    assert not np.array_equal(other, train_nodes)
+    no_root = select_nodes(*args, train_p, leaf_fraction=0.5, seed=0, include_root=False)
+    assert not (data.depth[no_root] == 0).any()
+
+
+def test_read_trees_errors(tmp_path, small_trees):
+    with pytest.raises(MavisError, match="does not exist"):
+        read_trees(tmp_path / "nope.h5")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(MavisError, match="not a mavis tree file"):
+        read_trees(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(MavisError, match="not a mavis tree file"):
+        read_trees(tmp_path / "other.h5")
+    with pytest.raises(MavisError, match="a_rate, b_rate"):
+        read_trees(small_trees).columns(["helpful"])
+
+
+# -- packing ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_tree_values_equal_per_node_values(tiny_lm, small_trees, attn):
+    data = read_trees(small_trees)
+    torch.manual_seed(0)
+    model = ValueModel.build(str(tiny_lm), OBJECTIVES, num_layers=2, attn_implementation=attn,
+                             lora=LoraSettings(r=4, alpha=8, dropout=0.0)).eval()
+    with torch.no_grad():  # a non-trivial adapter and head, so that every layer matters
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "head" in name:
+                param.normal_(0, 0.3)
+    nodes = np.arange(data.num_nodes)
+    targets = node_targets(data.value, data.lpr, 0.0)
+    per_node, _ = build_units(data, nodes, targets, packed=False, max_pack_tokens=4096,
+                              max_length=None)
+    with torch.no_grad():
+        expected = predict(model, collate(per_node))
+        for max_tokens in (4096, 40):  # whole trees, then trees split into several packs
+            packed, _ = build_units(data, nodes, targets, packed=True,
+                                    max_pack_tokens=max_tokens, max_length=None)
+            if max_tokens == 40:
+                assert len(packed) > data.num_prompts
+            else:
+                assert len(packed) == data.num_prompts
+                assert sum(map(len, packed)) < sum(map(len, per_node)) / 2
+            batch = collate(packed)
+            got = predict(model, batch)
+            order = np.argsort(batch.nodes.numpy())
+            assert np.array_equal(batch.nodes.numpy()[order], nodes)
+            torch.testing.assert_close(got[order], expected, atol=2e-5, rtol=1e-4)
+            # the tree mask matters: plain causal attention over the pack reads other values
+            causal = collate(packed)
+            causal.attention_mask = torch.ones(causal.input_ids.shape, dtype=torch.long)
+            wrong = predict(model, causal)[order]
+            assert (wrong - expected).abs().max() > 1e-3
+
+
+def test_pack_reads_every_token_for_distillation(small_trees):
+    data = read_trees(small_trees)
+    nodes = [n for n in data.tree(0) if data.depth[n] > 0]
+    (unit,) = pack_tree(data, 0, nodes, data.prompt_tokens[0], None, max_tokens=4096,
+                        every_token=True, num_objectives=2)
+    assert unit.num_reads == sum(int(data.token_count[n]) for n in nodes)
+    assert len(unit) == len(data.prompt_tokens[0]) + unit.num_reads
+    one = node_unit(data, nodes[-1], data.prompt_tokens[0], np.zeros((data.num_nodes, 2)))
+    # the deepest node's path is visible to its last token, at the same position id
+    last = unit.reads[unit.nodes == nodes[-1]][-1]
+    assert unit.positions[last] == one.positions[-1]
+    assert unit.allowed()[last].sum() == len(one)
+
+
+def test_max_length_truncates_prompts_and_drops_long_nodes(small_trees):
+    data = read_trees(small_trees)
+    nodes = np.arange(data.num_nodes)
+    targets = node_targets(data.value, data.lpr, 0.0)
+    units, dropped = build_units(data, nodes, targets, packed=False, max_pack_tokens=4096,
+                                 max_length=12)
+    assert dropped > 0 and all(len(u) <= 12 for u in units)
+    assert len(units) + dropped == data.num_nodes
+
+
+# -- training ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_lm, learn_trees):
+    out = tmp_path_factory.mktemp("run") / "vm"
+    report = train(fast_config(tiny_lm, epochs=3, eval_every=10), learn_trees, out)
+    return out, report
+
+
+def test_training_learns_values_on_held_out_prompts(trained):
+    out, report = trained
+    records = read_metrics(out / "metrics.jsonl")
+    assert records[0]["step"] == 0
+    assert report["complete"] and report["steps"] == report["total_steps"]
+    assert report["best"]["val_loss"] < 0.5 * records[0]["val_loss"]
+    assert report["best"]["spearman"]["a_rate"] > 0.5
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps))
+    sizes = report["data"]
+    assert sizes["prompts_val"] == 8 and sizes["nodes_train"] > 0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["best"] == report["best"]
+
+
+def test_best_checkpoint_loads_with_value_range(trained, learn_trees):
+    out, report = trained
+    model = ValueModel.load(out / "best")
+    low, high = model.config.value_range["a_rate"]
+    data = read_trees(learn_trees)
+    assert 0.0 <= low < 0.1 and 0.6 < high <= 1.0
+    assert [low, high] == report["value_range"]["a_rate"]
+    # the saved best reproduces the best validation loss
+    from mavis.training.samples import prepare_samples
+
+    samples = prepare_samples(data, ["a_rate"], fast_config(Path(model.config.base)))
+    with torch.no_grad():
+        batch = collate(samples.val)
+        loss = masked_mse(predict(model, batch), batch.targets).item()
+    assert loss == pytest.approx(report["best"]["val_loss"], rel=1e-4)
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, tiny_lm, small_trees):
+    config = fast_config(tiny_lm, batch_size=8, eval_every=3, save_every=2, lora_dropout=0.1)
+    whole = train(config, small_trees, tmp_path / "whole")
+    first = train(fast_config(tiny_lm, batch_size=8, eval_every=3, save_every=2,
+                              lora_dropout=0.1, max_steps=5), small_trees, tmp_path / "cut")
+    assert not first["complete"] and first["steps"] == 5
+    assert load_state(tmp_path / "cut" / "last")["step"] == 5
+    with pytest.raises(MavisError, match="resume"):
+        train(config, small_trees, tmp_path / "cut")
+    resumed = train(config, small_trees, tmp_path / "cut", resume=True)
+    assert resumed["complete"] and resumed["steps"] == whole["steps"]
+    cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    full = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    assert [r["step"] for r in cut] == [r["step"] for r in full]
+    for a, b in zip(cut, full, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-7)
+    assert resumed["best"]["val_loss"] == pytest.approx(whole["best"]["val_loss"], rel=1e-4)
+    # resuming a finished run changes nothing
+    assert train(config, small_trees, tmp_path / "cut", resume=True)["steps"] == whole["steps"]
+
+
+def test_init_from_previous_iteration(tmp_path, tiny_lm, learn_trees, trained):
+    out, report = trained
+    again = train(fast_config(tiny_lm, init_from=str(out), max_steps=1), learn_trees,
+                  tmp_path / "next")
+    start = read_metrics(tmp_path / "next" / "metrics.jsonl")[0]
+    assert start["step"] == 0
+    assert start["val_loss"] == pytest.approx(report["best"]["val_loss"], rel=1e-4)
+    assert not again["complete"]
+
+
+def test_shared_heads_and_separate_models(tmp_path, tiny_lm, small_trees):
+    shared = train(fast_config(tiny_lm, objectives=OBJECTIVES, shared=True, epochs=1),
+                   small_trees, tmp_path / "shared")
+    model = ValueModel.load(tmp_path / "shared" / "best")
+    assert model.objectives == OBJECTIVES
+    assert set(shared["value_range"]) == set(OBJECTIVES)
+    separate = train(fast_config(tiny_lm, objectives=OBJECTIVES, epochs=1), small_trees,
+                     tmp_path / "separate")
+    assert set(separate["models"]) == set(OBJECTIVES)
+    for name in OBJECTIVES:
+        assert ValueModel.load(tmp_path / "separate" / name / "best").objectives == [name]
+    assert json.loads((tmp_path / "separate" / "report.json").read_text())["models"]
+
+
+# -- distillation -----------------------------------------------------------------------------
+def test_distillation_brings_the_student_to_its_teachers(tmp_path, tiny_lm, small_trees):
+    teachers = {}
+    for seed, name in enumerate(OBJECTIVES):
+        torch.manual_seed(seed + 10)
+        teacher = ValueModel.build(str(tiny_lm), name, num_layers=2, lora=None)
+        with torch.no_grad():
+            teacher.head.weight.normal_(0, 0.2)
+        teachers[name] = str(teacher.save(tmp_path / f"teacher-{name}"))
+    config = fast_config(tiny_lm, num_layers=1, lr=1e-2, epochs=4, batch_size=32)
+    report = distill(teachers, str(tiny_lm), small_trees, tmp_path / "student", config=config)
+    records = read_metrics(tmp_path / "student" / "metrics.jsonl")
+    assert records[0]["step"] == 0
+    assert report["best"]["val_loss"] < 0.2 * records[0]["val_loss"]
+    student = ValueModel.load(tmp_path / "student" / "best")
+    assert student.objectives == OBJECTIVES
+    assert set(student.config.value_range) == set(OBJECTIVES)
+    assert (tmp_path / "student" / "last" / STATE_NAME).exists()
+
+
+# -- command line -----------------------------------------------------------------------------
+def test_cli_errors(tmp_path, small_trees, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing.h5"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad.h5").write_text("x")
+    assert main(["train", "--data", str(tmp_path / "bad.h5"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a mavis tree file" in capsys.readouterr().err
+    assert main(["train", "--data", str(small_trees), "--objectives", "helpful",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "helpful" in err and "a_rate, b_rate" in err
+    assert main(["train", "--data", str(small_trees), "--lr", "0", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "lr must be positive" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "nopath", "--data", str(small_trees), "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "OBJECTIVE=PATH" in capsys.readouterr().err
+    assert main(["distill", "--teacher", f"a_rate={tmp_path / 'none'}", "--data",
+                 str(small_trees), "--out", str(tmp_path / "s")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_trains_and_resumes(tmp_path, tiny_lm, small_trees, capsys):
+    args = ["train", "--data", str(small_trees), "--objectives", "a_rate", "--base",
+            str(tiny_lm), "--num-layers", "1", "--out", str(tmp_path / "vm"), "--epochs", "1",
+            "--batch-size", "8", "--lr", "1e-3", "--lora-r", "4", "--lora-alpha", "8",
+            "--warmup-steps", "1"]
+    assert main([*args, "--max-steps", "2"]) == 0
+    assert "continue with --resume" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["steps"] == report["total_steps"] > 2
+    assert ValueModel.load(tmp_path / "vm" / "best").config.value_range["a_rate"]
