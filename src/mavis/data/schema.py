@@ -43,3 +43,47 @@ difference of the means).
 
 FORMAT = "mavis-trees"
 VERSION = 1
+
+# Every dataset of the layout above: (dtype, the axis its first dimension runs over, whether it
+# has one column per objective). Axes: "prompts" (P), "prompt_tokens" (sum of
+# prompts/token_count), "nodes" (N), "tokens" (S). "str" is variable-length UTF-8.
+DATASETS: dict[str, tuple[str, str, bool]] = {
+    "prompts/text": ("str", "prompts", False),
+    "prompts/id": ("str", "prompts", False),
+    "prompts/token_offset": ("int64", "prompts", False),
+    "prompts/token_count": ("int32", "prompts", False),
+    "prompts/tokens": ("int32", "prompt_tokens", False),
+    "prompts/first_node": ("int64", "prompts", False),
+    "prompts/node_count": ("int32", "prompts", False),
+    "nodes/parent": ("int64", "nodes", False),
+    "nodes/depth": ("int16", "nodes", False),
+    "nodes/prompt": ("int32", "nodes", False),
+    "nodes/token_offset": ("int64", "nodes", False),
+    "nodes/token_count": ("int32", "nodes", False),
+    "nodes/is_leaf": ("bool", "nodes", False),
+    "nodes/ended_eos": ("bool", "nodes", False),
+    "nodes/reward": ("float32", "nodes", True),
+    "nodes/value": ("float32", "nodes", True),
+    "nodes/lpr": ("float32", "nodes", False),
+    "tokens/id": ("int32", "tokens", False),
+    "tokens/logp_gen": ("float32", "tokens", False),
+    "tokens/logp_ref": ("float32", "tokens", False),
+}
+
+# Datasets holding indices into an axis: merging files shifts them by that axis's length so
+# far (the root's parent, -1, stays -1).
+INDEX_DATASETS: dict[str, str] = {
+    "prompts/token_offset": "prompt_tokens",
+    "prompts/first_node": "nodes",
+    "nodes/parent": "nodes",
+    "nodes/prompt": "prompts",
+    "nodes/token_offset": "tokens",
+}
+
+AXIS_DATASET: dict[str, str] = {
+    "prompts": "prompts/id",
+    "prompt_tokens": "prompts/tokens",
+    "nodes": "nodes/parent",
+    "tokens": "tokens/id",
+}
+"""For each axis, a dataset whose length is that axis's length."""
