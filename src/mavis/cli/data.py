@@ -1,7 +1,163 @@
-"""`mavis data` commands (placeholder until the module lands)."""
+"""`mavis collect` (GET_DATA: value-model training trees) and `mavis data inspect FILE`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from mavis.errors import MavisError
+
+data_app = typer.Typer(
+    name="data",
+    help="Tree data sets for value-model training: inspect them.",
+    no_args_is_help=True,
+)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    """Add `collect` and the `data` command group to the main app."""
+    app.command("collect")(collect_command)
+    app.add_typer(data_app, name="data")
+
+
+def parse_value_models(items: list[str]) -> dict[str, str]:
+    """["harmless=runs/vm/harmless", ...] -> {"harmless": "runs/vm/harmless", ...}."""
+    models: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise MavisError(f"cannot read --value-model {item!r}; write OBJECTIVE=PATH, e.g. "
+                             "harmless=runs/iter0/harmless")
+        if name.strip() in models:
+            raise MavisError(f"--value-model {name.strip()!r} is given twice")
+        models[name.strip()] = path.strip()
+    return models
+
+
+def collect_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The tree file to write (.h5).")],
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Reference model: packaged name, local folder or hub id.")
+    ] = "smollm2-135m-instruct",
+    prompts: Annotated[str, typer.Option(
+        help="Prompt set name (see `mavis prompts list`) or a .jsonl/.json/.csv file.")
+    ] = "chitchat",
+    split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "train",
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
+    objectives: Annotated[str, typer.Option(
+        help="Comma-separated objectives that score the leaves (see `mavis objectives list`).")
+    ] = "relevant,harmless",
+    T: Annotated[int, typer.Option("--T", help="Response length in tokens (T).")] = 48,
+    L: Annotated[int, typer.Option("--L", help="Layers of each tree (L).")] = 4,
+    K_root: Annotated[int, typer.Option("--K-root", help="Children of the root.")] = 4,
+    K: Annotated[int, typer.Option("--K", help="Children of every other inner node.")] = 2,
+    top_k: Annotated[int, typer.Option(help="Top-k candidates of the reference.")] = 40,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling (with the group index).")] = 0,
+    value_model: Annotated[list[str] | None, typer.Option(
+        "--value-model", help="OBJECTIVE=PATH of a value model guiding the sampling (later "
+        "iterations); repeat for several.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Objective weights of the guided policy, e.g. harmless=0.4,relevant=0.6 "
+        "(default: equal).")] = None,
+    beta: Annotated[float | None, typer.Option(
+        help="Guidance strength; needed (> 0) with --value-model.")] = None,
+    two_layer_guarantee: Annotated[bool | None, typer.Option(
+        "--two-layer-guarantee/--no-two-layer-guarantee",
+        help="Split first-layer answers that hit EOS so that every tree is at least two layers "
+        "deep (appendix C). Default: on with --value-model, off without.")] = None,
+    extra_children: Annotated[int | None, typer.Option(
+        help="Children grown under a split first-layer node (default K - 1).")] = None,
+    iteration: Annotated[int | None, typer.Option(
+        help="Iteration number recorded in the file (default: 0 without value models).")
+    ] = None,
+    batch_prompts: Annotated[int, typer.Option(
+        help="Prompts decoded together (a group: the unit of resuming and sharding).")] = 8,
+    workers: Annotated[int, typer.Option(
+        help="Ray workers (0: collect in this process). Needs mavis-align[distributed].")] = 0,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Address of a running Ray cluster (default: start a local one).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16.")] = None,
+    max_prompt_tokens: Annotated[int, typer.Option(
+        help="Drop longer prompts (tokens of the reference's tokenizer).")] = 256,
+    keep_parts: Annotated[bool, typer.Option(
+        help="Keep the per-group part files after merging.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Collect value-model training trees (GET_DATA, Algorithm 3) into an HDF5 file.
+
+    An interrupted run resumes when started again with the same arguments.
+    """
+    from mavis.decoding.guide import parse_weights
+    from mavis.models.loading import load_tokenizer
+    from mavis.prompts import load_prompts
+
+    value_models = parse_value_models(value_model or [])
+    if value_models and not beta:
+        raise MavisError("--value-model needs --beta > 0 (the guidance strength, e.g. 8); "
+                         "without value models the trees are sampled from the reference model")
+    if beta and not value_models:
+        raise MavisError("--beta needs at least one --value-model to guide the sampling")
+    if weights and not value_models:
+        raise MavisError("--weights needs --value-model: they weight the value models")
+    if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
+        raise MavisError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
+    if workers < 0:
+        raise MavisError(f"--workers must be >= 0, got {workers}")
+    parsed_weights = parse_weights(weights) if weights else None
+    guarantee = bool(value_models) if two_layer_guarantee is None else two_layer_guarantee
+    if out.suffix not in (".h5", ".hdf5"):
+        raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
+    from mavis.data.collect import load_objectives
+
+    names = load_objectives(objectives)  # fail on a bad name before loading any model
+    chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
+                          max_prompt_tokens=max_prompt_tokens)
+    if not chosen:
+        raise MavisError(f"no prompts in {prompts!r} split {split!r} (after the length filter)")
+    meta = {"reference": model, "prompt_set": prompts, "split": split}
+    if iteration is not None:
+        meta["iteration"] = iteration
+    if value_models:
+        meta["value_model_paths"] = value_models
+    options = dict(T=T, L=L, K_root=K_root, K=K, top_k=top_k, beta=beta or 0.0,
+                   weights=parsed_weights, temperature=temperature, seed=seed,
+                   two_layer_guarantee=guarantee, extra_children=extra_children,
+                   batch_prompts=batch_prompts, progress=progress, meta=meta,
+                   keep_parts=keep_parts)
+    if workers:
+        from mavis.data.distributed import collect_trees_distributed
+
+        path = collect_trees_distributed(model, chosen, names, out, workers=workers,
+                                         value_models=value_models, address=ray_address,
+                                         device=device, dtype=dtype, **options)
+    else:
+        from mavis.data.collect import collect_trees
+        from mavis.data.decoder_spec import DecoderSpec
+
+        spec = DecoderSpec(model, value_models, device=device, dtype=dtype)
+        path = collect_trees(spec, chosen, names, out, **options)
+    from mavis.data.inspect import inspect_trees
+
+    summary = inspect_trees(path)
+    typer.echo(f"wrote {path}: {summary['prompts']} trees, {summary['nodes']} nodes, "
+               f"{summary['leaves']} leaves, {summary['tokens']} tokens")
+
+
+@data_app.command("inspect")
+def inspect_command(
+    file: Annotated[Path, typer.Argument(help="A tree file written by `mavis collect`.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Summarise a tree file: prompts, nodes per depth, leaves, EOS, tokens, values, LPR, meta."""
+    from mavis.data.inspect import format_summary, inspect_trees
+
+    summary = inspect_trees(file)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        typer.echo(format_summary(summary))

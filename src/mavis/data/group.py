@@ -1,0 +1,277 @@
+"""Collecting the trees of one group of prompts: generation, the two-layer guarantee, scoring,
+values and LPR, assembled into the arrays of the tree file.
+
+A group is the unit of work, of resuming and of sharding: its random streams are derived
+from (seed, group index) alone, so a group gives the same trees whichever process collects
+it, and whatever ran before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mavis.data.grow import Node, Shape, Start, grow
+from mavis.data.store import TreeArrays
+from mavis.data.tree_shape import path_sums, propagate_means
+from mavis.errors import MavisError
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """What collection needs of a prompt; plain data, so it travels to other processes."""
+
+    id: str
+    text: str
+    plain_text: str = ""
+
+    def model_text(self, has_chat_template: bool) -> str:
+        """The text the reference model reads (before its chat template, if it has one)."""
+        return self.text if has_chat_template else (self.plain_text or self.text)
+
+
+def prompt_records(prompts: Sequence[Any]) -> list[PromptRecord]:
+    """`mavis.prompts.Prompt` objects, records or plain strings -> records (ids kept or made)."""
+    import hashlib
+
+    records = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, PromptRecord):
+            records.append(prompt)
+        elif isinstance(prompt, str):
+            digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
+            records.append(PromptRecord(id=f"text-{digest}", text=prompt))
+        elif hasattr(prompt, "id") and hasattr(prompt, "text"):
+            records.append(PromptRecord(id=str(prompt.id), text=str(prompt.text),
+                                        plain_text=str(getattr(prompt, "base_text", "") or "")))
+        else:
+            raise MavisError(f"prompt {i} is a {type(prompt).__name__}; give strings or "
+                             "mavis.prompts.Prompt objects")
+    for i, record in enumerate(records):
+        if not record.text.strip():
+            raise MavisError(f"prompt {i} ({record.id}) is empty")
+    return records
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """Everything that decides the content of a tree file (besides models and prompts)."""
+
+    T: int
+    L: int
+    K_root: int
+    K: int
+    top_k: int = 40
+    beta: float = 0.0
+    weights: dict[str, float] | None = None
+    temperature: float = 1.0
+    seed: int = 0
+    two_layer_guarantee: bool = False
+    extra_children: int | None = None
+    batch_prompts: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("T", "L", "K_root", "K", "batch_prompts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise MavisError(f"{name}={value!r} must be a whole number >= 1")
+        if self.two_layer_guarantee and self.L < 2:
+            raise MavisError("the two-layer guarantee needs L >= 2 (trees of at least two "
+                             "layers); raise L or turn the guarantee off")
+        if self.two_layer_guarantee and self.T < 2:
+            raise MavisError("the two-layer guarantee needs T >= 2 tokens to split")
+        if self.extra_children is not None and self.extra_children < 1:
+            raise MavisError(f"extra_children={self.extra_children} must be >= 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise MavisError(f"seed={self.seed!r} must be a whole number >= 0")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise MavisError(f"top_k={self.top_k!r} must be a whole number >= 1")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise MavisError(f"beta={self.beta} must be >= 0")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise MavisError(f"temperature={self.temperature} must be > 0")
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(T=self.T, L=self.L, K_root=self.K_root, K=self.K)
+
+    @property
+    def split_children(self) -> int:
+        """Extra children grown under a split first-layer node (default K - 1, at least 1), so
+        that with the split-off child it has K children like any other inner node."""
+        return self.extra_children if self.extra_children is not None else max(self.K - 1, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["extra_children"] = self.split_children if self.two_layer_guarantee else None
+        return data
+
+
+def group_streams(seed: int, group: int, device: torch.device
+                  ) -> tuple[np.random.Generator, torch.Generator]:
+    """The group's two random streams: segment lengths/split points, and token sampling."""
+    sequence = np.random.SeedSequence([seed, group])
+    shape_seed, token_seed = sequence.spawn(2)
+    rng = np.random.default_rng(shape_seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(token_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    return rng, generator
+
+
+@dataclass
+class GroupResult:
+    trees: TreeArrays
+    generated_tokens: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
+                  objectives: Sequence[str], settings: CollectionSettings,
+                  weights: dict[str, float] | None, meta: Mapping[str, Any],
+                  on_step: Callable[[int], None] | None = None) -> GroupResult:
+    """Grow, score and assemble the trees of `records` (the prompts of group `group`)."""
+    from mavis.decoding.decoder import _eos_ids
+    from mavis.objectives import score_all
+
+    step_settings = decoder.settings(beta=settings.beta, top_k=settings.top_k,
+                                     temperature=settings.temperature, greedy=False,
+                                     candidate_epsilon=0.0)
+    shape = settings.shape
+    eos = _eos_ids(decoder.tokenizer, decoder.reference)
+    has_template = bool(getattr(decoder.tokenizer, "chat_template", None))
+    batch = decoder.encode([r.model_text(has_template) for r in records],
+                           max_new_tokens=settings.T)
+    prompt_ids = [ids[mask.bool()].tolist() for ids, mask in
+                  zip(batch.input_ids.cpu(), batch.attention_mask.cpu(), strict=True)]
+    rng, generator = group_streams(settings.seed, group, decoder.device)
+
+    nodes: list[Node] = [Node(parent=-1, depth=0, prompt=p, used=0) for p in range(len(records))]
+    starts = [Start(node=p, context=prompt_ids[p], count=settings.K_root)
+              for p in range(len(records))]
+    stats = grow(decoder, step_settings, weights, starts, nodes, shape, eos, rng, generator,
+                 on_step)
+    generated, splits = stats.tokens, 0
+    if settings.two_layer_guarantee:
+        extra = split_first_layer(nodes, rng, settings.split_children)
+        splits = len(extra)
+        extra_starts = [Start(node=n, context=prompt_ids[nodes[n].prompt] + nodes[n].tokens,
+                              count=count) for n, count in extra]
+        more = grow(decoder, step_settings, weights, extra_starts, nodes, shape, eos, rng,
+                    generator, on_step)
+        generated += more.tokens
+
+    trees = assemble(nodes, records, prompt_ids, decoder.tokenizer, objectives, meta, score_all)
+    return GroupResult(trees, generated, {"splits": splits, "max_rows": stats.max_rows,
+                                          "selects": stats.selects})
+
+
+def split_first_layer(nodes: list[Node], rng: np.random.Generator, children: int
+                      ) -> list[tuple[int, int]]:
+    """The two-layer guarantee (appendix C): a first-layer node that ended with EOS is split
+    at a uniformly drawn point into a parent (child of the root) and a child that keeps the
+    rest, EOS included. Returns (parent, number of extra children to grow under it).
+
+    A first-layer node that is a lone EOS token cannot be split and stays a leaf.
+    """
+    extra = []
+    for index in range(len(nodes)):
+        node = nodes[index]
+        if node.depth != 1 or not node.ended_eos or len(node.tokens) < 2:
+            continue
+        cut = int(rng.integers(1, len(node.tokens)))
+        child = Node(parent=index, depth=2, prompt=node.prompt, used=node.used,
+                     tokens=node.tokens[cut:], logp_gen=node.logp_gen[cut:],
+                     logp_ref=node.logp_ref[cut:], ended_eos=True, is_leaf=True)
+        node.tokens, node.logp_gen, node.logp_ref = (node.tokens[:cut], node.logp_gen[:cut],
+                                                     node.logp_ref[:cut])
+        node.used, node.ended_eos, node.is_leaf = cut, False, False
+        nodes.append(child)
+        extra.append((index, children))
+    return extra
+
+
+def tree_order(nodes: Sequence[Node]) -> list[int]:
+    """Node order in the file: tree by tree, breadth first (depth, then creation order)."""
+    return sorted(range(len(nodes)), key=lambda i: (nodes[i].prompt, nodes[i].depth, i))
+
+
+def assemble(nodes: Sequence[Node], records: Sequence[PromptRecord],
+             prompt_ids: Sequence[Sequence[int]], tokenizer: Any, objectives: Sequence[str],
+             meta: Mapping[str, Any], score: Callable[..., dict[str, list[float]]]
+             ) -> TreeArrays:
+    """Order the nodes, score the leaves with every objective, propagate values and LPR."""
+    order = tree_order(nodes)
+    position = {old: new for new, old in enumerate(order)}
+    ordered = [nodes[i] for i in order]
+    parent = np.array([position[n.parent] if n.parent >= 0 else -1 for n in ordered],
+                      dtype=np.int64)
+    is_leaf = np.array([n.is_leaf for n in ordered], dtype=bool)
+    count = np.array([len(n.tokens) for n in ordered], dtype=np.int32)
+
+    token_id = [t for n in ordered for t in n.tokens]
+    logp_gen = np.array([x for n in ordered for x in n.logp_gen], dtype=np.float64)
+    logp_ref = np.array([x for n in ordered for x in n.logp_ref], dtype=np.float64)
+    offsets = np.concatenate([[0], np.cumsum(count, dtype=np.int64)])
+    running = np.concatenate([[0.0], np.cumsum(logp_gen - logp_ref)])
+    own_lpr = running[offsets[1:]] - running[offsets[:-1]]
+    leaf_lpr = path_sums(parent, own_lpr)
+
+    leaves = np.nonzero(is_leaf)[0]
+    responses = []
+    for leaf in leaves:
+        path, node = [], int(leaf)
+        while node >= 0:
+            path.append(node)
+            node = int(parent[node])
+        ids = [t for n in reversed(path) for t in ordered[n].tokens]
+        responses.append(tokenizer.decode(ids, skip_special_tokens=True))
+    prompts = [records[ordered[int(leaf)].prompt].text for leaf in leaves]
+    scores = score(list(objectives), prompts, responses) if len(leaves) else {}
+    reward = np.full((len(ordered), len(objectives)), np.nan)
+    for column, name in enumerate(objectives):
+        values = np.asarray(scores.get(name, []), dtype=np.float64)
+        if len(values) != len(leaves) or not np.isfinite(values).all():
+            raise MavisError(f"objective {name!r} returned a missing or non-finite score")
+        reward[leaves, column] = values
+    value = propagate_means(parent, is_leaf, np.where(is_leaf[:, None], reward, 0.0))
+    lpr = propagate_means(parent, is_leaf, leaf_lpr)
+
+    node_prompt = np.array([n.prompt for n in ordered], dtype=np.int32)
+    node_count = np.bincount(node_prompt, minlength=len(records)).astype(np.int32)
+    prompt_count = np.array([len(ids) for ids in prompt_ids], dtype=np.int32)
+    data = {
+        "prompts/text": [r.text for r in records],
+        "prompts/id": [r.id for r in records],
+        "prompts/token_offset": _starts(prompt_count),
+        "prompts/token_count": prompt_count,
+        "prompts/tokens": [t for ids in prompt_ids for t in ids],
+        "prompts/first_node": _starts(node_count),
+        "prompts/node_count": node_count,
+        "nodes/parent": parent,
+        "nodes/depth": [n.depth for n in ordered],
+        "nodes/prompt": node_prompt,
+        "nodes/token_offset": offsets[:-1],
+        "nodes/token_count": count,
+        "nodes/is_leaf": is_leaf,
+        "nodes/ended_eos": [n.ended_eos for n in ordered],
+        "nodes/reward": reward,
+        "nodes/value": value,
+        "nodes/lpr": lpr,
+        "tokens/id": token_id,
+        "tokens/logp_gen": logp_gen,
+        "tokens/logp_ref": logp_ref,
+    }
+    trees = TreeArrays(list(objectives), dict(meta), data)
+    trees.validate()
+    return trees
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)[:-1]]).astype(np.int64) if len(
+        counts) else np.zeros(0, dtype=np.int64)
+
