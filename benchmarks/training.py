@@ -1,0 +1,148 @@
+"""Tokens and seconds per training epoch: packed trees (tree attention mask) against one
+sequence per node, on a synthetic tree set and the packaged default backbone.
+
+Trees are shaped as in design.md's estimate: L=4 layers, K_root=4, K=2 (61 nodes), responses of
+about 80 tokens split evenly over the layers, prompts of about 40 tokens, random token ids; half
+of the leaves kept (the paper's setting). Both modes train the same value model (SmolLM2-135M
+cut to 6 layers, the paper's LoRA r=128/alpha=256, Adafactor) on the same nodes for one epoch
+(batch 16 nodes). Before timing, the two modes' values are compared on every node. The last
+line is JSON.
+
+    MAVIS_CACHE=/tmp/mavis-cache python benchmarks/training.py [--trees 4] [--layers 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def synthetic_trees(num_trees: int, *, layers: int = 4, k_root: int = 4, k: int = 2,
+                    response_tokens: int = 80, prompt_tokens: int = 40, vocab: int = 49152,
+                    seed: int = 0):
+    """A `TreeData` of `num_trees` complete trees with random tokens and leaf values."""
+    from mavis.training.nodes import TreeData
+
+    rng = np.random.default_rng(seed)
+    segment = response_tokens // layers
+    cols = {name: [] for name in ("parent", "depth", "prompt", "offset", "count", "leaf")}
+    tokens: list[np.ndarray] = []
+    size = 0
+    prompts, first_node, node_count = [], [], []
+    for tree in range(num_trees):
+        prompts.append(rng.integers(100, vocab, size=prompt_tokens + int(rng.integers(-8, 9))))
+        first_node.append(len(cols["parent"]))
+        frontier = [-1]
+        for depth in range(layers + 1):
+            nxt = []
+            for parent in frontier:
+                for _ in range(1 if depth == 0 else (k_root if depth == 1 else k)):
+                    count = 0 if depth == 0 else max(1, segment + int(rng.integers(-5, 6)))
+                    cols["parent"].append(parent)
+                    cols["depth"].append(depth)
+                    cols["prompt"].append(tree)
+                    cols["offset"].append(size)
+                    cols["count"].append(count)
+                    cols["leaf"].append(depth == layers)
+                    tokens.append(rng.integers(100, vocab, size=count))
+                    size += count
+                    nxt.append(len(cols["parent"]) - 1)
+            frontier = nxt
+        node_count.append(len(cols["parent"]) - first_node[-1])
+    parent = np.array(cols["parent"])
+    value = np.where(np.array(cols["leaf"]), rng.uniform(0, 1, len(parent)), 0.0)
+    for node in reversed(range(len(parent))):  # children follow their parents
+        if not cols["leaf"][node]:
+            value[node] = value[parent == node].mean()
+    return TreeData(
+        objectives=["synthetic"], prompt_ids=[f"p{i}" for i in range(num_trees)],
+        prompt_tokens=prompts, first_node=np.array(first_node),
+        node_count=np.array(node_count), parent=parent, depth=np.array(cols["depth"]),
+        prompt=np.array(cols["prompt"]), token_offset=np.array(cols["offset"]),
+        token_count=np.array(cols["count"]), is_leaf=np.array(cols["leaf"]),
+        value=value[:, None].astype(np.float32), lpr=np.zeros(len(parent), np.float32),
+        tokens=np.concatenate(tokens).astype(np.int64),
+    )
+
+
+def epoch_seconds(model, units, batch_size: int, lr: float) -> tuple[float, int]:
+    """Seconds for one training epoch over `units` (forward, backward, Adafactor step)."""
+
+    from mavis.training.config import TrainConfig
+    from mavis.training.loss import masked_mse
+    from mavis.training.packing import collate, plan_batches, predict
+    from mavis.training.trainer import make_optimizer
+
+    optimizer = make_optimizer(model, TrainConfig(lr=lr))
+    model.train()
+    batches = plan_batches(units, batch_size, np.random.default_rng(0))
+    started = time.perf_counter()
+    for indices in batches:
+        batch = collate([units[i] for i in indices])
+        loss = masked_mse(predict(model, batch), batch.targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - started, len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", type=int, default=4)
+    parser.add_argument("--base", default="smollm2-135m-instruct")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--lora-r", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    args = parser.parse_args()
+
+    import torch
+
+    from mavis.models.value_model import LoraSettings, ValueModel
+    from mavis.training.packing import build_units, collate, predict
+    from mavis.training.targets import node_targets, select_nodes
+
+    data = synthetic_trees(args.trees)
+    nodes = select_nodes(data.prompt, data.depth, data.is_leaf, np.arange(args.trees),
+                         leaf_fraction=0.5, seed=0)
+    targets = node_targets(data.value, data.lpr, 0.0)
+    units = {mode: build_units(data, nodes, targets, packed=mode == "packed",
+                               max_pack_tokens=2048, max_length=None)[0]
+             for mode in ("packed", "per_node")}
+    torch.manual_seed(0)
+    model = ValueModel.build(args.base, "synthetic", num_layers=args.layers,
+                             attn_implementation=args.attn,
+                             lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
+                                               dropout=0.0))
+    model.eval()
+    with torch.no_grad():
+        values = {}
+        for mode, mode_units in units.items():
+            got = [predict(model, collate([u])) for u in mode_units]
+            read = np.concatenate([u.nodes for u in mode_units])
+            values[mode] = torch.cat(got)[np.argsort(read)]
+        max_diff = float((values["packed"] - values["per_node"]).abs().max())
+
+    result = {"trees": args.trees, "nodes_per_tree": int(data.node_count[0]),
+              "training_nodes": len(nodes), "backbone": f"{args.base} x {args.layers} layers",
+              "lora_r": args.lora_r, "attn": args.attn, "threads": torch.get_num_threads(),
+              "max_abs_value_diff": max_diff}
+    for mode, mode_units in units.items():
+        seconds, steps = epoch_seconds(model, mode_units, args.batch_size, lr=2e-5)
+        tokens = sum(len(u) for u in mode_units)
+        result[mode] = {"tokens_per_epoch": tokens, "steps": steps,
+                        "seconds": round(seconds, 1),
+                        "nodes_per_second": round(len(nodes) / seconds, 2)}
+        print(f"{mode:>8}: {tokens} tokens, {steps} steps, {seconds:.1f} s "
+              f"({len(nodes) / seconds:.2f} nodes/s)", flush=True)
+    result["token_ratio"] = round(result["per_node"]["tokens_per_epoch"]
+                                  / result["packed"]["tokens_per_epoch"], 2)
+    result["speedup"] = round(result["per_node"]["seconds"] / result["packed"]["seconds"], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
