@@ -360,9 +360,41 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_lm, small_trees):
     assert [r["step"] for r in cut] == [r["step"] for r in full]
     for a, b in zip(cut, full, strict=True):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-7)
+        if b["step"] == 0:
+            assert a["train_loss"] is b["train_loss"] is None
+        else:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-7)
     assert resumed["best"]["val_loss"] == pytest.approx(whole["best"]["val_loss"], rel=1e-4)
     # resuming a finished run changes nothing
     assert train(config, small_trees, tmp_path / "cut", resume=True)["steps"] == whole["steps"]
+
+
+def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_lm, small_trees,
+                                                      monkeypatch):
+    import mavis.training.trainer as trainer
+
+    config = fast_config(tiny_lm, batch_size=8, eval_every=3, save_every=2)
+    whole = train(config, small_trees, tmp_path / "whole")
+    real_collate, training_batches = trainer.collate, []
+
+    def crash_in_step_5(*args, **kwargs):
+        if torch.is_grad_enabled():  # a training batch, not an evaluation
+            training_batches.append(1)
+            if len(training_batches) == 5:
+                raise RuntimeError("killed")
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "collate", crash_in_step_5)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, small_trees, tmp_path / "crashed")
+    monkeypatch.setattr(trainer, "collate", real_collate)
+    assert load_state(tmp_path / "crashed" / "last")["step"] == 4   # saved every 2 steps
+    resumed = train(config, small_trees, tmp_path / "crashed", resume=True)
+    assert resumed["steps"] == whole["steps"]
+    crashed = read_metrics(tmp_path / "crashed" / "metrics.jsonl")
+    full = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    assert [r["step"] for r in crashed] == [r["step"] for r in full]
+    assert crashed[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=1e-4)
 
 
 def test_init_from_previous_iteration(tmp_path, tiny_lm, learn_trees, trained):
@@ -445,3 +477,12 @@ def test_cli_trains_and_resumes(tmp_path, tiny_lm, small_trees, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] and report["steps"] == report["total_steps"] > 2
     assert ValueModel.load(tmp_path / "vm" / "best").config.value_range["a_rate"]
+    assert main(["distill", "--teacher", f"a_rate={tmp_path / 'vm' / 'best'}", "--data",
+                 str(small_trees), "--out", str(tmp_path / "student"), "--base", str(tiny_lm),
+                 "--num-layers", "1", "--epochs", "1", "--batch-size", "64", "--lr", "1e-3",
+                 "--lora-r", "4", "--lora-alpha", "8", "--warmup-steps", "1"]) == 0
+    assert "a_rate: " in capsys.readouterr().out
+    student = ValueModel.load(tmp_path / "student" / "best")
+    assert student.objectives == ["a_rate"]
+    # the student's range is its teacher's trained range
+    assert student.config.value_range == report["value_range"]

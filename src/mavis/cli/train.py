@@ -59,7 +59,8 @@ def _summary(report: dict) -> str:
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Tree file (HDF5) from data collection.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; the model is OUT/best "
-                                      "(OUT/<objective>/best for separate models).")],
+                                      "(OUT/<objective>/best for several objectives without "
+                                      "--shared).")],
     objectives: Annotated[str | None, typer.Option(
         help="Comma-separated objective names in the tree file (default: all).")] = None,
     base: Annotated[str, typer.Option(help="Backbone: packaged name, folder or hub id.")]

@@ -124,7 +124,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 # -- evaluation --------------------------------------------------------------------------------
 def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, accelerator: Any,
              objectives: list[str], dtype: torch.dtype) -> dict[str, Any]:
-    """Validation loss (MSE over all read values) and per-objective Spearman correlation."""
+    """Validation loss (MSE over all read values; the best checkpoint is chosen on it, so with
+    shared heads on the mean over objectives), per-objective MSE and Spearman correlation of
+    predictions with the Monte-Carlo targets (the node values, less zeta * LPR)."""
     from accelerate.utils import gather_object
     from scipy.stats import spearmanr
 
@@ -141,17 +143,36 @@ def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, acceler
     targets = np.concatenate(gather_object(targets)) if units else preds
     loss = float(masked_mse(torch.from_numpy(preds), torch.from_numpy(targets)))
     spearman: dict[str, float | None] = {}
+    per_objective: dict[str, float | None] = {}
     for column, name in enumerate(objectives):
         valid = np.isfinite(targets[:, column])
+        errors = preds[valid, column] - targets[valid, column]
+        per_objective[name] = float(np.mean(errors ** 2)) if valid.any() else None
         if valid.sum() < 3 or np.ptp(targets[valid, column]) == 0:
             spearman[name] = None
             continue
         rho = spearmanr(preds[valid, column], targets[valid, column]).statistic
         spearman[name] = None if np.isnan(rho) else float(rho)
-    return {"val_loss": loss, "spearman": spearman, "val_count": int(np.isfinite(targets).sum())}
+    return {"val_loss": loss, "val_loss_per_objective": per_objective, "spearman": spearman,
+            "val_count": int(np.isfinite(targets).sum())}
 
 
 # -- the loop ----------------------------------------------------------------------------------
+def epoch_plans(units: list[Unit], config: TrainConfig, world: int = 1,
+                rank: int = 0) -> list[list[list[int]]]:
+    """Every epoch's batches (unit indices) for process `rank` of `world`, fixed by the seed so
+    that a resumed run sees the same order. With several processes each takes every world-th
+    batch of an equal share (DDP needs the same number of steps everywhere)."""
+    plans = []
+    for epoch in range(config.epochs):
+        rng = np.random.default_rng([config.seed, _ORDER_STREAM, epoch])
+        batches = plan_batches(units, config.batch_size, rng)
+        if world > 1:
+            batches = batches[: len(batches) // world * world][rank::world]
+        plans.append(batches)
+    return plans
+
+
 def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
         run_dir: str | Path, *, resume: bool = False,
         extra_report: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -182,24 +203,21 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
     dtype = model.head.weight.dtype
 
     accelerator = Accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    plans = []  # every epoch's batches, fixed by the seed, so a resumed run sees the same order
-    for epoch in range(config.epochs):
-        rng = np.random.default_rng([config.seed, _ORDER_STREAM, epoch])
-        batches = plan_batches(samples.train, config.batch_size, rng)
-        plans.append(batches[: len(batches) // world * world][rank::world] if world > 1
-                     else batches)
+    plans = epoch_plans(samples.train, config, accelerator.num_processes,
+                        accelerator.process_index)
     total_steps = sum(len(p) for p in plans)
     optimizer = make_optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     step, epoch, done_in_epoch, seconds, tokens = 0, 0, 0, 0.0, 0
     best = {"val_loss": float("inf"), "step": None, "spearman": None}
+    losses: list[float] = []  # training losses since the last evaluation
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, epoch, done_in_epoch = state["step"], state["epoch"], state["done_in_epoch"]
         seconds, tokens, best = state["seconds"], state["tokens"], state["best"]
+        losses = list(state["losses"])
         truncate_metrics(metrics_path, step)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -215,17 +233,18 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_state(), "step": step, "epoch": position[0],
                 "done_in_epoch": position[1], "seconds": seconds, "tokens": tokens,
-                "best": best, "done": done, "objectives": objectives,
+                "best": best, "losses": losses, "done": done, "objectives": objectives,
                 "config": config.to_dict()})
         accelerator.wait_for_everyone()
         saved_at = step
 
-    def evaluate_and_save(position: tuple[int, int], losses: list[float]) -> None:
+    def evaluate_and_save(position: tuple[int, int]) -> None:
         record: dict[str, Any] = {
             "step": step, "epoch": round(position[0] + position[1] / len(plans[epoch]), 4),
             "lr": scheduler.get_last_lr()[0],
             "train_loss": float(np.mean(losses)) if losses else None,
         }
+        losses.clear()
         if has_val:
             record.update(evaluate(model, samples.val, config.batch_size, accelerator,
                                    objectives, dtype))
@@ -240,9 +259,8 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
         save_last(position)
 
     if state is None and has_val:
-        evaluate_and_save((0, 0), [])  # the starting point: step 0 in metrics.jsonl
+        evaluate_and_save((0, 0))  # the starting point: step 0 in metrics.jsonl
 
-    losses: list[float] = []
     stopped = False
     while epoch < config.epochs and not stopped:
         batches = plans[epoch]
@@ -267,8 +285,7 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
             end_of_epoch = index + 1 == len(batches)
             position = (epoch + 1, 0) if end_of_epoch else (epoch, index + 1)
             if end_of_epoch or (config.eval_every and step % config.eval_every == 0):
-                evaluate_and_save(position, losses)
-                losses = []
+                evaluate_and_save(position)
             elif step % config.save_every == 0:
                 save_last(position)
             if config.max_steps is not None and step >= config.max_steps:
