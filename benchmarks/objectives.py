@@ -4,7 +4,8 @@ The pairs are consecutive turns of real chitchat-dataset conversations. For each
 `load_s` is building it (imports, model loading; in one process, so the MiniLM load is paid by
 `relevant`, the first objective that needs it; the chitchat heads come from the cache, fitted
 first, outside the timings, if missing); `first_s` the first call on all pairs (it includes the
-one-off warm-up of the first forward pass); `score_s` a second call. Both calls embed every text
+one-off warm-up of the first forward pass); `score_s` a second call, `cpu_s` its CPU seconds
+summed over this process's threads. Both calls embed every text
 afresh (no remembered embeddings). The last line is JSON, with the 1-minute load average: other
 processes on the machine slow the embedding-based objectives down.
 
@@ -50,18 +51,20 @@ def main() -> None:
     fit_chitchat_heads()  # loads the cached fit; fits it (minutes, once) when missing
     fit_s = time.perf_counter() - t
 
-    def score(name: str) -> float:
+    def score(name: str) -> tuple[float, float]:
+        """Wall and CPU seconds (all threads of this process) of one scoring call."""
         forget_embeddings()  # every timed call embeds its texts afresh
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         if name == "all":
             score_all(BUILTINS, prompts, responses)
         else:
             get_objective(name).score(prompts, responses)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
 
     results: dict[str, dict[str, float]] = {}
     print(f"{len(prompts)} pairs; chitchat heads ready in {fit_s:.2f} s")
-    print(f"{'objective':<12} {'load_s':>7} {'first_s':>8} {'score_s':>8} {'pairs/s':>8}")
+    header = ("load_s", "first_s", "score_s", "cpu_s", "pairs/s")
+    print(f"{'objective':<12} " + " ".join(f"{h:>8}" for h in header))
     for name in (*BUILTINS, "all"):
         clear_objective_cache()
         t = time.perf_counter()
@@ -69,18 +72,21 @@ def main() -> None:
             objective = get_objective(n)
             _ = getattr(objective, "heads", None)  # chitchat heads: read from the cache
         load_s = time.perf_counter() - t
-        first_s = score(name)  # includes one-off warm-up of the first forward pass
-        score_s = score(name)
+        first_s, _ = score(name)  # includes one-off warm-up of the first forward pass
+        score_s, cpu_s = score(name)
         results[name] = {
             "load_s": round(load_s, 3),
             "first_s": round(first_s, 3),
             "score_s": round(score_s, 3),
+            "cpu_s": round(cpu_s, 3),
         }
         print(
-            f"{name:<12} {load_s:>7.2f} {first_s:>8.2f} {score_s:>8.2f} "
+            f"{name:<12} {load_s:>8.2f} {first_s:>8.2f} {score_s:>8.2f} {cpu_s:>8.2f} "
             f"{len(prompts) / score_s:>8.0f}"
         )
     load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs; wall times are inflated")
     print(
         json.dumps(
             {
