@@ -421,6 +421,14 @@ def test_shared_heads_and_separate_models(tmp_path, tiny_lm, small_trees):
     assert json.loads((tmp_path / "separate" / "report.json").read_text())["models"]
 
 
+def test_run_folder_names_are_plain():
+    from mavis.training.trainer import run_folder_name
+
+    assert run_folder_name("relevant") == "relevant"
+    assert run_folder_name("python:/tmp/x/vowels.py:vowels") == "python_tmp_x_vowels.py_vowels"
+    assert run_folder_name("../..") == "objective"
+
+
 # -- distillation -----------------------------------------------------------------------------
 def test_distillation_brings_the_student_to_its_teachers(tmp_path, tiny_lm, small_trees):
     teachers = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -51,17 +52,22 @@ def train(config: TrainConfig, data: str | Path | TreeData, out_dir: str | Path,
     """Train value models for `config.objectives` on the trees in `data`; return the report.
 
     Shared (`config.shared`) or with a single objective, the run lives in `out_dir` itself and
-    the model is `out_dir/best`; otherwise each objective gets `out_dir/<objective>/` and a
-    summary `out_dir/report.json` lists them. `resume=True` continues from `last/` checkpoints.
+    the model is `out_dir/best`; otherwise each objective gets `out_dir/<objective>/` (see
+    `run_folder_name`) and a summary `out_dir/report.json` lists them. `resume=True`
+    continues from the `last/` checkpoints.
     """
     trees = data if isinstance(data, TreeData) else read_trees(data)
     objectives = list(config.objectives or trees.objectives)
     trees.columns(objectives)  # a clear error for unknown names, before any model loads
     groups = [objectives] if config.shared else [[name] for name in objectives]
     out_dir = Path(out_dir).expanduser()
+    folders = [run_folder_name(group[0]) for group in groups]
+    if len(set(folders)) < len(folders):
+        raise MavisError(f"objectives {', '.join(objectives)} map to the same run folder; "
+                         "train them in separate runs or with --shared")
     reports = {}
     for group in groups:
-        run_dir = out_dir if len(groups) == 1 else out_dir / group[0]
+        run_dir = out_dir if len(groups) == 1 else out_dir / run_folder_name(group[0])
         samples = prepare_samples(trees, group, config)
         reports[",".join(group)] = fit(lambda g=group: initial_model(config, g), samples, config,
                                        run_dir, resume=resume)
@@ -70,6 +76,12 @@ def train(config: TrainConfig, data: str | Path | TreeData, out_dir: str | Path,
     summary = {"models": {name: r["model"] for name, r in reports.items()}, "runs": reports}
     (out_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_folder_name(objective: str) -> str:
+    """A folder name for an objective's run: its name with anything but letters, digits, '.',
+    '-' and '_' replaced (objective specs like "python:/path/f.py:fn" hold '/' and ':')."""
+    return re.sub(r"[^\w.-]+", "_", objective).strip("._") or "objective"
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -99,7 +111,8 @@ def resolve_init(path: str | Path, objectives: list[str]) -> Path:
     path = Path(path).expanduser()
     candidates = [path, path / "best"]
     if len(objectives) == 1:
-        candidates += [path / objectives[0] / "best", path / objectives[0]]
+        folder = run_folder_name(objectives[0])
+        candidates += [path / folder / "best", path / folder]
     for candidate in candidates:
         if (candidate / CONFIG_NAME).exists():
             config = ValueModelConfig.from_dict(json.loads((candidate / CONFIG_NAME).read_text()))
