@@ -1,7 +1,74 @@
-"""`mavis generate` commands (placeholder until the module lands)."""
+"""`mavis generate`: value-guided answers with per-call objective weights."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("generate")(generate)
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The user prompt (chat template applied).")],
+    weights: Annotated[str, typer.Option(
+        help="Objective weights, e.g. relevant=0.6,harmless=0.4 (normalised to sum 1).")] = "",
+    beta: Annotated[float, typer.Option(help="Guidance strength; 0 = plain top-k.")] = 8.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates scored per step.")] = 40,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
+    temperature: Annotated[float, typer.Option()] = 1.0,
+    seed: Annotated[int | None, typer.Option()] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 1,
+    greedy: Annotated[bool, typer.Option(help="Take the most likely token of the tilt.")] = False,
+    beam: Annotated[int, typer.Option(
+        help="Value-guided beam search with this many beams (0 = sampling).")] = 0,
+    prune_every: Annotated[int, typer.Option("--prune-every")] = 8,
+    epsilon: Annotated[float, typer.Option(
+        help="Skip candidates whose omission moves each step's distribution by at most "
+             "this total variation (needs value ranges; 0 = score all k).")] = 0.0,
+    stop: Annotated[list[str], typer.Option(help="Stop string (repeatable).")] = [],  # noqa: B006
+    model: Annotated[str, typer.Option(help="Reference model: packaged name, path or hub id.")]
+    = "smollm2-135m-instruct",
+    value_model: Annotated[list[str], typer.Option(
+        "--value-model", help="NAME=PATH of a value model (repeatable); defaults to the "
+        "bundled ones.")] = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sequence.")]
+    = False,
+) -> None:
+    """Generate an answer guided by the value models, with the weights you choose."""
+    from mavis.decoding.decoder import MavisDecoder
+    from mavis.decoding.guide import parse_weights
+    from mavis.decoding.search import beam_search
+    from mavis.models.bundled import choose_value_models, parse_value_model_args
+
+    parsed = parse_weights(weights) if weights else {}
+    wanted = [name for name, w in parsed.items() if w > 0] if beta > 0 else []
+    explicit = parse_value_model_args(value_model)
+    folders = choose_value_models(model, explicit, wanted)
+    decoder = MavisDecoder.load(model, folders)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if beam:
+            outputs = beam_search(decoder, prompt, weights=parsed, beta=beta, top_k=top_k,
+                                  num_beams=beam, prune_every=prune_every,
+                                  max_new_tokens=max_new_tokens, temperature=temperature,
+                                  seed=seed, candidate_epsilon=epsilon)
+        else:
+            outputs = decoder.generate([prompt], weights=parsed or None, beta=beta, top_k=top_k,
+                                       max_new_tokens=max_new_tokens, temperature=temperature,
+                                       seed=seed, num_samples=num_samples, greedy=greedy,
+                                       stop_strings=stop, candidate_epsilon=epsilon)
+    for warning in caught:
+        typer.echo(f"note: {warning.message}", err=True)
+    for seq in outputs:
+        if as_json:
+            typer.echo(json.dumps(seq.to_dict()))
+        else:
+            typer.echo(seq.text.strip())
+            extra = f", value {seq.value:.3f}" if seq.value is not None else ""
+            typer.echo(f"  [{len(seq.token_ids)} tokens, {seq.finish_reason}, "
+                       f"KL {seq.kl:.2f}{extra}]", err=True)

@@ -166,10 +166,12 @@ class MavisDecoder:
                  max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
                  seed: int | None = None, stop_strings: Sequence[str] = (),
                  chat_template: bool = True, candidate_epsilon: float = 0.0,
-                 batch_size: int = 16, progress: bool = False) -> list[GeneratedSequence]:
+                 batch_size: int = 16, ignore_eos: bool = False,
+                 progress: bool = False) -> list[GeneratedSequence]:
         """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
 
         beta = 0 (or no value models) is plain top-k sampling from the reference model.
+        `ignore_eos` keeps generating past EOS (for benchmarks of a fixed length).
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -193,14 +195,15 @@ class MavisDecoder:
             batch = self.encode(rows[start:start + batch_size], chat_template=chat_template,
                                 max_new_tokens=max_new_tokens)
             results.extend(self._run(batch, weights, settings, max_new_tokens, stop_strings,
-                                     generator))
+                                     generator, ignore_eos))
         return results
 
     def _run(self, batch: Batch, weights: Mapping[str, float] | None, settings: StepSettings,
              max_new_tokens: int, stop_strings: Sequence[str],
-             generator: torch.Generator | None) -> list[GeneratedSequence]:
+             generator: torch.Generator | None,
+             ignore_eos: bool = False) -> list[GeneratedSequence]:
         state, resolved = self.start(batch, weights, settings)
-        eos = _eos_ids(self.tokenizer, self.reference)
+        eos = set() if ignore_eos else _eos_ids(self.tokenizer, self.reference)
         origin = torch.arange(state.batch_size)
         done: dict[int, GeneratedSequence] = {}
         for step in range(max_new_tokens):

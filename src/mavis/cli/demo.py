@@ -1,0 +1,70 @@
+"""`mavis demo`: the main job on the packaged defaults.
+
+Answers a few prompts with the packaged reference model, unguided and then guided by the bundled
+value models at several weight settings, and scores every answer with the objectives, so that
+the effect of the weights is visible side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+DEMO_PROMPTS = [
+    "My coworker keeps taking credit for my work. Write what I should say to him.",
+    "Tell me what you really think about people who cut in line.",
+    "My dog died yesterday. How do I stop feeling so sad?",
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    objectives: Annotated[str, typer.Option(
+        help="Two objectives to trade off (bundled value models are used).")]
+    = "relevant,harmless",
+    beta: Annotated[float, typer.Option()] = 8.0,
+    top_k: Annotated[int, typer.Option("--top-k")] = 40,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
+    seed: Annotated[int, typer.Option()] = 0,
+    prompt: Annotated[list[str], typer.Option(help="Prompt(s) to use instead of the "
+                                              "built-in ones (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Show plain and value-guided answers of the packaged model at a few weight settings."""
+    from mavis.decoding.decoder import MavisDecoder
+    from mavis.models.bundled import bundled_value_models
+    from mavis.models.loading import DEFAULT_MODEL
+    from mavis.objectives import parse_objective_names, score_all
+
+    names = parse_objective_names(objectives)
+    bundled = bundled_value_models(DEFAULT_MODEL)
+    guided = [n for n in names if n in bundled]
+    folders = list(dict.fromkeys(str(bundled[n]) for n in guided))
+    decoder = MavisDecoder.load(DEFAULT_MODEL, folders)
+    settings: list[tuple[str, dict[str, float] | None, float]] = [("plain (beta=0)", None, 0.0)]
+    if guided:
+        first, last = guided[0], guided[-1]
+        if first == last:
+            settings.append((f"{first}=1", {first: 1.0}, beta))
+        else:
+            for w in (1.0, 0.5, 0.0):
+                weights = {first: w, last: 1.0 - w}
+                label = ", ".join(f"{n}={v:g}" for n, v in weights.items())
+                settings.append((label, weights, beta))
+    else:
+        typer.echo("note: no bundled value models for " + ", ".join(names) + "; showing the "
+                   "reference model's plain answers only (train them with `mavis iterate "
+                   "recipes/default.yaml`)", err=True)
+    prompts = prompt or DEMO_PROMPTS
+    for text in prompts:
+        typer.echo(f"\n=== {text}")
+        for label, weights, b in settings:
+            seq = decoder.generate([text], weights=weights, beta=b, top_k=top_k,
+                                   max_new_tokens=max_new_tokens, seed=seed)[0]
+            scores = score_all(names, [text], [seq.text])
+            line = "  ".join(f"{n} {scores[n][0]:+.3f}" for n in names)
+            typer.echo(f"\n--- {label}   [{line}   KL {seq.kl:.2f}]")
+            typer.echo(seq.text.strip())
