@@ -24,7 +24,8 @@ def value_model(path, objectives, seed):
 @pytest.fixture(scope="module")
 def decoder(tiny_lm):
     model, tok = load_causal_lm(str(tiny_lm))
-    return MavisDecoder(model, tok, [value_model(tiny_lm, ["a"], 1), value_model(tiny_lm, ["b"], 2)])
+    vms = [value_model(tiny_lm, ["a"], 1), value_model(tiny_lm, ["b"], 2)]
+    return MavisDecoder(model, tok, vms)
 
 
 def test_beam_search_returns_n_sequences_ordered_by_weighted_value(decoder):
@@ -76,7 +77,8 @@ def test_generate_command_json(decoder, tiny_lm, tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 2
     for row in lines:
-        assert {"text", "token_ids", "logprobs", "ref_logprobs", "kl", "weights", "beta"} <= set(row)
+        keys = {"text", "token_ids", "logprobs", "ref_logprobs", "kl", "weights", "beta"}
+        assert keys <= set(row)
         assert row["weights"] == {"a": 1.0} and row["beta"] == 2.0
         assert row["kl"] == pytest.approx(sum(row["logprobs"]) - sum(row["ref_logprobs"]))
 
@@ -84,7 +86,7 @@ def test_generate_command_json(decoder, tiny_lm, tmp_path, capsys):
 def test_generate_command_errors(tiny_lm, capsys):
     assert main(["generate", "hello", "--model", str(tiny_lm), "--weights", "zzz=1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no value model for objective 'zzz'") and "\n" == err[-1]
+    assert err.startswith("error: no value model for objective 'zzz'") and err[-1] == "\n"
     assert err.count("\n") == 1
     assert main(["generate", "hello", "--model", str(tiny_lm), "--value-model", "oops"]) == 2
     assert "write NAME=PATH" in capsys.readouterr().err
