@@ -23,13 +23,14 @@ app = typer.Typer(
 # module and one line.
 from mavis.cli import data as _data  # noqa: E402
 from mavis.cli import demo as _demo  # noqa: E402
+from mavis.cli import evaluate as _evaluate  # noqa: E402
 from mavis.cli import generate as _generate  # noqa: E402
+from mavis.cli import iterate as _iterate  # noqa: E402
 from mavis.cli import objectives as _objectives  # noqa: E402
 from mavis.cli import prompts as _prompts  # noqa: E402
-from mavis.cli import serve as _serve  # noqa: E402
 from mavis.cli import train as _train  # noqa: E402
 
-for _module in (_demo, _generate, _objectives, _prompts, _data, _train, _serve):
+for _module in (_demo, _generate, _objectives, _prompts, _data, _train, _iterate, _evaluate):
     _module.register(app)
 
 

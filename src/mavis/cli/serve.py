@@ -1,7 +1,0 @@
-"""`mavis serve` commands (placeholder until the module lands)."""
-
-import typer
-
-
-def register(app: typer.Typer) -> None:
-    pass

@@ -1,0 +1,100 @@
+"""Pareto fronts over objective weights, and their plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mavis.decoding.decoder import MavisDecoder
+from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated by any other (both coordinates: higher is better),
+    ordered by the first coordinate."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((ox >= x and oy >= y) and (ox > x or oy > y)
+                        for j, (ox, oy) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def sweep_weights(decoder: MavisDecoder, prompts: Sequence[str], pair: tuple[str, str], *,
+                  lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                  beta: float | Mapping[float, float] = 8.0, **kwargs) -> list[PolicyEvaluation]:
+    """Evaluate MAVIS at weights (lambda, 1 - lambda) over `pair`; `beta` may depend on lambda
+    (the paper's table 9)."""
+    first, second = pair
+    results = []
+    for lam in lambdas:
+        b = beta[lam] if isinstance(beta, Mapping) else beta
+        weights = {first: lam, second: 1.0 - lam}
+        results.append(evaluate_policy(decoder, prompts, [first, second], weights=weights,
+                                       beta=b, label=f"{first}={lam:g}", **kwargs))
+    return results
+
+
+def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[str, str],
+                out: str | Path, title: str = "") -> Path:
+    """One line per method (e.g. MAVIS, best-of-N, reference), reward of pair[0] on x and
+    pair[1] on y, with standard-error bars; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first, second = pair
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for label, points in series.items():
+        xs = [p.reward[first] for p in points]
+        ys = [p.reward[second] for p in points]
+        ax.errorbar(xs, ys, xerr=[p.reward_se[first] for p in points],
+                    yerr=[p.reward_se[second] for p in points], marker="o", capsize=2,
+                    label=label, linestyle="-" if len(points) > 1 else "none")
+        for p, x, y in zip(points, xs, ys, strict=True):
+            if len(points) > 1:
+                ax.annotate(p.label.split("=")[-1], (x, y), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel(f"{first} reward")
+    ax.set_ylabel(f"{second} reward")
+    ax.set_title(title or f"{first} vs {second}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
+    """Reward and KL per iteration for each objective (the improvement of Theorem 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = sorted({r["objective"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for name in objectives:
+        mine = sorted((r for r in rows if r["objective"] == name), key=lambda r: r["iteration"])
+        its = [r["iteration"] for r in mine]
+        axes[0].plot(its, [r["mavis_reward"] for r in mine], marker="o", label=f"{name} MAVIS")
+        axes[0].axhline(mine[0]["reference_reward"], linestyle=":", alpha=0.5)
+        axes[1].plot(its, [r["mavis_kl"] for r in mine], marker="o", label=name)
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("mean held-out reward (dotted: pi_ref)")
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("KL(pi || pi_ref), eq. 7")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

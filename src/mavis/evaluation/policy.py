@@ -1,0 +1,75 @@
+"""Evaluate a decoding policy: mean reward per objective and the KL of equation 7.
+
+    KL(pi || pi_ref) ≈ mean over sampled sequences y of sum_t log pi(a_t|s_t) / pi_ref(a_t|s_t)
+
+Every sequence the decoder returns carries both log-probabilities, so the KL costs nothing
+extra. Rewards come from the objectives (reward functions) themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mavis.decoding.decoder import MavisDecoder
+
+
+@dataclass
+class PolicyEvaluation:
+    label: str
+    weights: dict[str, float]
+    beta: float
+    prompts: int
+    samples: int
+    reward: dict[str, float] = field(default_factory=dict)
+    reward_se: dict[str, float] = field(default_factory=dict)
+    kl: float = 0.0
+    kl_se: float = 0.0
+    mean_tokens: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def weighted_reward(self, weights: Mapping[str, float]) -> float:
+        return sum(w * self.reward[name] for name, w in weights.items())
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for fewer than two values)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str], objectives: Sequence[str], *,
+                    weights: Mapping[str, float] | None = None, beta: float = 0.0,
+                    top_k: int = 40, max_new_tokens: int = 48, num_samples: int = 1,
+                    temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
+                    candidate_epsilon: float = 0.0, label: str = "",
+                    progress: bool = False) -> PolicyEvaluation:
+    """Sample answers with MAVIS(weights, beta) (beta=0: the reference policy) and score them."""
+    from mavis.objectives import score_all
+
+    outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=top_k,
+                               max_new_tokens=max_new_tokens, num_samples=num_samples,
+                               temperature=temperature, seed=seed, batch_size=batch_size,
+                               candidate_epsilon=candidate_epsilon, progress=progress)
+    rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
+    result = PolicyEvaluation(
+        label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in
+                                                      (weights or {}).items())).strip(),
+        weights=dict(outputs[0].weights) if outputs and outputs[0].weights else dict(
+            weights or {}),
+        beta=beta, prompts=len(prompts), samples=len(outputs),
+        mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1))
+    for name in objectives:
+        result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
+    result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])
+    return result

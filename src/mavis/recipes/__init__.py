@@ -1,0 +1,1 @@
+"""Recipe files (YAML) and the Algorithm-1 pipeline that runs them."""
