@@ -26,7 +26,8 @@ def best_of_n_sweep(decoder: MavisDecoder, prompts: Sequence[str], pair: tuple[s
         weights = {first: lam, second: 1.0 - lam}
         chosen: dict[str, list[float]] = {first: [], second: []}
         for i, prompt in enumerate(prompts):
-            result = best_of_n(decoder, prompt, weights=weights, n=n, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed + i)
+            result = best_of_n(decoder, prompt, weights=weights, n=n, top_k=top_k,
+                               max_new_tokens=max_new_tokens, seed=seed + i)
             index = result.candidates.index(result.best)
             for name in pair:
                 chosen[name].append(result.rewards[name][index])
