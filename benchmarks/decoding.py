@@ -9,17 +9,20 @@ weights, so the value heads are random. Every MAVIS run generates exactly --new-
 per row (EOS ignored), as does the plain baseline (`generate` with min_new_tokens).
 
 Levers compared (M = number of objectives):
-  separate   one value model per objective (the paper's setting)
-  shared     one backbone with M heads (distilled / jointly trained)
-  skip       candidate skipping with a total-variation bound epsilon per step; needs the value
-             range of the heads (here [0, 1] per objective, the range of the built-in rewards)
-  4-layer    a smaller value backbone
+  separate        one value model per objective (the paper's setting)
+  shared          one backbone with M heads (distilled / jointly trained), one pass per step
+  separate+skip   candidate skipping with a total-variation bound epsilon per step; needs the
+                  value range of the heads (here [0, 1] per objective, the built-in rewards')
+  shared bf16     the shared value model in bfloat16 (the reference stays fp32)
+  shared 4-layer  a smaller value backbone (first 4 layers instead of 6)
+With --threads N, torch uses N threads for every case.
 The last line printed is JSON for the headline case (batch 1, M = 2, k = 40).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import time
@@ -102,35 +105,34 @@ def main() -> None:
     names = ["relevant", "harmless", "positive"]
     separate = value_models(args.model, args.layers, [[n] for n in names])
     shared = {m: value_models(args.model, args.layers, [names[:m]])[0] for m in (2, 3)}
-    small = value_models(args.model, 4, [[n] for n in names[:2]])
+    shared_bf16 = copy.deepcopy(shared[2]).to(torch.bfloat16)
+    shared_small = value_models(args.model, 4, [names[:2]])[0]
     rows = []
 
     def record(**row):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    batches = [1, 16]
     ks = [40] if args.quick else [10, 40]
     ms = [2] if args.quick else [1, 2, 3]
-    for batch in batches:
+    for batch in (1, 16):
         for k in ks:
             plain = plain_tok_s(model, tokenizer, batch, k, args.new_tokens)
-            decoder = MavisDecoder(model, tokenizer, separate)
-            loop, _ = mavis_tok_s(decoder, batch, k, args.new_tokens, None, 0.0)
-            record(case="ours, beta=0", batch=batch, k=k, M=0, tok_s=round(loop, 2),
+            loop, _ = mavis_tok_s(MavisDecoder(model, tokenizer, []), batch, k,
+                                  args.new_tokens, None, 0.0)
+            record(case="mavis loop, beta=0", batch=batch, k=k, M=0, tok_s=round(loop, 2),
                    plain_tok_s=round(plain, 2), ratio=round(loop / plain, 3))
             for m in ms:
                 weights = {n: 1.0 / m for n in names[:m]}
-                variants = [("separate", MavisDecoder(model, tokenizer, separate), 0.0),
-                            ("separate+skip", MavisDecoder(model, tokenizer, separate),
-                             args.epsilon)]
+                variants = [("separate", separate[:m], 0.0)]
                 if m in shared:
-                    variants += [("shared", MavisDecoder(model, tokenizer, [shared[m]]), 0.0),
-                                 ("shared+skip", MavisDecoder(model, tokenizer, [shared[m]]),
-                                  args.epsilon)]
-                if m == 2:
-                    variants += [("4-layer separate", MavisDecoder(model, tokenizer, small), 0.0)]
-                for label, dec, eps in variants:
+                    variants.append(("shared", [shared[m]], 0.0))
+                if m == 2 and k == 40:
+                    variants += [("separate+skip", separate[:m], args.epsilon),
+                                 ("shared bf16", [shared_bf16], 0.0),
+                                 ("shared 4-layer", [shared_small], 0.0)]
+                for label, vms, eps in variants:
+                    dec = MavisDecoder(model, tokenizer, vms)
                     tok_s, _ = mavis_tok_s(dec, batch, k, args.new_tokens, weights, args.beta, eps)
                     record(case=label, batch=batch, k=k, M=m, tok_s=round(tok_s, 2),
                            plain_tok_s=round(plain, 2), ratio=round(tok_s / plain, 3),
