@@ -260,10 +260,14 @@ def test_packed_tree_values_equal_per_node_values(tiny_lm, small_trees, attn):
                               max_length=None)
     with torch.no_grad():
         expected = predict(model, collate(per_node))
-        for max_tokens in (4096, 40):  # whole trees, then trees split into several packs
+        # whole trees, then trees split by tokens, then by nodes
+        for max_tokens, max_reads in ((4096, None), (40, None), (4096, 5)):
             packed, _ = build_units(data, nodes, targets, packed=True,
-                                    max_pack_tokens=max_tokens, max_length=None)
-            if max_tokens == 40:
+                                    max_pack_tokens=max_tokens, max_pack_reads=max_reads,
+                                    max_length=None)
+            if max_reads:
+                assert max(u.num_reads for u in packed) == max_reads
+            if max_tokens == 40 or max_reads:
                 assert len(packed) > data.num_prompts
             else:
                 assert len(packed) == data.num_prompts
@@ -447,6 +451,15 @@ def test_distillation_brings_the_student_to_its_teachers(tmp_path, tiny_lm, smal
     assert student.objectives == OBJECTIVES
     assert set(student.config.value_range) == set(OBJECTIVES)
     assert (tmp_path / "student" / "last" / STATE_NAME).exists()
+
+
+def test_distillation_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_lm,
+                                                               other_tokenizer_lm, small_trees):
+    teacher = ValueModel.build(str(other_tokenizer_lm), "a_rate", num_layers=1, lora=None)
+    teacher.save(tmp_path / "teacher")
+    with pytest.raises(MavisError, match="tokenizer differs"):
+        distill({"a_rate": tmp_path / "teacher"}, str(tiny_lm), small_trees, tmp_path / "s",
+                config=fast_config(tiny_lm, num_layers=1))
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -64,8 +64,10 @@ class TrainConfig:
             Linear warm-up in optimiser steps (the paper: 100 batches in iteration 0, none
             later), then linear decay to 0 at the end of `epochs`.
         batch_size (`int`, default `16`):
-            Samples (nodes) per optimiser step; the paper used 16 and 32. A packed step takes
-            whole packed trees until it holds at least this many nodes.
+            Samples (nodes) per optimiser step, at most; the paper used 16 and 32. Packed, a
+            tree with more selected nodes is split into packs of up to this many (each
+            repeating the prompt and the ancestors it needs), and packs of one or more trees
+            fill a step up to this many nodes.
         epochs (`int`, default `2`): the paper trained "up to 2 epochs".
         max_steps (`int | None`, default `None`):
             Stop after this many optimiser steps in all (the schedule is still planned for

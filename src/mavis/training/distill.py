@@ -47,18 +47,17 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     config = dataclasses.replace(config, objectives=objectives, shared=True,
                                  base=student_base or config.base)
     trees = data if isinstance(data, TreeData) else read_trees(data)
-    models = {name: _load_teacher(name, path, config) for name, path in teachers.items()}
-    _check_tokenizers(models, config)
 
     train_prompts, val_prompts = split_prompts(trees.num_prompts, config.validation_fraction,
                                                config.seed)
     train_units = _token_units(trees, train_prompts, len(objectives), config)
     val_units = _token_units(trees, val_prompts, len(objectives), config)
     ranges = _saved_ranges(teachers)
-    for column, (name, teacher) in enumerate(models.items()):
+    for column, (name, path) in enumerate(teachers.items()):  # one teacher in memory at a time
+        teacher = _load_teacher(name, path, config)
         _fill_teacher_values(teacher, name, column, train_units + val_units, config,
                              ranges.get(name))
-    del models
+        del teacher
 
     samples = Samples(
         train=train_units, val=val_units,
@@ -73,26 +72,22 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
 
 
 def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:
+    """Load a teacher (LoRA merged, eval mode) after checking its head and tokenizer."""
+    from mavis.models.loading import load_tokenizer, tokenizer_fingerprint
+
     teacher = ValueModel.load(path, merge=True, attn_implementation=config.attn_implementation)
     if len(teacher.objectives) > 1 and name not in teacher.objectives:
         raise MavisError(f"teacher {str(path)!r} has heads {', '.join(teacher.objectives)}, "
                          f"none named {name!r}")
+    own = teacher.config.tokenizer_fingerprint
+    if own and own != tokenizer_fingerprint(load_tokenizer(config.base)):
+        raise MavisError(f"the {name!r} teacher's tokenizer differs from the student base "
+                         f"{config.base!r}: a distilled value model must read the same ids")
     return teacher.eval()
 
 
 def _teacher_column(teacher: ValueModel, name: str) -> int:
     return teacher.objectives.index(name) if name in teacher.objectives else 0
-
-
-def _check_tokenizers(teachers: dict[str, ValueModel], config: TrainConfig) -> None:
-    from mavis.models.loading import load_tokenizer, tokenizer_fingerprint
-
-    student = tokenizer_fingerprint(load_tokenizer(config.base))
-    for name, teacher in teachers.items():
-        own = teacher.config.tokenizer_fingerprint
-        if own and own != student:
-            raise MavisError(f"the {name!r} teacher's tokenizer differs from the student base "
-                             f"{config.base!r}: a distilled value model must read the same ids")
 
 
 def _token_units(trees: TreeData, prompts: np.ndarray, width: int,
@@ -103,7 +98,8 @@ def _token_units(trees: TreeData, prompts: np.ndarray, width: int,
         nodes = [n for n in trees.tree(prompt) if trees.depth[n] > 0]
         prompt_tokens, kept = fit_length(trees, prompt, nodes, config.max_length)
         units.extend(pack_tree(trees, prompt, kept, prompt_tokens, None, every_token=True,
-                               max_tokens=config.max_pack_tokens, num_objectives=width))
+                               max_tokens=config.max_pack_tokens,
+                               max_reads=config.batch_size, num_objectives=width))
     return [unit for unit in units if unit.num_reads]
 
 

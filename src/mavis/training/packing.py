@@ -177,15 +177,15 @@ class _PackBuilder:
 
 
 def pack_tree(data: TreeData, prompt: int, reads: list[int], prompt_tokens: np.ndarray,
-              targets: np.ndarray | None, *, max_tokens: int, every_token: bool = False,
-              num_objectives: int | None = None) -> list[Unit]:
+              targets: np.ndarray | None, *, max_tokens: int, max_reads: int | None = None,
+              every_token: bool = False, num_objectives: int | None = None) -> list[Unit]:
     """Pack the part of `prompt`'s tree that `reads` need into as few units as fit.
 
     Each node of `reads` is read once, at its segment's last token (every token of its segment
     with `every_token`, for distillation; then `targets` may be None and is left NaN). A unit
-    holds at most `max_tokens` tokens unless one root-to-node chain alone is longer; a tree
-    that does not fit is split between depth-first neighbours, each unit repeating the prompt
-    and the ancestors it needs.
+    holds at most `max_tokens` tokens unless one root-to-node chain alone is longer, and at
+    most `max_reads` reads unless one node alone has more; a tree that does not fit is split
+    between depth-first neighbours, each unit repeating the prompt and the ancestors it needs.
     """
     wanted = set(reads)
     if not wanted:
@@ -205,11 +205,15 @@ def pack_tree(data: TreeData, prompt: int, reads: list[int], prompt_tokens: np.n
     pack = _PackBuilder(data, root, prompt_tokens)
     for node in order:
         chain = data.ancestors(node)
-        if pack.reads and pack.size + pack.cost(chain) > max_tokens:
+        reading = node in wanted and (node != root or not every_token)
+        new_reads = (int(data.token_count[node]) if every_token else 1) if reading else 0
+        too_long = pack.size + pack.cost(chain) > max_tokens
+        too_many = max_reads is not None and len(pack.reads) + new_reads > max_reads
+        if pack.reads and (too_long or too_many):
             units.append(pack.unit(targets, width))
             pack = _PackBuilder(data, root, prompt_tokens)
         pack.add(chain)
-        if node in wanted and (node != root or not every_token):
+        if reading:
             pack.read(node, every_token)
     if pack.reads:
         units.append(pack.unit(targets, width))
@@ -217,9 +221,10 @@ def pack_tree(data: TreeData, prompt: int, reads: list[int], prompt_tokens: np.n
 
 
 def build_units(data: TreeData, nodes: np.ndarray, targets: np.ndarray, *, packed: bool,
-                max_pack_tokens: int, max_length: int | None) -> tuple[list[Unit], int]:
+                max_pack_tokens: int, max_length: int | None,
+                max_pack_reads: int | None = None) -> tuple[list[Unit], int]:
     """Training units for the selected `nodes` (global indices) and the count of nodes dropped
-    for `max_length`. Packed: a few units per tree; else one unit per node."""
+    for `max_length`. Packed: a few units per tree (see `pack_tree`); else one per node."""
     by_prompt: dict[int, list[int]] = {}
     for node in np.asarray(nodes).tolist():
         by_prompt.setdefault(int(data.prompt[node]), []).append(node)
@@ -230,7 +235,7 @@ def build_units(data: TreeData, nodes: np.ndarray, targets: np.ndarray, *, packe
         dropped += len(reads) - len(kept)
         if packed:
             units.extend(pack_tree(data, prompt, kept, prompt_tokens, targets,
-                                   max_tokens=max_pack_tokens))
+                                   max_tokens=max_pack_tokens, max_reads=max_pack_reads))
         else:
             units.extend(node_unit(data, node, prompt_tokens, targets) for node in kept)
     return units, dropped
@@ -297,19 +302,23 @@ def collate(units: list[Unit], dtype: torch.dtype = torch.float32, pad_id: int =
 
 def plan_batches(units: list[Unit], batch_size: int,
                  rng: np.random.Generator | None = None) -> list[list[int]]:
-    """Group unit indices into batches of at least `batch_size` reads (the last may hold
-    fewer); shuffled with `rng`, else in order of length (least padding, for evaluation)."""
+    """Group unit indices into batches of at most `batch_size` reads (a unit with more is a
+    batch alone); shuffled with `rng`, else in order of length (least padding, for evaluation).
+    """
     if rng is not None:
         order = rng.permutation(len(units)).tolist()
     else:
         order = sorted(range(len(units)), key=lambda i: len(units[i]))
-    batches, current, reads = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    reads = 0
     for index in order:
-        current.append(index)
-        reads += units[index].num_reads
-        if reads >= batch_size:
+        count = units[index].num_reads
+        if current and reads + count > batch_size:
             batches.append(current)
             current, reads = [], 0
+        current.append(index)
+        reads += count
     if current:
         batches.append(current)
     return batches

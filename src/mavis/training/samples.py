@@ -42,7 +42,7 @@ def prepare_samples(data: TreeData, objectives: list[str], config: TrainConfig) 
         raise MavisError(f"no training nodes with a value for {', '.join(objectives)} in "
                          f"{data.source or 'the tree data'}")
     build = dict(packed=config.packed, max_pack_tokens=config.max_pack_tokens,
-                 max_length=config.max_length)
+                 max_pack_reads=config.batch_size, max_length=config.max_length)
     train_units, train_dropped = build_units(data, train_nodes, targets, **build)
     val_units, val_dropped = build_units(data, val_nodes, targets, **build)
     all_train_nodes = np.flatnonzero(np.isin(data.prompt, train_prompts))
