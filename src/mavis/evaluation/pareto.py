@@ -40,12 +40,8 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
                 out: str | Path, title: str = "") -> Path:
     """One line per method (e.g. MAVIS, best-of-N, reference), reward of pair[0] on x and
     pair[1] on y, with standard-error bars; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     first, second = pair
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, points in series.items():
         xs = [p.reward[first] for p in points]
@@ -62,21 +58,12 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
     ax.set_title(title or f"{first} vs {second}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     """Reward and KL per iteration for each objective (the improvement of Theorem 1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     objectives = sorted({r["objective"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for name in objectives:
@@ -92,9 +79,23 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
