@@ -97,15 +97,17 @@ def _train(recipe: Recipe, trees: Path, objectives: list[str], out: Path, zeta: 
     return train(config, trees, out, resume=True)
 
 
-def _evaluate(recipe: Recipe, prompts: list[Any], objective: str,
+def _evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
               value_model: Path | None, beta: float) -> dict[str, Any]:
+    """Reward and KL on the test prompts of pi_ref (no value model) or of the
+    single-objective MAVIS policy of `value_model` for objectives[0]."""
     from mavis.decoding.decoder import MavisDecoder
     from mavis.evaluation.policy import evaluate_policy
 
     e = recipe.evaluation
     decoder = MavisDecoder.load(recipe.reference, [value_model] if value_model else [])
-    result = evaluate_policy(decoder, [p.text for p in prompts], [objective],
-                             weights={objective: 1.0} if value_model else None,
+    result = evaluate_policy(decoder, [p.text for p in prompts], objectives,
+                             weights={objectives[0]: 1.0} if value_model else None,
                              beta=beta if value_model else 0.0, top_k=e.top_k,
                              max_new_tokens=e.max_new_tokens, num_samples=e.num_samples,
                              seed=e.seed, candidate_epsilon=e.candidate_epsilon)
@@ -163,19 +165,22 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
                 run_dir = it_dir / "value_models" / name
                 _train(recipe, trees, [name], run_dir, it.zeta, previous[name])
                 models[name] = model_folder(run_dir, name)
-        for name in wanted:
-            if any(r["objective"] == name and r["iteration"] == i for r in rows):
-                continue
-            if name not in reference_eval:
-                _say(f"evaluating pi_ref on {len(test_prompts)} test prompts ({name})")
-                ref = _evaluate(recipe, test_prompts, name, None, 0.0)
-            else:
-                prior = reference_eval[name]
-                ref = {"reward": {name: prior["reference_reward"]},
-                       "reward_se": {name: prior["reference_reward_se"]}}
+        pending = [n for n in wanted
+                   if not any(r["objective"] == n and r["iteration"] == i for r in rows)]
+        missing = [n for n in pending if n not in reference_eval]
+        if missing:
+            _say(f"evaluating pi_ref on {len(test_prompts)} test prompts "
+                 f"({', '.join(missing)})")
+            ref_all = _evaluate(recipe, test_prompts, missing, None, 0.0)
+            for n in missing:
+                reference_eval[n] = {"reference_reward": ref_all["reward"][n],
+                                     "reference_reward_se": ref_all["reward_se"][n]}
+        for name in pending:
+            ref = {"reward": {name: reference_eval[name]["reference_reward"]},
+                   "reward_se": {name: reference_eval[name]["reference_reward_se"]}}
             beta = it.beta_for(name)
             _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, beta={beta:g})")
-            mav = _evaluate(recipe, test_prompts, name, models[name], beta)
+            mav = _evaluate(recipe, test_prompts, [name], models[name], beta)
             row = {"iteration": i, "objective": name, "beta": beta, "zeta": it.zeta,
                    "value_model": str(models[name]),
                    "reference_reward": ref["reward"][name],
@@ -184,7 +189,6 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
                    "mavis_kl": mav["kl"], "mavis_kl_se": mav["kl_se"],
                    "test_prompts": len(test_prompts), "samples": mav["samples"]}
             rows.append(row)
-            reference_eval.setdefault(name, row)
             with results_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             _say(f"  {name}: reward {row['reference_reward']:.3f} (pi_ref) -> "
