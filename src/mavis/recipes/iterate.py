@@ -137,6 +137,10 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     count = min(iterations or len(recipe.iterations), len(recipe.iterations))
     train_prompts = recipe_prompts(recipe, "train")
     test_prompts = recipe_prompts(recipe, "test")
+    for split, found in (("train", train_prompts), ("test", test_prompts)):
+        if not found:
+            raise MavisError(f"the recipe's prompt sets {recipe.prompts.sets} have no prompts in "
+                             f"the {split} split; use larger sets or raise max_prompt_tokens")
     _say(f"{recipe.name}: {len(train_prompts)} train / {len(test_prompts)} test prompts, "
          f"objectives {', '.join(wanted)}, {count} iteration(s), output in {out}")
     results_path = out / RESULTS
