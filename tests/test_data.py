@@ -567,33 +567,45 @@ def test_resume_after_kill_gives_the_same_file(tiny_lm, objective, tmp_path):
     assert not Path(str(fresh) + ".parts").exists()  # merged and tidied up
     assert_same_file(out, fresh)
 
+    # parts left next to a finished file (a kill between merge and tidy-up) are removed by
+    # the next run, which finds the file complete and does nothing else
+    stamp = out.stat().st_mtime_ns
+    collect_trees(DecoderSpec(str(tiny_lm)), prompts, objective, out, **args)
+    assert not parts.exists() and out.stat().st_mtime_ns == stamp
 
-def test_resume_skips_finished_groups_in_process(decoder, objective, tmp_path):
-    """Interrupt after two groups (an objective that raises), resume, compare."""
-    calls = {"n": 0}
 
-    def flaky(prompts, responses):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return [float(len(r)) for r in responses]
+def test_resume_skips_finished_groups_in_process(decoder, tmp_path, capsys):
+    """Interrupt after two groups (an objective that raises on its third call), resume,
+    compare with an uninterrupted run."""
+    counter = tmp_path / "calls.txt"
+    counter.write_text("0")
+    source = tmp_path / "flaky.py"
+    source.write_text(textwrap.dedent(f"""
+        from pathlib import Path
 
-    from mavis.objectives import OBJECTIVES, clear_objective_cache
-    from mavis.objectives.pyfunc import PythonFunction
-
-    OBJECTIVES.register("flaky-test")(lambda: PythonFunction(flaky))
-    clear_objective_cache()
+        def flaky(prompts, responses):
+            counter = Path({str(counter)!r})
+            calls = int(counter.read_text()) + 1
+            counter.write_text(str(calls))
+            if calls == 3:
+                raise KeyboardInterrupt
+            return [float(len(r)) for r in responses]
+    """))
+    objective = f"python:{source}:flaky"
     args = dict(T=8, L=2, K_root=2, K=2, top_k=5, seed=2, batch_prompts=2, progress=False)
     out = tmp_path / "t.h5"
     with pytest.raises(KeyboardInterrupt):
-        collect_trees(decoder, PROMPTS, "flaky-test", out, **args)
+        collect_trees(decoder, PROMPTS, objective, out, **args)
     parts = Path(str(out) + ".parts")
+    assert "interrupted: 2 of 3 groups are saved" in capsys.readouterr().err
     assert sorted(p.name for p in parts.glob("group-*.h5")) == ["group-000000.h5",
                                                               "group-000001.h5"]
     (parts / ".group-000002.h5.tmp-999").write_bytes(b"half a file")  # debris of a crash
-    collect_trees(decoder, PROMPTS, "flaky-test", out, **args)
-    assert calls["n"] == 4  # only the missing group was scored again
-    collect_trees(decoder, PROMPTS, "flaky-test", tmp_path / "fresh.h5", **args)
+    collect_trees(decoder, PROMPTS, objective, out, **args)
+    assert "resuming: 2 of 3 groups already in" in capsys.readouterr().err
+    assert counter.read_text() == "4"  # only the missing group was scored again
+    assert not parts.exists()
+    collect_trees(decoder, PROMPTS, objective, tmp_path / "fresh.h5", **args)
     assert_same_file(out, tmp_path / "fresh.h5")
 
 

@@ -241,6 +241,13 @@ def plan_collection(records: Sequence[PromptRecord], objectives: Sequence[str],
                 f"({describe_differences(identity(existing), identity(meta))}); choose a new "
                 "--out, or delete the file to collect again")
         print(f"{out} is already complete (same settings); nothing to do", file=sys.stderr)
+        if parts.root.exists():  # a run killed between the merge and the tidying up
+            try:
+                parts.open(identity(meta))
+            except MavisError:
+                pass  # not this collection's: leave it alone
+            else:
+                parts.remove()
         return CollectionPlan(out, parts, groups, [], meta, True, list(records),
                               list(objectives), weights)
     done = parts.open(identity(meta))
