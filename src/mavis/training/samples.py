@@ -23,6 +23,13 @@ class Samples:
     value_range: dict[str, list[float]]
     sizes: dict[str, Any] = field(default_factory=dict)
 
+    def train_means(self) -> np.ndarray:
+        """Mean training target per objective ([M]; 0 where an objective has none): the best
+        constant prediction, used to start the head's bias and as the baseline of the loss."""
+        targets = np.concatenate([unit.targets for unit in self.train])
+        counts = np.isfinite(targets).sum(0)
+        return np.where(counts > 0, np.nansum(targets, 0) / np.maximum(counts, 1), 0.0)
+
 
 def prepare_samples(data: TreeData, objectives: list[str], config: TrainConfig) -> Samples:
     """Split prompts, select nodes (appendix F.5), compute equation-6 targets, build units."""

@@ -8,6 +8,12 @@ learning rate (the paper's optimiser), linear warm-up then linear decay, gradien
 evaluation every `eval_every` steps and at each epoch's end (validation loss and the Spearman
 correlation of predicted and Monte-Carlo values), the best model by validation loss kept in
 `best/`, and a resumable `last/` checkpoint saved regularly.
+
+A fresh model's head starts at the best constant (weights 0, bias = the training targets'
+mean), so step 0 of `metrics.jsonl` is the mean-only baseline and the best checkpoint is never
+worse than it on validation: where nothing beyond the mean is learnable, the saved value model
+is flat and MAVIS falls back to the reference policy instead of following noise. (`init_from`
+models keep their head.)
 """
 
 from __future__ import annotations
@@ -136,10 +142,12 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 # -- evaluation --------------------------------------------------------------------------------
 def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, accelerator: Any,
-             objectives: list[str], dtype: torch.dtype) -> dict[str, Any]:
+             objectives: list[str], dtype: torch.dtype,
+             train_means: np.ndarray | None = None) -> dict[str, Any]:
     """Validation loss (MSE over all read values; the best checkpoint is chosen on it, so with
     shared heads on the mean over objectives), per-objective MSE and Spearman correlation of
-    predictions with the Monte-Carlo targets (the node values, less zeta * LPR)."""
+    predictions with the Monte-Carlo targets (the node values, less zeta * LPR), and the
+    baseline: the loss of predicting the training targets' mean everywhere."""
     from accelerate.utils import gather_object
     from scipy.stats import spearmanr
 
@@ -155,6 +163,10 @@ def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, acceler
     preds = np.concatenate(gather_object(preds)) if units else np.zeros((0, len(objectives)))
     targets = np.concatenate(gather_object(targets)) if units else preds
     loss = float(masked_mse(torch.from_numpy(preds), torch.from_numpy(targets)))
+    baseline = None
+    if train_means is not None and len(targets):
+        constant = np.broadcast_to(train_means, targets.shape).astype(np.float32)
+        baseline = float(masked_mse(torch.from_numpy(constant), torch.from_numpy(targets)))
     spearman: dict[str, float | None] = {}
     per_objective: dict[str, float | None] = {}
     for column, name in enumerate(objectives):
@@ -166,7 +178,8 @@ def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, acceler
             continue
         rho = spearmanr(preds[valid, column], targets[valid, column]).statistic
         spearman[name] = None if np.isnan(rho) else float(rho)
-    return {"val_loss": loss, "val_loss_per_objective": per_objective, "spearman": spearman,
+    return {"val_loss": loss, "val_baseline_loss": baseline,
+            "val_loss_per_objective": per_objective, "spearman": spearman,
             "val_count": int(np.isfinite(targets).sum())}
 
 
@@ -205,9 +218,14 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
     if state is not None and state.get("done") and (run_dir / REPORT_NAME).exists():
         return json.loads((run_dir / REPORT_NAME).read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
+    means = samples.train_means()
     if state is None:
         torch.manual_seed(config.seed)
         model = make_model()
+        if config.init_from is None:  # start exactly at the best constant prediction
+            with torch.no_grad():
+                model.head.weight.zero_()
+                model.head.bias.copy_(torch.as_tensor(means, dtype=model.head.bias.dtype))
         metrics_path.unlink(missing_ok=True)
     else:
         model = ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation)
@@ -260,7 +278,7 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
         losses.clear()
         if has_val:
             record.update(evaluate(model, samples.val, config.batch_size, accelerator,
-                                   objectives, dtype))
+                                   objectives, dtype, means))
             if record["val_loss"] < best["val_loss"]:
                 best.update(val_loss=record["val_loss"], step=step, spearman=record["spearman"])
                 if accelerator.is_main_process:
@@ -334,6 +352,8 @@ def _describe(record: dict[str, Any]) -> str:
         parts.append(f"train {record['train_loss']:.4f}")
     if "val_loss" in record:
         parts.append(f"val {record['val_loss']:.4f}")
+        if record.get("val_baseline_loss") is not None:
+            parts.append(f"(mean-only {record['val_baseline_loss']:.4f})")
         rhos = [f"{k}={v:.3f}" for k, v in record["spearman"].items() if v is not None]
         if rhos:
             parts.append("spearman " + " ".join(rhos))
