@@ -37,9 +37,10 @@ def model_forward(model: Any, *, cache: Any = None, use_cache: bool = False,
     if logits_to_keep is not None:
         inputs["logits_to_keep"] = logits_to_keep
     out = model(**inputs, **{kwarg: cache}, use_cache=use_cache)
-    new_cache = getattr(out, "cache", None)
+    # ModelOutput is a dict: .get() avoids the deprecated `past_key_values` attribute.
+    new_cache = out.get("cache")
     if new_cache is None:
-        new_cache = getattr(out, "past_key_values", None)
+        new_cache = out.get("past_key_values")
     tensor = out.logits if return_logits else out.last_hidden_state
     return tensor, new_cache
 

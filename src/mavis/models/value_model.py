@@ -70,7 +70,7 @@ def load_backbone(base: str, num_layers: int | None, attn_implementation: str = 
     """The decoder stack of `base` (no LM head), keeping only its first `num_layers` layers."""
     from transformers import AutoConfig, AutoModel
 
-    from mavis.models.loading import _hub_error, resolve_model_path
+    from mavis.models.loading import _hub_error, quiet_transformers, resolve_model_path
 
     path = resolve_model_path(base)
     try:
@@ -84,9 +84,10 @@ def load_backbone(base: str, num_layers: int | None, attn_implementation: str = 
             config.num_hidden_layers = num_layers
             if getattr(config, "layer_types", None):
                 config.layer_types = config.layer_types[:num_layers]
-        backbone = AutoModel.from_pretrained(
-            path, config=config, dtype=dtype, attn_implementation=attn_implementation
-        )
+        with quiet_transformers():  # the report would list every layer left out on purpose
+            backbone = AutoModel.from_pretrained(
+                path, config=config, dtype=dtype, attn_implementation=attn_implementation
+            )
     except (OSError, ValueError) as exc:
         raise _hub_error(base, exc) from exc
     return backbone
