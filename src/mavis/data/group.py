@@ -135,14 +135,14 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
                   weights: dict[str, float] | None, meta: Mapping[str, Any],
                   on_step: Callable[[int], None] | None = None) -> GroupResult:
     """Grow, score and assemble the trees of `records` (the prompts of group `group`)."""
-    from mavis.decoding.decoder import _eos_ids
+    from mavis.decoding.decoder import eos_ids
     from mavis.objectives import score_all
 
     step_settings = decoder.settings(beta=settings.beta, top_k=settings.top_k,
                                      temperature=settings.temperature, greedy=False,
                                      candidate_epsilon=0.0)
     shape = settings.shape
-    eos = _eos_ids(decoder.tokenizer, decoder.reference)
+    eos = eos_ids(decoder.tokenizer, decoder.reference)
     has_template = bool(getattr(decoder.tokenizer, "chat_template", None))
     batch = decoder.encode([r.model_text(has_template) for r in records],
                            max_new_tokens=settings.T)

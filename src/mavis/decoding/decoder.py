@@ -207,7 +207,7 @@ class MavisDecoder:
              generator: torch.Generator | None,
              ignore_eos: bool = False) -> list[GeneratedSequence]:
         state, resolved = self.start(batch, weights, settings)
-        eos = set() if ignore_eos else _eos_ids(self.tokenizer, self.reference)
+        eos = set() if ignore_eos else eos_ids(self.tokenizer, self.reference)
         origin = torch.arange(state.batch_size)
         done: dict[int, GeneratedSequence] = {}
         for step in range(max_new_tokens):
@@ -251,7 +251,7 @@ class MavisDecoder:
             weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value)
 
 
-def _eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:
+def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), model.config):
         value = getattr(source, "eos_token_id", None) if source is not None else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mavis.decoding.decoder import GeneratedSequence, MavisDecoder, _eos_ids
+from mavis.decoding.decoder import GeneratedSequence, MavisDecoder, eos_ids
 from mavis.errors import MavisError
 
 
@@ -39,7 +39,7 @@ def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, flo
     generator = torch.Generator(device=decoder.device)
     if seed is not None:
         generator.manual_seed(seed)
-    eos = _eos_ids(decoder.tokenizer, decoder.reference)
+    eos = eos_ids(decoder.tokenizer, decoder.reference)
     pool: list[GeneratedSequence] = []
 
     def finish(rows: Sequence[int], reason: str) -> None:

@@ -98,7 +98,7 @@ def read_trees(path: str | Path) -> TreeData:
     path = Path(path).expanduser()
     if not path.exists():
         raise MavisError(f"tree data file {str(path)!r} does not exist; collect trees with "
-                         "`mavis data collect` first")
+                         "`mavis collect` first")
     if not h5py.is_hdf5(path):
         raise MavisError(f"{str(path)!r} is not a mavis tree file (not HDF5)")
     with h5py.File(path, "r") as f:
