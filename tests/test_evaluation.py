@@ -78,3 +78,30 @@ def test_sweep_and_plot(decoder, rewards, tmp_path):
                            reward_se={r: 0.01 for r in rewards})
     out = plot_pareto({"MAVIS": points, "pi_ref": [ref]}, rewards, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsys):
+    import json
+
+    from mavis.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say {w}"}) + "\n"
+                               for w in ["hi", "yes", "no", "ok", "sun", "sky", "sea", "cat",
+                                         "dog", "red", "big", "far"] * 2))
+    models = []
+    for vm in decoder.guide.value_models:
+        folder = vm.save(tmp_path / vm.objectives[0].rsplit(":", 1)[-1])
+        models += ["--value-model", f"{vm.objectives[0]}={folder}"]
+    common = ["--prompts", str(prompts), "--split", "all", "--limit", "3", "--top-k", "5",
+              "--max-new-tokens", "4", "--model", str(tiny_lm), *models]
+    assert main(["evaluate", "--objectives", ",".join(rewards), "--weights",
+                 f"{rewards[0]}=1", "--beta", "2", "--json", *common]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["samples"] == 3 and set(row["reward"]) == set(rewards) and row["kl"] > 0
+    out = tmp_path / "front.png"
+    assert main(["pareto", "--objectives", ",".join(rewards), "--lambdas", "0,1",
+                 "--best-of", "2", "--out", str(out), *common]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved) == {"MAVIS", "pi_ref", "best-of-2"}
+    assert len(saved["MAVIS"]) == 2 and out.stat().st_size > 5000

@@ -58,7 +58,9 @@ def test_beam_search_beats_sampling_on_value(decoder):
 def test_best_of_n_picks_max_reward(decoder, tmp_path, monkeypatch):
     (tmp_path / "letter_rewards.py").write_text(
         "def count_a(prompts, responses):\n"
-        "    return [r.count('a') / max(len(r), 1) for r in responses]\n")
+        "    return [r.count('a') / max(len(r), 1) for r in responses]\n"
+        "def count_b(prompts, responses):\n"
+        "    return [r.count('b') / max(len(r), 1) for r in responses]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     result = best_of_n(decoder, "hi", weights={"python:letter_rewards:count_a": 1.0}, n=6,
                        top_k=10, max_new_tokens=8, seed=3)
@@ -66,6 +68,10 @@ def test_best_of_n_picks_max_reward(decoder, tmp_path, monkeypatch):
     assert len(result.candidates) == 6
     assert result.weighted[result.candidates.index(result.best)] == max(rewards)
     assert result.best.text.count("a") / max(len(result.best.text), 1) == max(rewards)
+    both = best_of_n(decoder, "hi", weights={"python:letter_rewards:count_a": 1.0,
+                                             "python:letter_rewards:count_b": 0.0},
+                     n=3, top_k=10, max_new_tokens=8, seed=3)
+    assert len(both.rewards["python:letter_rewards:count_b"]) == 3  # scored, though weight 0
 
 
 def test_generate_command_json(decoder, tiny_lm, tmp_path, capsys):

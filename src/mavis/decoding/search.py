@@ -91,7 +91,7 @@ def best_of_n(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, float
     candidates = decoder.generate([prompt], beta=0.0, top_k=top_k, temperature=temperature,
                                   max_new_tokens=max_new_tokens, num_samples=n, seed=seed,
                                   chat_template=chat_template)
-    names = [name for name, w in resolved.items() if w > 0]
+    names = list(resolved)  # zero-weight objectives are scored too, for reporting
     rewards = score_all(names, [prompt] * n, [c.text for c in candidates])
     weighted = [sum(resolved[m] * rewards[m][i] for m in names) for i in range(n)]
     best = max(range(n), key=weighted.__getitem__)
