@@ -102,18 +102,12 @@ def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """Read (prompt, response) pairs from a JSONL file; MavisError names the bad line."""
     if not path.is_file():
         raise MavisError(f"{path}: no such file")
+    from mavis.prompts.files import numbered_json_lines
+
     prompts, responses = [], []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MavisError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not (
-                isinstance(row.get("response"), str)
-            ):
+        for number, row in numbered_json_lines(handle, path):
+            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
                 raise MavisError(f"{path}:{number}: needs string fields 'prompt' and 'response'")
             prompts.append(row["prompt"])
             responses.append(row["response"])

@@ -41,7 +41,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")  # noqa: SIM115 (returned to the caller)
 
 
-def _json_lines(lines: Iterator[str], path: Path) -> Iterator[dict[str, Any]]:
+def numbered_json_lines(lines: Iterator[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines text; MavisError names
+    the file and line of anything that is not a JSON object."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -51,6 +53,11 @@ def _json_lines(lines: Iterator[str], path: Path) -> Iterator[dict[str, Any]]:
             raise MavisError(f"{path}: line {number} is not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
             raise MavisError(f"{path}: line {number} is not a JSON object")
+        yield number, record
+
+
+def _json_lines(lines: Iterator[str], path: Path) -> Iterator[dict[str, Any]]:
+    for _, record in numbered_json_lines(lines, path):
         yield record
 
 
