@@ -68,17 +68,16 @@ class MavisDecoder:
         self.tokenizer = tokenizer
         self.guide = ValueGuide([vm.eval() for vm in value_models])
         self.device = next(reference.parameters()).device
+        if check_tokenizers and self.guide.value_models:
+            from mavis.models.loading import tokenizer_fingerprint
+
+            fingerprint = tokenizer_fingerprint(tokenizer)
+            for vm in self.guide.value_models:
+                vm.check_tokenizer(fingerprint, "the reference model's",
+                                   "MAVIS value models must share the reference model's "
+                                   "vocabulary; train one on a backbone with the same tokenizer")
         for vm in self.guide.value_models:
             vm.to(self.device)
-            if check_tokenizers and vm.config.tokenizer_fingerprint:
-                from mavis.models.loading import tokenizer_fingerprint
-
-                if vm.config.tokenizer_fingerprint != tokenizer_fingerprint(tokenizer):
-                    raise MavisError(
-                        f"the value model for {', '.join(vm.objectives)} was built on "
-                        f"{vm.config.base!r}, whose tokenizer differs from the reference "
-                        "model's: MAVIS value models must share the reference model's "
-                        "vocabulary; train one on a backbone with the same tokenizer")
 
     @classmethod
     def load(cls, reference: str,

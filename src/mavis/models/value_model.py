@@ -176,6 +176,16 @@ class ValueModel(nn.Module):
         (path / CONFIG_NAME).write_text(self.config.to_json())
         return path
 
+    def check_tokenizer(self, fingerprint: str, other: str, why: str) -> None:
+        """Refuse to work beside a model whose tokenizer (by `tokenizer_fingerprint`) differs
+        from the one this value model was built on: token ids would mean different things.
+        A model saved without a fingerprint is not checked."""
+        own = self.config.tokenizer_fingerprint
+        if own and own != fingerprint:
+            raise MavisError(
+                f"the value model for {', '.join(self.objectives)} was built on "
+                f"{self.config.base!r}, whose tokenizer differs from {other}: {why}")
+
     # -- inference ------------------------------------------------------------------------
     @property
     def objectives(self) -> list[str]:

@@ -79,10 +79,10 @@ def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueMode
     if len(teacher.objectives) > 1 and name not in teacher.objectives:
         raise MavisError(f"teacher {str(path)!r} has heads {', '.join(teacher.objectives)}, "
                          f"none named {name!r}")
-    own = teacher.config.tokenizer_fingerprint
-    if own and own != tokenizer_fingerprint(load_tokenizer(config.base)):
-        raise MavisError(f"the {name!r} teacher's tokenizer differs from the student base "
-                         f"{config.base!r}: a distilled value model must read the same ids")
+    teacher.check_tokenizer(tokenizer_fingerprint(load_tokenizer(config.base)),
+                            f"the student base {config.base!r}",
+                            f"the {name!r} teacher and a distilled value model must read "
+                            "the same ids")
     return teacher.eval()
 
 
