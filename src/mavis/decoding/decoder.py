@@ -58,6 +58,13 @@ class Batch:
     attention_mask: torch.Tensor
     prompts: list[str]
 
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows start..stop-1, without the left-padding columns none of them needs."""
+        mask = self.attention_mask[start:stop]
+        first = int(mask.any(0).long().argmax())
+        return Batch(self.input_ids[start:stop, first:], mask[:, first:],
+                     self.prompts[start:stop])
+
 
 class MavisDecoder:
     """A reference model, its tokenizer, and the value models that can guide it."""
@@ -182,8 +189,12 @@ class MavisDecoder:
             raise MavisError("max_new_tokens must be >= 1")
         settings = self.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
                                  candidate_epsilon=candidate_epsilon)
+        # Tokenised once, up front: bad prompts fail before any generation starts.
+        once = self.encode(list(prompts), chat_template=chat_template,
+                           max_new_tokens=max_new_tokens)
         rows = [p for p in prompts for _ in range(num_samples)]
-        self.encode(list(prompts), chat_template=chat_template, max_new_tokens=max_new_tokens)
+        encoded = Batch(once.input_ids.repeat_interleave(num_samples, 0),
+                        once.attention_mask.repeat_interleave(num_samples, 0), rows)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -195,8 +206,7 @@ class MavisDecoder:
             chunks = track(chunks, "generating", total=math.ceil(len(rows) / batch_size),
                            unit="batch")
         for start in chunks:
-            batch = self.encode(rows[start:start + batch_size], chat_template=chat_template,
-                                max_new_tokens=max_new_tokens)
+            batch = encoded.rows(start, start + batch_size)
             results.extend(self._run(batch, weights, settings, max_new_tokens, stop_strings,
                                      generator, ignore_eos))
         return results
