@@ -233,8 +233,9 @@ class MavisDecoder:
                 if reason:
                     finished.append((row, reason))
             for row, reason in finished:
-                done[int(origin[row])] = self._result(batch.prompts[int(origin[row])], state, row,
-                                                      reason, resolved, stop_strings)
+                index = int(origin[row])
+                done[index] = self.sequence_from(batch.prompts[index], state, row, reason,
+                                                 resolved, stop_strings)
             if finished:
                 keep = [r for r in range(state.batch_size) if r not in {f[0] for f in finished}]
                 if not keep:
@@ -245,8 +246,11 @@ class MavisDecoder:
             state.advance()
         return [done[i] for i in range(len(batch.prompts))]
 
-    def _result(self, prompt: str, state: DecodingState, row: int, reason: str,
-                weights: dict[str, float], stop_strings: Sequence[str]) -> GeneratedSequence:
+    def sequence_from(self, prompt: str, state: DecodingState, row: int, reason: str,
+                      weights: dict[str, float], stop_strings: Sequence[str]
+                      ) -> GeneratedSequence:
+        """The finished row `row` of `state` as a returned sequence (text cut at a stop
+        string when that is why it ended)."""
         ids = state.tokens[row].tolist()
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if reason == "stop":

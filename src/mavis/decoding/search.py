@@ -44,7 +44,7 @@ def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, flo
 
     def finish(rows: Sequence[int], reason: str) -> None:
         for row in rows:
-            pool.append(decoder._result(prompt, state, row, reason, resolved, ()))
+            pool.append(decoder.sequence_from(prompt, state, row, reason, resolved, ()))
 
     step = 0
     state.select(torch.zeros(num_beams, dtype=torch.long))

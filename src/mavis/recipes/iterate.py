@@ -17,7 +17,7 @@ training resume inside a step too. Interrupt and rerun the same command to conti
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     out = recipe.out_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(
-        {"path": recipe.path, "recipe": _as_dict(recipe)}, indent=2, default=str))
+        {"path": recipe.path, "recipe": asdict(recipe)}, indent=2, default=str))
     wanted = objectives or recipe.objectives
     unknown = [o for o in wanted if o not in recipe.objectives]
     if unknown:
@@ -202,8 +202,3 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
         plot_iterations(rows, out / "iterations.png")
     return rows
 
-
-def _as_dict(recipe: Recipe) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(replace(recipe))
