@@ -84,11 +84,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from mavis.data.collect import collect_trees
-    from mavis.data.store import TreeDataset
-    from mavis.data.tree_shape import path_sums
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.loading import load_causal_lm
+    from mavis.trees.collect import collect_trees
+    from mavis.trees.settings import CollectionSettings
+    from mavis.trees.store import read_trees
+    from mavis.trees.tree_shape import path_sums
 
     model, tokenizer = load_causal_lm(args.model)
     decoder = MavisDecoder(model, tokenizer)
@@ -106,22 +107,23 @@ def main() -> None:
             selects, restore = timed_select()
             start = time.perf_counter()
             try:
-                collect_trees(decoder, prompts, objective, out, T=args.T, L=args.L,
-                              K_root=args.K_root, K=args.K, top_k=args.top_k, seed=0,
-                              batch_prompts=args.batch_prompts, progress=False)
+                settings = CollectionSettings(T=args.T, L=args.L, K_root=args.K_root, K=args.K,
+                                              top_k=args.top_k, seed=0,
+                                              batch_prompts=args.batch_prompts)
+                collect_trees(decoder, prompts, objective, out, settings, progress=False)
             finally:
                 restore()
             seconds = time.perf_counter() - start
-            with TreeDataset(out) as data:
-                used = path_sums(data.parent, data.token_count)
-                inner = ~data.is_leaf
-                prompt_len = data["prompts/token_count"][data.prompt]
-                reprefill = int((prompt_len[inner] + used[inner]).sum())
-                return {"seconds": seconds, "tokens": data.num_tokens, "nodes": data.num_nodes,
-                        "reprefill_tokens": reprefill,
-                        "leaves": int(data.is_leaf.sum()),
-                        "eos": float(data.ended_eos[data.is_leaf].mean()),
-                        "select_seconds": selects["seconds"], "select_calls": selects["calls"]}
+            data = read_trees(out)
+            used = path_sums(data.parent, data.token_count)
+            inner = ~data.is_leaf
+            prompt_len = data["prompts/token_count"][data.prompt]
+            reprefill = int((prompt_len[inner] + used[inner]).sum())
+            return {"seconds": seconds, "tokens": data.num_tokens, "nodes": data.num_nodes,
+                    "reprefill_tokens": reprefill,
+                    "leaves": int(data.is_leaf.sum()),
+                    "eos": float(data.ended_eos[data.is_leaf].mean()),
+                    "select_seconds": selects["seconds"], "select_calls": selects["calls"]}
 
     first = trees()
     tokens = first["tokens"]
@@ -133,8 +135,7 @@ def main() -> None:
     base_tokens = calls * mean_rows * args.T
     batch = decoder.encode(rows)
 
-    settings = decoder.settings(beta=0.0, top_k=args.top_k, temperature=1.0, greedy=False,
-                                candidate_epsilon=0.0)
+    settings = decoder.settings(beta=0.0, top_k=args.top_k)
     group_prompts = prompts[:args.batch_prompts]
 
     def engine() -> float:

@@ -31,8 +31,14 @@ import time
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
-from mavis.models.loading import load_causal_lm, load_tokenizer
-from mavis.models.value_model import ValueModel, load_backbone
+from mavis.models.loading import (
+    load_backbone,
+    load_causal_lm,
+    load_tokenizer,
+    tokenizer_fingerprint,
+)
+from mavis.models.value_folder import ValueModelConfig
+from mavis.models.value_model import ValueModel
 
 PROMPTS = [
     "Tell me about your favourite book and why you like it.",
@@ -44,9 +50,6 @@ PROMPTS = [
 
 def value_models(base: str, layers: int, objectives: list[list[str]]) -> list[ValueModel]:
     """Value models with random heads; one backbone load is shared to save time."""
-    from mavis.models.loading import tokenizer_fingerprint
-    from mavis.models.value_model import ValueModelConfig
-
     fingerprint = tokenizer_fingerprint(load_tokenizer(base))
     models = []
     for names in objectives:

@@ -26,8 +26,8 @@ import numpy as np
 def synthetic_trees(num_trees: int, *, layers: int = 4, k_root: int = 4, k: int = 2,
                     response_tokens: int = 80, prompt_tokens: int = 40, vocab: int = 49152,
                     seed: int = 0):
-    """A `TreeData` of `num_trees` complete trees with random tokens and leaf values."""
-    from mavis.training.nodes import TreeData
+    """A `TreeTable` of `num_trees` complete trees with random tokens and leaf values."""
+    from mavis.trees.table import TreeTable
 
     rng = np.random.default_rng(seed)
     segment = response_tokens // layers
@@ -60,15 +60,22 @@ def synthetic_trees(num_trees: int, *, layers: int = 4, k_root: int = 4, k: int 
     for node in reversed(range(len(parent))):  # children follow their parents
         if not cols["leaf"][node]:
             value[node] = value[parent == node].mean()
-    return TreeData(
-        objectives=["synthetic"], prompt_ids=[f"p{i}" for i in range(num_trees)],
-        prompt_tokens=prompts, first_node=np.array(first_node),
-        node_count=np.array(node_count), parent=parent, depth=np.array(cols["depth"]),
-        prompt=np.array(cols["prompt"]), token_offset=np.array(cols["offset"]),
-        token_count=np.array(cols["count"]), is_leaf=np.array(cols["leaf"]),
-        value=value[:, None].astype(np.float32), lpr=np.zeros(len(parent), np.float32),
-        tokens=np.concatenate(tokens).astype(np.int64),
-    )
+    prompt_counts = np.array([len(p) for p in prompts])
+    all_tokens = np.concatenate(tokens)
+    return TreeTable(["synthetic"], {}, {
+        "prompts/id": [f"p{i}" for i in range(num_trees)],
+        "prompts/text": [f"prompt {i}" for i in range(num_trees)],
+        "prompts/token_offset": np.concatenate([[0], np.cumsum(prompt_counts)[:-1]]),
+        "prompts/token_count": prompt_counts, "prompts/tokens": np.concatenate(prompts),
+        "prompts/first_node": first_node, "prompts/node_count": node_count,
+        "nodes/parent": parent, "nodes/depth": cols["depth"], "nodes/prompt": cols["prompt"],
+        "nodes/token_offset": cols["offset"], "nodes/token_count": cols["count"],
+        "nodes/is_leaf": cols["leaf"], "nodes/ended_eos": np.zeros(len(parent), bool),
+        "nodes/reward": np.where(np.array(cols["leaf"]), value, np.nan)[:, None],
+        "nodes/value": value[:, None], "nodes/lpr": np.zeros(len(parent)),
+        "tokens/id": all_tokens, "tokens/logp_gen": np.zeros(len(all_tokens)),
+        "tokens/logp_ref": np.zeros(len(all_tokens)),
+    })
 
 
 def epoch_seconds(model, units, batch_size: int, lr: float) -> tuple[float, float, int]:
@@ -109,7 +116,8 @@ def main() -> None:
 
     import torch
 
-    from mavis.models.value_model import LoraSettings, ValueModel
+    from mavis.models.value_folder import LoraSettings
+    from mavis.models.value_model import ValueModel
     from mavis.training.packing import build_units, collate, predict
     from mavis.training.targets import node_targets, select_nodes
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from mavis.cli.options import parse_weights
 from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.guide import parse_weights
-from mavis.decoding.state import StepSettings
+from mavis.decoding.settings import StepSettings
 from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
 from mavis.errors import MavisError
 from mavis.models.loading import load_causal_lm
@@ -49,16 +49,18 @@ def test_cached_candidate_scoring_equals_full_recompute(tiny_lm, attn):
     lengths = batch.attention_mask.sum(-1)
     assert lengths[0] != lengths[1]  # rows of different lengths, left padded
     with torch.inference_mode():
-        for _ in range(4):
-            state.choose(torch.Generator().manual_seed(0))
+        for _ in range(4):  # choose(), part by part, checking the scored values
+            candidates = state.candidates()
+            values = state.score(candidates.ids)
             for row in range(2):
                 real = batch.input_ids[row][batch.attention_mask[row].bool()]
-                generated = state.tokens[row, :-1]
-                for j, cand in enumerate(state.candidate_ids[row]):
-                    seq = torch.cat([real, generated, cand[None]])
-                    expected = full_value(vm, seq)[0]
-                    torch.testing.assert_close(state.candidate_values[row, j], expected,
-                                               atol=1e-4, rtol=1e-4)
+                for j, cand in enumerate(candidates.ids[row]):
+                    seq = torch.cat([real, state.tokens[row], cand[None]])
+                    expected = full_value(vm, seq)
+                    torch.testing.assert_close(values[row, j], expected, atol=1e-4, rtol=1e-4)
+            policy = mavis_logprobs(candidates.logprobs, values, state.weights, 2.0)
+            choice = state.sample(policy, torch.Generator().manual_seed(0))
+            state.keep(candidates, policy, values, choice)
             state.advance()
 
 
@@ -80,7 +82,7 @@ def test_sampled_frequencies_match_analytic_distribution(decoder):
         v_ab = full_value(decoder.guide.value_models[0], seq)
         v_c = full_value(decoder.guide.value_models[1], seq)
         values.append(0.5 * v_ab[0] + 0.2 * v_ab[1] + 0.3 * v_c[0])
-    probs = mavis_logprobs(lp, torch.stack(values)[None], beta).exp()[0]
+    probs = mavis_logprobs(lp, torch.stack(values)[None, :, None], torch.ones(1), beta).exp()[0]
     counts = torch.zeros(k)
     for seq in out:
         counts[(cand[0] == seq.token_ids[0]).nonzero()[0, 0]] += 1
@@ -114,7 +116,7 @@ def test_returned_logprobs_match_fresh_forward(decoder):
                 seq_ids = torch.cat([prefix, c[None]])
                 vals.append(0.7 * full_value(decoder.guide.value_models[0], seq_ids)[0]
                             + 0.3 * full_value(decoder.guide.value_models[1], seq_ids)[0])
-            pol = mavis_logprobs(lp, torch.stack(vals)[None], 2.0)[0]
+            pol = mavis_logprobs(lp, torch.stack(vals)[None, :, None], torch.ones(1), 2.0)[0]
             idx = (cand[0] == token).nonzero()[0, 0]
             assert seq.logprobs[t] == pytest.approx(float(pol[idx]), abs=1e-4)
         assert seq.kl == pytest.approx(sum(seq.logprobs) - sum(seq.ref_logprobs))
@@ -170,7 +172,7 @@ def test_bad_input_errors(decoder, tiny_lm, other_tokenizer_lm):
     with pytest.raises(MavisError, match="exceeds the model's context of 256"):
         decoder.generate(["x" * 250], weights={"a": 1.0}, max_new_tokens=10,
                          top_k=5)
-    with pytest.raises(MavisError, match="cannot read weight"):
+    with pytest.raises(MavisError, match="cannot read --weights 'b'"):
         parse_weights("a=0.5,b")
     model, tok = load_causal_lm(str(tiny_lm))
     foreign = make_value_model(other_tokenizer_lm, ["x"])

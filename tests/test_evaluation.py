@@ -8,6 +8,7 @@ import torch
 from mavis.decoding.decoder import MavisDecoder
 from mavis.evaluation.pareto import pareto_front, plot_pareto, sweep_weights
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy, mean_and_se
+from mavis.evaluation.settings import EvaluationSettings
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
 
@@ -52,8 +53,9 @@ def test_mean_and_standard_error():
 
 def test_reference_policy_over_full_vocabulary_has_zero_kl(decoder, rewards):
     vocab = decoder.reference.config.vocab_size
-    result = evaluate_policy(decoder, ["hello", "abc"], list(rewards), top_k=vocab,
-                             max_new_tokens=5, num_samples=3, seed=0)
+    result = evaluate_policy(decoder, ["hello", "abc"], list(rewards),
+                             settings=EvaluationSettings(top_k=vocab, max_new_tokens=5,
+                                                         num_samples=3, seed=0))
     assert result.samples == 6 and result.prompts == 2
     assert result.kl == pytest.approx(0.0, abs=1e-4)
     assert set(result.reward) == set(rewards)
@@ -62,7 +64,8 @@ def test_reference_policy_over_full_vocabulary_has_zero_kl(decoder, rewards):
 def test_guided_policy_kl_is_mean_of_sequence_kls(decoder, rewards):
     weights = {rewards[0]: 1.0}
     result = evaluate_policy(decoder, ["hello", "abc"], list(rewards), weights=weights,
-                             beta=3.0, top_k=8, max_new_tokens=6, num_samples=2, seed=1)
+                             beta=3.0, settings=EvaluationSettings(
+                                 top_k=8, max_new_tokens=6, num_samples=2, seed=1))
     outputs = decoder.generate(["hello", "abc"], weights=weights, beta=3.0, top_k=8,
                                max_new_tokens=6, num_samples=2, seed=1)
     assert result.kl == pytest.approx(sum(o.kl for o in outputs) / len(outputs))
@@ -71,7 +74,7 @@ def test_guided_policy_kl_is_mean_of_sequence_kls(decoder, rewards):
 
 def test_sweep_and_plot(decoder, rewards, tmp_path):
     points = sweep_weights(decoder, ["hi", "ok"], rewards, lambdas=[0.0, 1.0], beta=2.0,
-                           top_k=6, max_new_tokens=4, seed=0)
+                           settings=EvaluationSettings(top_k=6, max_new_tokens=4, seed=0))
     assert [p.weights for p in points] == [{rewards[0]: 0.0, rewards[1]: 1.0},
                                            {rewards[0]: 1.0, rewards[1]: 0.0}]
     ref = PolicyEvaluation("pi_ref", {}, 0.0, 2, 2, reward={r: 0.1 for r in rewards},

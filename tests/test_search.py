@@ -8,7 +8,8 @@ import torch
 
 from mavis.cli import main
 from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.search import beam_search, best_of_n
+from mavis.decoding.search import beam_search
+from mavis.evaluation.best_of_n import best_of_n
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
 
@@ -95,7 +96,7 @@ def test_generate_command_errors(tiny_lm, capsys):
     assert err.startswith("error: no value model for objective 'zzz'") and err[-1] == "\n"
     assert err.count("\n") == 1
     assert main(["generate", "hello", "--model", str(tiny_lm), "--value-model", "oops"]) == 2
-    assert "write NAME=PATH" in capsys.readouterr().err
+    assert "write NAME=VALUE, e.g. --value-model" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs(tiny_lm):

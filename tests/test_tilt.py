@@ -4,7 +4,6 @@ import math
 
 import torch
 
-from mavis.decoding.masks import candidate_mask, positions_from_mask
 from mavis.decoding.tilt import (
     candidates_to_score,
     mavis_logprobs,
@@ -12,6 +11,7 @@ from mavis.decoding.tilt import (
     tv_bound,
     weighted_values,
 )
+from mavis.models.masks import candidate_mask, positions_from_mask
 
 
 def test_tilt_matches_formula():
@@ -19,7 +19,9 @@ def test_tilt_matches_formula():
     values = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])  # [B, k, M]
     lam = torch.tensor([0.25, 0.75])
     beta = 3.0
-    got = mavis_logprobs(ref, weighted_values(values, lam), beta).exp()
+    got = mavis_logprobs(ref, values, lam, beta).exp()
+    torch.testing.assert_close(weighted_values(values, lam),
+                               torch.tensor([[0.25, 0.75, 0.5]]))
     w = torch.tensor([0.5 * math.exp(beta * 0.25), 0.3 * math.exp(beta * 0.75),
                       0.2 * math.exp(beta * 0.5)])
     torch.testing.assert_close(got[0], w / w.sum())
@@ -28,7 +30,7 @@ def test_tilt_matches_formula():
 def test_beta_zero_is_top_k_renormalised():
     logits = torch.randn(4, 50)
     lp, ids = top_k_candidates(logits, 7)
-    tilted = mavis_logprobs(lp, torch.randn(4, 7) * 10, beta=0.0).exp()
+    tilted = mavis_logprobs(lp, torch.randn(4, 7, 1) * 10, torch.ones(1), beta=0.0).exp()
     expected = torch.softmax(logits, -1).gather(-1, ids)
     torch.testing.assert_close(tilted, expected / expected.sum(-1, keepdim=True))
     assert torch.equal(ids, torch.topk(logits, 7).indices)
@@ -44,15 +46,15 @@ def test_temperature_applies_before_top_k():
 def test_lambda_picks_objectives():
     ref = torch.log(torch.full((1, 2), 0.5))
     values = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    first = mavis_logprobs(ref, weighted_values(values, torch.tensor([1.0, 0.0])), 5.0).exp()
-    second = mavis_logprobs(ref, weighted_values(values, torch.tensor([0.0, 1.0])), 5.0).exp()
+    first = mavis_logprobs(ref, values, torch.tensor([1.0, 0.0]), 5.0).exp()
+    second = mavis_logprobs(ref, values, torch.tensor([0.0, 1.0]), 5.0).exp()
     assert first[0, 0] > 0.99 and second[0, 1] > 0.99
 
 
 def test_skipped_candidates_get_no_mass():
     ref = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
     scored = torch.tensor([[True, True, False]])
-    out = mavis_logprobs(ref, torch.zeros(1, 3), 1.0, scored).exp()
+    out = mavis_logprobs(ref, torch.zeros(1, 3, 1), torch.ones(1), 1.0, scored).exp()
     torch.testing.assert_close(out, torch.tensor([[2 / 3, 1 / 3, 0.0]]))
 
 
@@ -68,8 +70,9 @@ def test_candidate_skipping_respects_bound_against_worst_case_values():
     # Adversarial values within the spread: dropped candidates at the top of the range, kept
     # ones at the bottom. The true TV between exact and skipped MAVIS stays within epsilon.
     values = torch.where(scored, torch.zeros_like(lp), torch.full_like(lp, spread))
-    exact = mavis_logprobs(lp, values, beta).exp()
-    skipped = mavis_logprobs(lp, values, beta, scored).exp()
+    one = torch.ones(1)
+    exact = mavis_logprobs(lp, values[..., None], one, beta).exp()
+    skipped = mavis_logprobs(lp, values[..., None], one, beta, scored).exp()
     tv = 0.5 * (exact - skipped).abs().sum(-1)
     assert (tv <= eps + 1e-6).all()
     assert tv.max() > eps / 10  # the bound is not vacuous in the worst case
@@ -79,6 +82,21 @@ def test_no_skipping_when_value_range_unknown_or_epsilon_zero():
     lp, _ = top_k_candidates(torch.randn(3, 100) * 5, 10)
     assert candidates_to_score(lp, 2.0, math.inf, 1e-2).all()
     assert candidates_to_score(lp, 2.0, 1.0, 0.0).all()
+
+
+def test_per_row_weights_and_beta():
+    """Rows of one batch may carry different weights and strengths (one request per row)."""
+    torch.manual_seed(1)
+    ref = torch.log_softmax(torch.randn(3, 5), -1)
+    values = torch.randn(3, 5, 2)
+    weights = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
+    beta = torch.tensor([2.0, 0.0, 5.0])
+    batched = mavis_logprobs(ref, values, weights, beta)
+    for row in range(3):
+        alone = mavis_logprobs(ref[row:row + 1], values[row:row + 1], weights[row],
+                               float(beta[row]))
+        torch.testing.assert_close(batched[row:row + 1], alone)
+    torch.testing.assert_close(batched[1], torch.log_softmax(ref[1], -1))
 
 
 def test_candidate_mask_and_positions():

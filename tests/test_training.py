@@ -1,7 +1,7 @@
 """Value-model training: equation-6 targets and loss, node selection, packed trees, the training
 loop (learning, best checkpoint, resume, init_from, shared heads), distillation and the CLI.
 
-The tree files are written here in the exact `mavis.data.schema` layout, with rewards that are
+The tree files are written here in the exact `mavis.trees.schema` layout, with rewards that are
 a learnable function of the text: the share of the letter 'a' (and of 'b') in the response.
 """
 
@@ -17,13 +17,14 @@ import torch
 
 from mavis.cli import main
 from mavis.errors import MavisError
-from mavis.models.value_model import LoraSettings, ValueModel
+from mavis.models.value_folder import LoraSettings
+from mavis.models.value_model import ValueModel
 from mavis.training import TrainConfig, distill, train
 from mavis.training.checkpoint import STATE_NAME, load_state, read_metrics
-from mavis.training.loss import equation6_loss, masked_mse
-from mavis.training.nodes import read_trees
+from mavis.training.loss import masked_mse
 from mavis.training.packing import build_units, collate, node_unit, pack_tree, predict
 from mavis.training.targets import node_targets, select_nodes, split_prompts
+from mavis.trees.store import read_trees
 
 OBJECTIVES = ["a_rate", "b_rate"]
 LETTERS = "abcdefghij "
@@ -33,7 +34,7 @@ LETTERS = "abcdefghij "
 def write_trees(path: Path, tokenizer, num_prompts: int, *, seed: int = 0, layers: int = 3,
                 k_root: int = 3, k: int = 2, eos_rate: float = 0.15,
                 missing_b: tuple[int, ...] = ()) -> Path:
-    """Trees per `mavis.data.schema` v1. Per tree, tokens are 'a' with a tree-specific chance;
+    """Trees per `mavis.trees.schema` v1. Per tree, tokens are 'a' with a tree-specific chance;
     leaf rewards are the shares of 'a' and 'b' in the response, values are means of children,
     lpr is random at the leaves and averaged up. Trees in `missing_b` have no 'b' reward."""
     rng = np.random.default_rng(seed)
@@ -184,14 +185,9 @@ def test_equation6_targets_and_loss_by_hand():
     predicted2 = torch.cat([predicted, torch.zeros(5, 1)], dim=1)
     loss2 = masked_mse(predicted2, torch.tensor(both, dtype=torch.float32))
     assert loss2.item() == pytest.approx((0.45 + 1.0) / 6)
-    # the literal equation 6 over explicit continuations agrees where the subtree is balanced:
-    # c1's continuations are l1 and l2
-    rewards = torch.tensor([[[reward[3]], [reward[4]]]])
-    log_ratio = torch.tensor([[leaf_lpr[3], leaf_lpr[4]]])
-    literal = equation6_loss(torch.tensor([[0.4]]), rewards, log_ratio, zeta=0.1)
-    assert literal.item() == pytest.approx(0.0, abs=1e-12)
-    literal = equation6_loss(torch.tensor([[0.0]]), rewards, log_ratio, zeta=0.1)
-    assert literal.item() == pytest.approx(0.4 ** 2)
+    # the literal equation 6 over c1's explicit continuations (l1, l2) gives c1's target
+    literal = np.mean([reward[n] - 0.1 * leaf_lpr[n] for n in (3, 4)])
+    assert targets[1, 0] == pytest.approx(literal)
 
 
 def test_masked_mse_has_gradient_without_targets():
@@ -230,10 +226,10 @@ def test_selection_is_seeded_and_validation_is_by_prompt(small_trees):
 
 
 def test_read_trees_errors(tmp_path, small_trees):
-    with pytest.raises(MavisError, match="does not exist"):
+    with pytest.raises(MavisError, match="no tree file at"):
         read_trees(tmp_path / "nope.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
-    with pytest.raises(MavisError, match="not a mavis tree file"):
+    with pytest.raises(MavisError, match="not a readable HDF5 file"):
         read_trees(tmp_path / "text.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -287,11 +283,11 @@ def test_packed_tree_values_equal_per_node_values(tiny_lm, small_trees, attn):
 def test_pack_reads_every_token_for_distillation(small_trees):
     data = read_trees(small_trees)
     nodes = [n for n in data.tree(0) if data.depth[n] > 0]
-    (unit,) = pack_tree(data, 0, nodes, data.prompt_tokens[0], None, max_tokens=4096,
+    (unit,) = pack_tree(data, 0, nodes, data.prompt_tokens(0), None, max_tokens=4096,
                         every_token=True, num_objectives=2)
     assert unit.num_reads == sum(int(data.token_count[n]) for n in nodes)
-    assert len(unit) == len(data.prompt_tokens[0]) + unit.num_reads
-    one = node_unit(data, nodes[-1], data.prompt_tokens[0], np.zeros((data.num_nodes, 2)))
+    assert len(unit) == len(data.prompt_tokens(0)) + unit.num_reads
+    one = node_unit(data, nodes[-1], data.prompt_tokens(0), np.zeros((data.num_nodes, 2)))
     # the deepest node's path is visible to its last token, at the same position id
     last = unit.reads[unit.nodes == nodes[-1]][-1]
     assert unit.positions[last] == one.positions[-1]
@@ -429,7 +425,7 @@ def test_shared_heads_and_separate_models(tmp_path, tiny_lm, small_trees):
 
 
 def test_run_folder_names_are_plain():
-    from mavis.training.trainer import run_folder_name
+    from mavis.models.value_folder import run_folder_name
 
     assert run_folder_name("relevant") == "relevant"
     assert run_folder_name("python:/tmp/x/vowels.py:vowels") == "python_tmp_x_vowels.py_vowels"
@@ -469,10 +465,10 @@ def test_distillation_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_lm
 def test_cli_errors(tmp_path, small_trees, capsys):
     assert main(["train", "--data", str(tmp_path / "missing.h5"), "--out",
                  str(tmp_path / "o")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no tree file at" in capsys.readouterr().err
     (tmp_path / "bad.h5").write_text("x")
     assert main(["train", "--data", str(tmp_path / "bad.h5"), "--out", str(tmp_path / "o")]) == 2
-    assert "not a mavis tree file" in capsys.readouterr().err
+    assert "not a readable HDF5 file" in capsys.readouterr().err
     assert main(["train", "--data", str(small_trees), "--objectives", "helpful",
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -482,7 +478,7 @@ def test_cli_errors(tmp_path, small_trees, capsys):
     assert "lr must be positive" in capsys.readouterr().err
     assert main(["distill", "--teacher", "nopath", "--data", str(small_trees), "--out",
                  str(tmp_path / "s")]) == 2
-    assert "OBJECTIVE=PATH" in capsys.readouterr().err
+    assert "write NAME=VALUE" in capsys.readouterr().err
     assert main(["distill", "--teacher", f"a_rate={tmp_path / 'none'}", "--data",
                  str(small_trees), "--out", str(tmp_path / "s")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -7,14 +7,15 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
     """Show a spinner with `message` on stderr while the block runs."""
-    from rich.console import Console
-
     console = Console(stderr=True)
     if not console.is_terminal:
         print(message + " ...", file=sys.stderr, flush=True)
@@ -27,7 +28,5 @@ def status(message: str) -> Iterator[None]:
 def track(items: Iterable[T], description: str, total: int | None = None,
           unit: str = "it", disable: bool = False) -> Iterator[T]:
     """Iterate with a progress bar showing count, rate and ETA (tqdm, on stderr)."""
-    from tqdm.auto import tqdm
-
     yield from tqdm(items, desc=description, total=total, unit=unit, disable=disable,
                     dynamic_ncols=True, file=sys.stderr)

@@ -21,6 +21,7 @@ app = typer.Typer(
 
 # Command modules: each defines `register(app)`. Imported here, so adding a command is one
 # module and one line.
+from mavis.cli import bundle as _bundle  # noqa: E402
 from mavis.cli import data as _data  # noqa: E402
 from mavis.cli import demo as _demo  # noqa: E402
 from mavis.cli import evaluate as _evaluate  # noqa: E402
@@ -30,34 +31,32 @@ from mavis.cli import objectives as _objectives  # noqa: E402
 from mavis.cli import prompts as _prompts  # noqa: E402
 from mavis.cli import train as _train  # noqa: E402
 
-for _module in (_demo, _generate, _objectives, _prompts, _data, _train, _iterate, _evaluate):
+for _module in (_demo, _generate, _objectives, _prompts, _data, _train, _iterate, _evaluate,
+                _bundle):
     _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code when called in-process."""
+    """Entry point of the console script; returns the exit code when called in-process.
+
+    The app runs in the command-line framework's standalone mode, so usage errors (an unknown
+    command or option, a missing argument, a value of the wrong type) print its usual usage
+    message and exit with code 2, whichever click the installed typer uses. Errors a user can
+    fix (`MavisError`) print one line, `error: ...`, and exit with code 2 too.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="mavis")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except MavisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def entry_point() -> None:

@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
+from mavis.cli.options import parse_assignments, parse_weights
 from mavis.errors import MavisError
+from mavis.trees.settings import CollectionSettings
+
+_C = CollectionSettings
 
 data_app = typer.Typer(
     name="data",
@@ -21,20 +25,6 @@ def register(app: typer.Typer) -> None:
     """Add `collect` and the `data` command group to the main app."""
     app.command("collect")(collect_command)
     app.add_typer(data_app, name="data")
-
-
-def parse_value_models(items: list[str]) -> dict[str, str]:
-    """["harmless=runs/vm/harmless", ...] -> {"harmless": "runs/vm/harmless", ...}."""
-    models: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise MavisError(f"cannot read --value-model {item!r}; write OBJECTIVE=PATH, e.g. "
-                             "harmless=runs/iter0/harmless")
-        if name.strip() in models:
-            raise MavisError(f"--value-model {name.strip()!r} is given twice")
-        models[name.strip()] = path.strip()
-    return models
 
 
 def collect_command(
@@ -50,13 +40,15 @@ def collect_command(
     objectives: Annotated[str, typer.Option(
         help="Comma-separated objectives that score the leaves (see `mavis objectives list`).")
     ] = "relevant,harmless",
-    T: Annotated[int, typer.Option("--T", help="Response length in tokens (T).")] = 48,
-    L: Annotated[int, typer.Option("--L", help="Layers of each tree (L).")] = 4,
-    K_root: Annotated[int, typer.Option("--K-root", help="Children of the root.")] = 4,
-    K: Annotated[int, typer.Option("--K", help="Children of every other inner node.")] = 2,
-    top_k: Annotated[int, typer.Option(help="Top-k candidates of the reference.")] = 40,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling (with the group index).")] = 0,
+    T: Annotated[int, typer.Option("--T", help="Response length in tokens (T).")] = _C.T,
+    L: Annotated[int, typer.Option("--L", help="Layers of each tree (L).")] = _C.L,
+    K_root: Annotated[int, typer.Option("--K-root", help="Children of the root.")] = _C.K_root,
+    K: Annotated[int, typer.Option("--K", help="Children of every other inner node.")] = _C.K,
+    top_k: Annotated[int, typer.Option(help="Top-k candidates of the reference.")] = _C.top_k,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")]
+    = _C.temperature,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling (with the group index).")]
+    = _C.seed,
     value_model: Annotated[list[str] | None, typer.Option(
         "--value-model", help="OBJECTIVE=PATH of a value model guiding the sampling (later "
         "iterations); repeat for several.")] = None,
@@ -75,7 +67,8 @@ def collect_command(
         help="Iteration number recorded in the file (default: 0 without value models).")
     ] = None,
     batch_prompts: Annotated[int, typer.Option(
-        help="Prompts decoded together (a group: the unit of resuming and sharding).")] = 8,
+        help="Prompts decoded together (a group: the unit of resuming and sharding).")]
+    = _C.batch_prompts,
     workers: Annotated[int, typer.Option(
         help="Ray workers (0: collect in this process). Needs mavis-align[distributed].")] = 0,
     ray_address: Annotated[str | None, typer.Option(
@@ -92,28 +85,26 @@ def collect_command(
 
     An interrupted run resumes when started again with the same arguments.
     """
-    from mavis.decoding.guide import parse_weights
     from mavis.models.loading import load_tokenizer
     from mavis.prompts import load_prompts
+    from mavis.trees.collect import collect_trees, load_objectives
+    from mavis.trees.decoder_spec import DecoderSpec
 
-    value_models = parse_value_models(value_model or [])
-    if value_models and not beta:
-        raise MavisError("--value-model needs --beta > 0 (the guidance strength, e.g. 8); "
-                         "without value models the trees are sampled from the reference model")
-    if beta and not value_models:
-        raise MavisError("--beta needs at least one --value-model to guide the sampling")
-    if weights and not value_models:
-        raise MavisError("--weights needs --value-model: they weight the value models")
+    value_models = parse_assignments(value_model or [], "--value-model",
+                                     "harmless=runs/iter0/harmless")
+    _check_guidance(value_models, beta, weights)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise MavisError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
     if workers < 0:
         raise MavisError(f"--workers must be >= 0, got {workers}")
-    parsed_weights = parse_weights(weights) if weights else None
-    guarantee = bool(value_models) if two_layer_guarantee is None else two_layer_guarantee
     if out.suffix not in (".h5", ".hdf5"):
         raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
-    from mavis.data.collect import load_objectives
-
+    settings = CollectionSettings(
+        T=T, L=L, K_root=K_root, K=K, top_k=top_k, temperature=temperature, beta=beta or 0.0,
+        weights=parse_weights(weights) if weights else None, seed=seed,
+        two_layer_guarantee=bool(value_models) if two_layer_guarantee is None
+        else two_layer_guarantee, extra_children=extra_children,
+        batch_prompts=batch_prompts, workers=max(workers, 1))
     names = load_objectives(objectives)  # fail on a bad name before loading any model
     chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
                           max_prompt_tokens=max_prompt_tokens)
@@ -124,28 +115,32 @@ def collect_command(
         meta["iteration"] = iteration
     if value_models:
         meta["value_model_paths"] = value_models
-    options = dict(T=T, L=L, K_root=K_root, K=K, top_k=top_k, beta=beta or 0.0,
-                   weights=parsed_weights, temperature=temperature, seed=seed,
-                   two_layer_guarantee=guarantee, extra_children=extra_children,
-                   batch_prompts=batch_prompts, progress=progress, meta=meta,
-                   keep_parts=keep_parts)
+    options = dict(progress=progress, meta=meta, keep_parts=keep_parts)
     if workers:
-        from mavis.data.distributed import collect_trees_distributed
+        from mavis.trees.distributed import collect_trees_distributed
 
-        path = collect_trees_distributed(model, chosen, names, out, workers=workers,
+        path = collect_trees_distributed(model, chosen, names, out, settings,
                                          value_models=value_models, address=ray_address,
                                          device=device, dtype=dtype, **options)
     else:
-        from mavis.data.collect import collect_trees
-        from mavis.data.decoder_spec import DecoderSpec
-
         spec = DecoderSpec(model, value_models, device=device, dtype=dtype)
-        path = collect_trees(spec, chosen, names, out, **options)
-    from mavis.data.inspect import inspect_trees
+        path = collect_trees(spec, chosen, names, out, settings, **options)
+    from mavis.trees.inspect import inspect_trees
 
     summary = inspect_trees(path)
     typer.echo(f"wrote {path}: {summary['prompts']} trees, {summary['nodes']} nodes, "
                f"{summary['leaves']} leaves, {summary['tokens']} tokens")
+
+
+def _check_guidance(value_models: dict[str, str], beta: float | None,
+                    weights: str | None) -> None:
+    if value_models and not beta:
+        raise MavisError("--value-model needs --beta > 0 (the guidance strength, e.g. 8); "
+                         "without value models the trees are sampled from the reference model")
+    if beta and not value_models:
+        raise MavisError("--beta needs at least one --value-model to guide the sampling")
+    if weights and not value_models:
+        raise MavisError("--weights needs --value-model: they weight the value models")
 
 
 @data_app.command("inspect")
@@ -154,7 +149,7 @@ def inspect_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Summarise a tree file: prompts, nodes per depth, leaves, EOS, tokens, values, LPR, meta."""
-    from mavis.data.inspect import format_summary, inspect_trees
+    from mavis.trees.inspect import format_summary, inspect_trees
 
     summary = inspect_trees(file)
     if json_output:

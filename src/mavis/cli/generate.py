@@ -8,6 +8,12 @@ from typing import Annotated
 
 import typer
 
+from mavis.cli.options import parse_assignments, parse_weights
+from mavis.decoding.settings import StepSettings
+from mavis.errors import MavisError
+
+DEFAULT_BETA = 8.0
+
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
@@ -17,10 +23,12 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="The user prompt (chat template applied).")],
     weights: Annotated[str, typer.Option(
         help="Objective weights, e.g. relevant=0.6,harmless=0.4 (normalised to sum 1).")] = "",
-    beta: Annotated[float, typer.Option(help="Guidance strength; 0 = plain top-k.")] = 8.0,
-    top_k: Annotated[int, typer.Option("--top-k", help="Candidates scored per step.")] = 40,
+    beta: Annotated[float, typer.Option(help="Guidance strength; 0 = plain top-k.")]
+    = DEFAULT_BETA,
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates scored per step.")]
+    = StepSettings.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
-    temperature: Annotated[float, typer.Option()] = 1.0,
+    temperature: Annotated[float, typer.Option()] = StepSettings.temperature,
     seed: Annotated[int | None, typer.Option()] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 1,
     greedy: Annotated[bool, typer.Option(help="Take the most likely token of the tilt.")] = False,
@@ -41,14 +49,16 @@ def generate(
 ) -> None:
     """Generate an answer guided by the value models, with the weights you choose."""
     from mavis.decoding.decoder import MavisDecoder
-    from mavis.decoding.guide import parse_weights
     from mavis.decoding.search import beam_search
-    from mavis.models.bundled import choose_value_models, parse_value_model_args
+    from mavis.models.bundled import choose_value_models
 
     parsed = parse_weights(weights) if weights else {}
+    StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
+                 candidate_epsilon=epsilon)  # checked before any model loads
+    _check_counts(prompt, num_samples, max_new_tokens, beam, prune_every, stop)
     wanted = [name for name, w in parsed.items() if w > 0] if beta > 0 else []
-    explicit = parse_value_model_args(value_model)
-    folders = choose_value_models(model, explicit, wanted)
+    explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
+    folders = choose_value_models(model, explicit, wanted, list(parsed))
     decoder = MavisDecoder.load(model, folders)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -63,7 +73,8 @@ def generate(
                                        seed=seed, num_samples=num_samples, greedy=greedy,
                                        stop_strings=stop, candidate_epsilon=epsilon)
     for warning in caught:
-        typer.echo(f"note: {warning.message}", err=True)
+        if issubclass(warning.category, UserWarning):
+            typer.echo(f"note: {warning.message}", err=True)
     for seq in outputs:
         if as_json:
             typer.echo(json.dumps(seq.to_dict()))
@@ -72,3 +83,19 @@ def generate(
             extra = f", value {seq.value:.3f}" if seq.value is not None else ""
             typer.echo(f"  [{len(seq.token_ids)} tokens, {seq.finish_reason}, "
                        f"KL {seq.kl:.2f}{extra}]", err=True)
+
+
+def _check_counts(prompt: str, num_samples: int, max_new_tokens: int, beam: int,
+                  prune_every: int, stop: list[str]) -> None:
+    """The checks of `generate` that need no model."""
+    if not prompt.strip():
+        raise MavisError("the prompt is empty; give some text to answer")
+    if num_samples < 1:
+        raise MavisError(f"-n/--num-samples is {num_samples}; ask for at least 1 answer")
+    if max_new_tokens < 1:
+        raise MavisError(f"--max-new-tokens is {max_new_tokens}; it must be >= 1")
+    if beam < 0 or prune_every < 1:
+        raise MavisError("--beam must be >= 0 (0: sampling) and --prune-every >= 1")
+    if any(not s for s in stop):
+        raise MavisError("--stop \"\" would stop at once; give a non-empty stop string")
+

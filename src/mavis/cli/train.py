@@ -8,37 +8,18 @@ from typing import Annotated
 
 import typer
 
+from mavis.cli.options import parse_assignments, parse_names
 from mavis.errors import MavisError
+from mavis.training.config import TrainConfig
 
 _PAPER = "The paper's value is the default."
+_T = TrainConfig
 
 
 def register(app: typer.Typer) -> None:
     """Add `train` and `distill` to the main app."""
     app.command("train")(train_command)
     app.command("distill")(distill_command)
-
-
-def _objectives(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise MavisError("--objectives is empty; give names like relevant,harmless")
-    return names
-
-
-def _teachers(specs: list[str]) -> dict[str, str]:
-    teachers: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise MavisError(f"--teacher {spec!r} is not OBJECTIVE=PATH "
-                             "(e.g. --teacher relevant=runs/rel/best)")
-        if name.strip() in teachers:
-            raise MavisError(f"--teacher names {name.strip()!r} twice")
-        teachers[name.strip()] = path.strip()
-    return teachers
 
 
 def _summary(report: dict) -> str:
@@ -63,46 +44,54 @@ def train_command(
                                       "--shared).")],
     objectives: Annotated[str | None, typer.Option(
         help="Comma-separated objective names in the tree file (default: all).")] = None,
-    base: Annotated[str, typer.Option(help="Backbone: packaged name, folder or hub id.")]
-    = "smollm2-135m-instruct",
-    num_layers: Annotated[int | None, typer.Option(help="Keep this many backbone layers.")] = 6,
+    base: Annotated[str | None, typer.Option(
+        help="Backbone: packaged name, folder or hub id (default: the packaged model).")]
+    = _T.base,
+    num_layers: Annotated[int | None, typer.Option(help="Keep this many backbone layers.")]
+    = _T.num_layers,
     shared: Annotated[bool, typer.Option(
         "--shared", help="One backbone with a head per objective, trained in one pass "
         "(default: one model per objective, as in the paper).")] = False,
-    zeta: Annotated[float, typer.Option(help="KL multiplier of equation 6.")] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Epochs. " + _PAPER)] = 2,
-    batch_size: Annotated[int, typer.Option(help="Nodes per step. " + _PAPER)] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor). " + _PAPER)] = 2e-5,
-    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps. " + _PAPER)] = 100,
-    weight_decay: Annotated[float, typer.Option(help=_PAPER)] = 0.002,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: train the whole backbone).")] = 128,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 256,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.2,
-    leaf_fraction: Annotated[float, typer.Option(help="Share of leaves kept.")] = 0.5,
+    zeta: Annotated[float, typer.Option(help="KL multiplier of equation 6.")] = _T.zeta,
+    epochs: Annotated[int, typer.Option(help="Epochs. " + _PAPER)] = _T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Nodes per step. " + _PAPER)] = _T.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor). " + _PAPER)]
+    = _T.lr,
+    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps. " + _PAPER)]
+    = _T.warmup_steps,
+    weight_decay: Annotated[float, typer.Option(help=_PAPER)] = _T.weight_decay,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: train the whole backbone).")]
+    = _T.lora_r,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = _T.lora_alpha,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = _T.lora_dropout,
+    leaf_fraction: Annotated[float, typer.Option(help="Share of leaves kept.")]
+    = _T.leaf_fraction,
     validation_fraction: Annotated[float, typer.Option(help="Share of prompts held out.")]
-    = 0.1,
+    = _T.validation_fraction,
     validation_without_leaves: Annotated[bool, typer.Option(
         "--validation-without-leaves", help="Validate on incomplete sequences only.")] = False,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: epoch ends).")]
-    = 200,
+    = _T.eval_every,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N steps (resumable).")]
-    = None,
-    max_length: Annotated[int | None, typer.Option(help="Longest prompt + response.")] = None,
+    = _T.max_steps,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt + response.")]
+    = _T.max_length,
     per_node: Annotated[bool, typer.Option(
         "--per-node", help="One sequence per node instead of packed trees (slower).")] = False,
     init_from: Annotated[str | None, typer.Option(
         help="Start from this value model or earlier run (Algorithm 1: V^i <- V^{i-1}).")]
     = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of split, leaf choice and order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of split, leaf choice and order.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
     = False,
 ) -> None:
     """Train value models on collected trees (equation 6; best checkpoint by validation)."""
-    from mavis.training import TrainConfig, train
+    from mavis.training import train
 
     config = TrainConfig(
-        base=base, num_layers=num_layers, objectives=_objectives(objectives), shared=shared,
+        base=base, num_layers=num_layers, objectives=parse_names(objectives, "--objectives"),
+        shared=shared,
         init_from=init_from, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         zeta=zeta, leaf_fraction=leaf_fraction, validation_fraction=validation_fraction,
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
@@ -119,29 +108,31 @@ def distill_command(
         "--teacher", help="OBJECTIVE=PATH of a teacher value model; repeat per objective.")],
     data: Annotated[Path, typer.Option("--data", help="Tree file whose paths to distil on.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; the student is OUT/best.")],
-    base: Annotated[str, typer.Option(help="Student backbone.")] = "smollm2-135m-instruct",
-    num_layers: Annotated[int | None, typer.Option(help="Student backbone layers.")] = 6,
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 2,
+    base: Annotated[str | None, typer.Option(help="Student backbone (default: the packaged "
+                                                  "model).")] = _T.base,
+    num_layers: Annotated[int | None, typer.Option(help="Student backbone layers.")]
+    = _T.num_layers,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = _T.epochs,
     batch_size: Annotated[int, typer.Option(help="Completion tokens per step.")] = 256,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor).")] = 2e-5,
-    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = 100,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: whole backbone).")] = 128,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor).")] = _T.lr,
+    warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = _T.warmup_steps,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: whole backbone).")] = _T.lora_r,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = _T.lora_alpha,
     validation_fraction: Annotated[float, typer.Option(help="Share of prompts held out.")]
-    = 0.1,
+    = _T.validation_fraction,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: epoch ends).")]
-    = 200,
+    = _T.eval_every,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N steps (resumable).")]
-    = None,
+    = _T.max_steps,
     resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
     = False,
 ) -> None:
     """Distil per-objective value models into one backbone with a head each (appendix E)."""
-    from mavis.training import TrainConfig, distill
+    from mavis.training import distill
 
-    teachers = _teachers(teacher)
+    teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
     for name, path in teachers.items():
         if not Path(path).expanduser().exists():
             raise MavisError(f"teacher {name!r}: {path!r} does not exist")

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from mavis.decoding.guide import ValueGuide, resolve_weights
-from mavis.decoding.state import DecodingState, StepSettings
+from mavis.decoding.settings import StepSettings
+from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
+from mavis.models.loading import apply_chat_template, load_causal_lm, tokenizer_fingerprint
 from mavis.models.value_model import ValueModel
+from mavis.progress import track
 
 
 @dataclass
@@ -76,8 +79,6 @@ class MavisDecoder:
         self.guide = ValueGuide([vm.eval() for vm in value_models])
         self.device = next(reference.parameters()).device
         if check_tokenizers and self.guide.value_models:
-            from mavis.models.loading import tokenizer_fingerprint
-
             fingerprint = tokenizer_fingerprint(tokenizer)
             for vm in self.guide.value_models:
                 vm.check_tokenizer(fingerprint, "the reference model's",
@@ -96,8 +97,6 @@ class MavisDecoder:
 
         `value_dtype` (default: `dtype`) lets the value models run in bfloat16 beside an fp32
         reference, which speeds up their candidate passes on CPUs with bf16 instructions."""
-        from mavis.models.loading import load_causal_lm
-
         model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
                                           attn_implementation=attn_implementation)
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
@@ -117,8 +116,6 @@ class MavisDecoder:
     # -- prompts --------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str], *, chat_template: bool = True,
                max_new_tokens: int = 0) -> Batch:
-        from mavis.models.loading import apply_chat_template
-
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts:
@@ -141,19 +138,14 @@ class MavisDecoder:
                      list(prompts))
 
     # -- sampling -------------------------------------------------------------------------
-    def settings(self, *, beta: float, top_k: int, temperature: float, greedy: bool,
-                 candidate_epsilon: float) -> StepSettings:
+    def settings(self, **kwargs: Any) -> StepSettings:
+        """`StepSettings(**kwargs)`, also checked against this decoder's model."""
+        settings = StepSettings(**kwargs)
         vocab = self.reference.config.vocab_size
-        if not 1 <= top_k <= vocab:
-            raise MavisError(f"top_k={top_k} must be between 1 and the vocabulary size ({vocab})")
-        if temperature <= 0 or not math.isfinite(temperature):
-            raise MavisError(f"temperature={temperature} must be > 0")
-        if beta < 0 or not math.isfinite(beta):
-            raise MavisError(f"beta={beta} must be >= 0")
-        if not 0 <= candidate_epsilon < 1:
-            raise MavisError("candidate_epsilon must be in [0, 1)")
-        return StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
-                            candidate_epsilon=candidate_epsilon)
+        if settings.top_k > vocab:
+            raise MavisError(f"top_k={settings.top_k} must be between 1 and the vocabulary "
+                             f"size ({vocab})")
+        return settings
 
     def start(self, batch: Batch, weights: Mapping[str, float] | None,
               settings: StepSettings) -> tuple[DecodingState, dict[str, float]]:
@@ -201,8 +193,6 @@ class MavisDecoder:
         results: list[GeneratedSequence] = []
         chunks = range(0, len(rows), batch_size)
         if progress:
-            from mavis.progress import track
-
             chunks = track(chunks, "generating", total=math.ceil(len(rows) / batch_size),
                            unit="batch")
         for start in chunks:

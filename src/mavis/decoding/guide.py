@@ -9,6 +9,7 @@ candidate-skipping bound).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from mavis.models.value_model import ValueModel
 def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> dict[str, float]:
     """Check user weights against the available objectives and normalise them to sum to 1.
 
-    Unknown names and negative weights are errors; weights that do not sum to 1 are normalised
-    with a warning (never silently)."""
+    Unknown names, weights that are not finite numbers >= 0 and all-zero weights are errors;
+    weights that do not sum to 1 are normalised with a warning (never silently)."""
     if not weights:
         raise MavisError("no objective weights given; pass e.g. --weights "
                          + ",".join(f"{name}={1 / len(available):.2g}" for name in available))
@@ -34,7 +35,10 @@ def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> d
             f"the loaded value models cover: {', '.join(available) or '(none)'}"
         )
     for name, value in weights.items():
-        if not math.isfinite(value) or value < 0:
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise MavisError(f"weight for {name!r} is {value!r}; weights must be finite "
+                             "numbers >= 0")
+        if value < 0:
             raise MavisError(f"weight for {name!r} is {value}; weights must be >= 0")
     total = sum(weights.values())
     if total <= 0:
@@ -50,26 +54,22 @@ def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> d
     return dict(weights)
 
 
-def parse_weights(text: str) -> dict[str, float]:
-    """Parse "relevant=0.6,harmless=0.4" (the command line's --weights)."""
-    weights: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise MavisError(f"cannot read weight {item!r}; write NAME=NUMBER, e.g. harmless=0.4")
-    return weights
-
-
 @dataclass
 class ActiveValueModel:
+    """A value model that guides a decoding run: its heads' weights and clamp ranges."""
+
     model: ValueModel
     weights: torch.Tensor  # [M_model], lambda for each head
     low: torch.Tensor  # [M_model] clamp range of each head (-inf/inf when unknown)
     high: torch.Tensor
+
+    def to(self, device: torch.device) -> None:
+        self.weights = self.weights.to(device)
+        self.low, self.high = self.low.to(device), self.high.to(device)
+
+    def clamp(self, values: torch.Tensor) -> torch.Tensor:
+        """Values [..., M_model] clamped to the range each head saw in training."""
+        return torch.maximum(torch.minimum(values, self.high), self.low)
 
 
 class ValueGuide:

@@ -1,18 +1,16 @@
-"""Test-time search on top of MAVIS (paper section 4.4) and the best-of-N baseline.
+"""Test-time search on top of MAVIS (paper section 4.4).
 
 `beam_search`: N beams; every `prune_every` tokens each live beam is expanded into `expand`
 copies that continue by sampling from the MAVIS distribution, and the live set is pruned back to
 N by the weighted value sum_m lambda_m V_m(s) of each partial sequence. Beams that end (EOS) join
 a pool; at the end the top N of pool and live beams by weighted value are returned, best first.
 
-`best_of_n`: N samples from pi_ref (plain top-k sampling), judged by the objectives (reward
-functions) themselves; the highest weighted reward wins.
+(Its baseline, best-of-N from pi_ref, lives in `mavis.evaluation.best_of_n`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -32,7 +30,7 @@ def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, flo
         raise MavisError("num_beams, expand and prune_every must be >= 1")
     if beta <= 0:
         raise MavisError("beam search ranks beams by their values: give beta > 0")
-    settings = decoder.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=False,
+    settings = decoder.settings(beta=beta, top_k=top_k, temperature=temperature,
                                 candidate_epsilon=candidate_epsilon)
     batch = decoder.encode([prompt], chat_template=chat_template, max_new_tokens=max_new_tokens)
     state, resolved = decoder.start(batch, weights, settings)
@@ -70,29 +68,3 @@ def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, flo
             state.select(best)
     pool.sort(key=lambda s: s.value if s.value is not None else float("-inf"), reverse=True)
     return pool[:num_beams]
-
-
-@dataclass
-class BestOfN:
-    best: GeneratedSequence
-    candidates: list[GeneratedSequence]
-    rewards: dict[str, list[float]]  # per objective, one per candidate
-    weighted: list[float]
-
-
-def best_of_n(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, float], n: int = 4,
-              top_k: int = 40, max_new_tokens: int = 64, temperature: float = 1.0,
-              seed: int | None = None, chat_template: bool = True) -> BestOfN:
-    """Sample `n` answers from pi_ref and keep the one with the highest weighted reward."""
-    from mavis.decoding.guide import resolve_weights
-    from mavis.objectives import score_all
-
-    resolved = resolve_weights(weights, list(weights))
-    candidates = decoder.generate([prompt], beta=0.0, top_k=top_k, temperature=temperature,
-                                  max_new_tokens=max_new_tokens, num_samples=n, seed=seed,
-                                  chat_template=chat_template)
-    names = list(resolved)  # zero-weight objectives are scored too, for reporting
-    rewards = score_all(names, [prompt] * n, [c.text for c in candidates])
-    weighted = [sum(resolved[m] * rewards[m][i] for m in names) for i in range(n)]
-    best = max(range(n), key=weighted.__getitem__)
-    return BestOfN(candidates[best], candidates, rewards, weighted)

@@ -6,6 +6,14 @@ next-token logits. `choose()` adds one token to every row; `select(rows)` keeps,
 duplicates rows (finished rows leave, beams branch); `advance()` runs the reference model on
 the chosen tokens.
 
+One step of `choose`, each part its own method:
+    candidates   the top-k tokens of pi_ref (after temperature) and their log-probabilities
+    skip         drop the candidates that cannot matter (optional, with a bound on the error)
+    score        every active value model reads all candidates in one forward over its cache
+    tilt         pi_ref * exp(beta * sum_m lambda_m V_m), renormalised (`mavis.decoding.tilt`)
+    sample       one candidate per row (or the most likely one)
+    keep         the chosen candidate's keys and values stay in the value caches; the rest go
+
 Cost per token: one reference forward of one token, plus, per active value model, one forward
 of the scored candidates over the cached prefix (each candidate at the same position, seeing
 the prefix and itself only). The chosen candidate's keys and values are kept from that pass,
@@ -20,18 +28,19 @@ from dataclasses import dataclass
 import torch
 
 from mavis.decoding.guide import ActiveValueModel, ValueGuide
-from mavis.decoding.masks import candidate_mask, positions_from_mask
+from mavis.decoding.settings import StepSettings
 from mavis.decoding.tilt import candidates_to_score, mavis_logprobs, top_k_candidates
 from mavis.models.cache import keep_rows, model_forward, new_cache, replace_tail_with_choice
+from mavis.models.masks import candidate_mask, positions_from_mask
 
 
 @dataclass
-class StepSettings:
-    beta: float = 1.0
-    top_k: int = 40
-    temperature: float = 1.0
-    greedy: bool = False
-    candidate_epsilon: float = 0.0
+class Candidates:
+    """The candidate tokens of one step: log pi_ref (temperature applied) and ids, [B, k]."""
+
+    logprobs: torch.Tensor
+    ids: torch.Tensor
+    scored: torch.Tensor | None = None  # bool [B, k]: False = skipped
 
 
 class DecodingState:
@@ -41,8 +50,12 @@ class DecodingState:
         self.reference = reference
         self.settings = settings
         self.active = list(active) if settings.beta != 0.0 else []
-        self.spread = ValueGuide.value_spread(self.active) if self.active else 0.0
         device = input_ids.device
+        for entry in self.active:
+            entry.to(device)
+        self.spread = ValueGuide.value_spread(self.active) if self.active else 0.0
+        self.weights = (torch.cat([entry.weights for entry in self.active]) if self.active
+                        else None)
         self.attention_mask = attention_mask.long()
         positions = positions_from_mask(self.attention_mask)
         self.next_position = positions[:, -1] + 1
@@ -51,55 +64,84 @@ class DecodingState:
         self.logprobs = torch.zeros(batch, 0, device=device)
         self.ref_logprobs = torch.zeros(batch, 0, device=device)
         self.value = torch.full((batch,), float("nan"), device=device)
-        self.scored_counts: list[float] = []
-
         self.ref_cache = new_cache(reference)
         logits, self.ref_cache = model_forward(
             reference, input_ids=input_ids, attention_mask=self.attention_mask,
             position_ids=positions, cache=self.ref_cache, use_cache=True,
             return_logits=True, logits_to_keep=1)
         self.next_logits = logits[:, -1].float()
-        self.value_caches = []
-        for entry in self.active:
-            entry.weights = entry.weights.to(device)
-            entry.low, entry.high = entry.low.to(device), entry.high.to(device)
-            cache = new_cache(entry.model.backbone)
-            _, cache = model_forward(entry.model.backbone, input_ids=input_ids,
-                                     attention_mask=self.attention_mask, position_ids=positions,
-                                     cache=cache, use_cache=True)
-            self.value_caches.append(cache)
+        self.value_caches = [self._prefill(entry, input_ids, positions)
+                             for entry in self.active]
+
+    def _prefill(self, entry: ActiveValueModel, input_ids: torch.Tensor,
+                 positions: torch.Tensor) -> object:
+        """A value model's KV cache over the prompts."""
+        cache = new_cache(entry.model.backbone)
+        _, cache = entry.model(input_ids, attention_mask=self.attention_mask,
+                               position_ids=positions, cache=cache, use_cache=True)
+        return cache
 
     @property
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
+    # -- one step ---------------------------------------------------------------------------
     def choose(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pick the next token of every row; returns them ([B])."""
-        s = self.settings
-        ref_full = torch.log_softmax(self.next_logits, dim=-1)
-        cand_logprobs, cand_ids = top_k_candidates(self.next_logits, s.top_k, s.temperature)
-        rows = torch.arange(self.batch_size, device=cand_ids.device)
+        candidates = self.candidates()
+        values = None
         if self.active:
-            scored = candidates_to_score(cand_logprobs, s.beta, self.spread, s.candidate_epsilon)
-            width = int(scored.sum(-1).max())
-            self.scored_counts.append(float(scored.sum(-1).float().mean()))
-            cand_logprobs, cand_ids = cand_logprobs[:, :width], cand_ids[:, :width]
-            scored = scored[:, :width]
-            values = self._score_candidates(cand_ids)
-            self.candidate_ids, self.candidate_values = cand_ids, values
-            policy = mavis_logprobs(cand_logprobs, values, s.beta, scored)
-        else:
-            values = None
-            policy = mavis_logprobs(cand_logprobs, None, 0.0)
-        if s.greedy:
-            choice = policy.argmax(-1)
-        else:
-            choice = torch.multinomial(policy.exp(), 1, generator=generator).squeeze(-1)
-        token = cand_ids[rows, choice]
-        if self.active:
+            candidates = self.skip(candidates)
+            values = self.score(candidates.ids)
+        policy = mavis_logprobs(candidates.logprobs, values, self.weights, self.settings.beta,
+                                candidates.scored)
+        choice = self.sample(policy, generator)
+        return self.keep(candidates, policy, values, choice)
+
+    def candidates(self) -> Candidates:
+        logprobs, ids = top_k_candidates(self.next_logits, self.settings.top_k,
+                                         self.settings.temperature)
+        return Candidates(logprobs, ids)
+
+    def skip(self, candidates: Candidates) -> Candidates:
+        """Drop the least likely candidates while the total-variation bound allows it
+        (`candidates_to_score`); the batch keeps the widest row's number of columns."""
+        scored = candidates_to_score(candidates.logprobs, self.settings.beta, self.spread,
+                                     self.settings.candidate_epsilon)
+        width = int(scored.sum(-1).max())
+        return Candidates(candidates.logprobs[:, :width], candidates.ids[:, :width],
+                          scored[:, :width])
+
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Every active objective's value of every candidate: [B, k, M_active], one forward
+        per value model over its cached prefix, clamped to the range seen in training."""
+        batch, width = ids.shape
+        positions = self.next_position[:, None].expand(batch, width)
+        columns = []
+        for entry, cache in zip(self.active, self.value_caches, strict=True):
+            mask = candidate_mask(self.attention_mask, width, entry.model.head.weight.dtype)
+            values, _ = entry.model(ids, attention_mask=mask, position_ids=positions,
+                                    cache=cache, use_cache=True)
+            columns.append(entry.clamp(values.float()))
+        return torch.cat(columns, dim=-1)
+
+    def sample(self, policy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One candidate index per row from `policy` (log-probabilities [B, k])."""
+        if self.settings.greedy:
+            return policy.argmax(-1)
+        return torch.multinomial(policy.exp(), 1, generator=generator).squeeze(-1)
+
+    def keep(self, candidates: Candidates, policy: torch.Tensor, values: torch.Tensor | None,
+             choice: torch.Tensor) -> torch.Tensor:
+        """Record the chosen candidate of every row (tokens, both log-probs, value) and keep
+        its keys and values in the value caches; returns the chosen tokens."""
+        rows = torch.arange(self.batch_size, device=choice.device)
+        token = candidates.ids[rows, choice]
+        if values is not None:
             for cache in self.value_caches:
-                replace_tail_with_choice(cache, cand_ids.shape[1], choice)
-            self.value = values[rows, choice]
+                replace_tail_with_choice(cache, candidates.ids.shape[1], choice)
+            self.value = values[rows, choice] @ self.weights
+        ref_full = torch.log_softmax(self.next_logits, dim=-1)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self.logprobs = torch.cat([self.logprobs, policy[rows, choice][:, None]], dim=1)
         self.ref_logprobs = torch.cat([self.ref_logprobs, ref_full[rows, token][:, None]], dim=1)
@@ -107,22 +149,7 @@ class DecodingState:
             [self.attention_mask, torch.ones_like(self.attention_mask[:, :1])], dim=1)
         return token
 
-    def _score_candidates(self, cand_ids: torch.Tensor) -> torch.Tensor:
-        """Weighted values of every candidate ([B, k]), one forward per active value model."""
-        batch, width = cand_ids.shape
-        positions = self.next_position[:, None].expand(batch, width)
-        total = torch.zeros(batch, width, device=cand_ids.device)
-        for entry, cache in zip(self.active, self.value_caches, strict=True):
-            dtype = entry.model.head.weight.dtype
-            mask = candidate_mask(self.attention_mask, width, dtype)
-            hidden, _ = model_forward(entry.model.backbone, input_ids=cand_ids,
-                                      attention_mask=mask, position_ids=positions,
-                                      cache=cache, use_cache=True)
-            values = entry.model.head(hidden.to(dtype)).float()
-            values = torch.maximum(torch.minimum(values, entry.high), entry.low)
-            total += values @ entry.weights
-        return total
-
+    # -- between steps ----------------------------------------------------------------------
     def advance(self) -> None:
         """Feed the last chosen tokens to the reference model (next-token logits)."""
         logits, self.ref_cache = model_forward(

@@ -27,23 +27,32 @@ def top_k_candidates(logits: torch.Tensor, k: int,
 
 
 def weighted_values(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_m lambda_m V_m: values [..., M], weights [M] -> [...]."""
-    return values @ weights.to(values.dtype)
+    """sum_m lambda_m V_m: values [B, k, M] with weights [M] (one setting for every row) or
+    [B, M] (a setting per row) -> [B, k]."""
+    weights = weights.to(values.dtype)
+    if weights.dim() == 1:
+        return values @ weights
+    return torch.einsum("bkm,bm->bk", values, weights)
 
 
 def mavis_logprobs(candidate_logprobs: torch.Tensor, candidate_values: torch.Tensor | None,
-                   beta: float, scored: torch.Tensor | None = None) -> torch.Tensor:
+                   weights: torch.Tensor | None = None, beta: float | torch.Tensor = 0.0,
+                   scored: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probabilities of the MAVIS distribution over the candidates.
 
     candidate_logprobs: [B, k] log pi_ref of each candidate (any constant offset per row is
         irrelevant: the result is renormalised).
-    candidate_values: [B, k] weighted values sum_m lambda_m V_m(s + a), or None when beta = 0
-        (then the result is top-k sampling from pi_ref).
+    candidate_values: [B, k, M] the value models' values V_m(s + a) of every candidate, or
+        None (then the result is top-k sampling from pi_ref).
+    weights: [M] or [B, M] the objective weights lambda (per row when 2-D).
+    beta: a float, or [B] one guidance strength per row; 0 is top-k sampling.
     scored: optional bool [B, k]; candidates marked False get no mass (skipped candidates).
     """
     tilted = candidate_logprobs.float()
-    if candidate_values is not None and beta != 0.0:
-        tilted = tilted + beta * candidate_values.float()
+    if candidate_values is not None and weights is not None:
+        bonus = weighted_values(candidate_values.float(), weights.to(tilted.device))
+        strength = torch.as_tensor(beta, dtype=torch.float32, device=tilted.device)
+        tilted = tilted + (strength[:, None] if strength.dim() else strength) * bonus
     if scored is not None:
         tilted = tilted.masked_fill(~scored, float("-inf"))
     return torch.log_softmax(tilted, dim=-1)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
+
 from mavis.decoding.decoder import MavisDecoder
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
+from mavis.evaluation.settings import EvaluationSettings
+
+matplotlib.use("Agg")  # file output only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -23,7 +29,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def sweep_weights(decoder: MavisDecoder, prompts: Sequence[str], pair: tuple[str, str], *,
                   lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-                  beta: float | Mapping[float, float] = 8.0, **kwargs) -> list[PolicyEvaluation]:
+                  beta: float | Mapping[float, float] = 8.0,
+                  settings: EvaluationSettings = EvaluationSettings()
+                  ) -> list[PolicyEvaluation]:
     """Evaluate MAVIS at weights (lambda, 1 - lambda) over `pair`; `beta` may depend on lambda
     (the paper's table 9)."""
     first, second = pair
@@ -32,7 +40,7 @@ def sweep_weights(decoder: MavisDecoder, prompts: Sequence[str], pair: tuple[str
         b = beta[lam] if isinstance(beta, Mapping) else beta
         weights = {first: lam, second: 1.0 - lam}
         results.append(evaluate_policy(decoder, prompts, [first, second], weights=weights,
-                                       beta=b, label=f"{first}={lam:g}", **kwargs))
+                                       beta=b, settings=settings, label=f"{first}={lam:g}"))
     return results
 
 
@@ -41,7 +49,6 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
     """One line per method (e.g. MAVIS, best-of-N, reference), reward of pair[0] on x and
     pair[1] on y, with standard-error bars; saved as PNG."""
     first, second = pair
-    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, points in series.items():
         xs = [p.reward[first] for p in points]
@@ -63,7 +70,6 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
 
 def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     """Reward and KL per iteration for each objective (the improvement of Theorem 1)."""
-    plt = _pyplot()
     objectives = sorted({r["objective"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for name in objectives:
@@ -82,20 +88,10 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    _pyplot().close(fig)
+    plt.close(fig)
     return out

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.evaluation.settings import EvaluationSettings
+from mavis.objectives import score_all
 
 
 @dataclass
@@ -50,17 +52,15 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
 
 def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str], objectives: Sequence[str], *,
                     weights: Mapping[str, float] | None = None, beta: float = 0.0,
-                    top_k: int = 40, max_new_tokens: int = 48, num_samples: int = 1,
-                    temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
-                    candidate_epsilon: float = 0.0, label: str = "",
+                    settings: EvaluationSettings = EvaluationSettings(), label: str = "",
                     progress: bool = False) -> PolicyEvaluation:
     """Sample answers with MAVIS(weights, beta) (beta=0: the reference policy) and score them."""
-    from mavis.objectives import score_all
-
-    outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=top_k,
-                               max_new_tokens=max_new_tokens, num_samples=num_samples,
-                               temperature=temperature, seed=seed, batch_size=batch_size,
-                               candidate_epsilon=candidate_epsilon, progress=progress)
+    outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=settings.top_k,
+                               max_new_tokens=settings.max_new_tokens,
+                               num_samples=settings.num_samples,
+                               temperature=settings.temperature, seed=settings.seed,
+                               batch_size=settings.batch_size,
+                               candidate_epsilon=settings.candidate_epsilon, progress=progress)
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
     result = PolicyEvaluation(
         label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in

@@ -1,16 +1,17 @@
 """Trained value models shipped inside the package (LoRA + head, a few MB each), so that
 `mavis generate` and `mavis demo` work on a fresh machine.
 
-They live in `mavis/assets/value_models/<objective>/` (or one shared folder whose
-value_config.json lists several objectives), each with a PROVENANCE.md saying how it was made.
+They live in `mavis/assets/value_models/<name>/` (one folder per value model; a folder's
+value_config.json lists the objectives it has heads for), each with a PROVENANCE.md written by
+`mavis bundle` saying how it was made.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mavis.errors import MavisError
+from mavis.models.value_folder import CONFIG_NAME, read_value_config
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "value_models"
 
@@ -18,33 +19,31 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "value_models"
 def bundled_value_models(reference: str = "smollm2-135m-instruct") -> dict[str, Path]:
     """Objective name -> folder of a bundled value model for `reference` (may be empty)."""
     found: dict[str, Path] = {}
-    if not BUNDLED_DIR.exists():
-        return found
-    for config_path in sorted(BUNDLED_DIR.glob("*/value_config.json")):
-        config = json.loads(config_path.read_text())
-        if config.get("base") != reference:
+    for config_path in sorted(BUNDLED_DIR.glob(f"*/{CONFIG_NAME}")):
+        config = read_value_config(config_path.parent)
+        if config.base != reference:
             continue
-        for name in config.get("objectives", []):
+        for name in config.objectives:
             found.setdefault(name, config_path.parent)
     return found
 
 
-def parse_value_model_args(items: list[str]) -> dict[str, str]:
-    """Parse repeated `--value-model NAME=PATH` options."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise MavisError(f"cannot read --value-model {item!r}; write NAME=PATH, "
-                             "e.g. --value-model harmless=runs/default/harmless")
-        out[name.strip()] = path.strip()
-    return out
-
-
-def choose_value_models(reference: str, explicit: dict[str, str],
-                        wanted: list[str]) -> list[str]:
+def choose_value_models(reference: str, explicit: dict[str, str], wanted: list[str],
+                        known: list[str] | None = None) -> list[str]:
     """Folders of the value models needed for the objectives in `wanted`: explicit paths first,
-    then bundled ones; a clear error for an objective that has neither."""
+    then bundled ones; a clear error for an objective that has neither. Every explicit value
+    model is checked, used or not: its name must be one of `known` (default: `wanted`), the
+    objectives the command was given, and its folder must hold a model for that objective, so
+    that a typo never goes unnoticed."""
+    known = list(wanted if known is None else known)
+    for name, folder in explicit.items():
+        if name not in known:
+            raise MavisError(f"--value-model {name}=... names an objective this command does "
+                             f"not use (it uses: {', '.join(known) or 'none'}); check the name")
+        objectives = read_value_config(folder).objectives
+        if name not in objectives:
+            raise MavisError(f"--value-model {name}={folder}: that value model has heads for "
+                             f"{', '.join(objectives)}, not {name!r}")
     bundled = bundled_value_models(reference)
     folders: list[str] = []
     for name in wanted:

@@ -15,6 +15,7 @@ from functools import cache as _memo
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 
 @_memo
@@ -46,8 +47,6 @@ def model_forward(model: Any, *, cache: Any = None, use_cache: bool = False,
 
 
 def new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
-
     return DynamicCache(config=_unwrap(model).config)
 
 

@@ -10,21 +10,30 @@ read that folder in a fraction of a second.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
 
 from mavis.errors import MavisError
 from mavis.paths import cache_dir
-
-if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from mavis.progress import status
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -71,11 +80,6 @@ def packaged_model_dir(name: str) -> Path:
     if (target / "config.json").exists():
         return target
     gguf = _gguf_path(spec)
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from mavis.progress import status
-
     with status(f"converting {spec.gguf_file} to safetensors (once; cached in {target})"):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -103,8 +107,6 @@ def packaged_model_dir(name: str) -> Path:
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' warnings for a block whose warnings are expected (e.g. the load
     report listing the layers a value-model backbone deliberately leaves out)."""
-    from transformers.utils import logging as hf_logging
-
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -142,10 +144,32 @@ def _hub_error(name: str, exc: Exception) -> MavisError:
     )
 
 
+def load_backbone(base: str, num_layers: int | None, attn_implementation: str = "sdpa",
+                  dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The decoder stack of `base` (no LM head), keeping only its first `num_layers` layers
+    (a value model's backbone)."""
+    path = resolve_model_path(base)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        total = config.num_hidden_layers
+        if num_layers is not None:
+            if not 1 <= num_layers <= total:
+                raise MavisError(
+                    f"num_layers={num_layers} is out of range: {base!r} has {total} layers")
+            config.num_hidden_layers = num_layers
+            if getattr(config, "layer_types", None):
+                config.layer_types = config.layer_types[:num_layers]
+        with quiet_transformers():  # the report would list every layer left out on purpose
+            backbone = AutoModel.from_pretrained(path, config=config,
+                                                 dtype=dtype or torch.float32,
+                                                 attn_implementation=attn_implementation)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(base, exc) from exc
+    return backbone
+
+
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     """Load a tokenizer set up for batched generation: left padding, a pad token."""
-    from transformers import AutoTokenizer
-
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -168,9 +192,6 @@ def load_causal_lm(
 
     `name_or_path` is a packaged model name (offline), a local folder, or a hub id.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     if isinstance(dtype, str):
@@ -201,22 +222,6 @@ def apply_chat_template(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A short hash of the vocabulary: equal fingerprints mean the same token ids."""
-    import hashlib
-    import json
-
     vocab = tokenizer.get_vocab()
     blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def check_same_tokenizer(reference: PreTrainedTokenizerBase, other: PreTrainedTokenizerBase,
-                         other_name: str) -> None:
-    """MAVIS scores the reference model's candidate tokens with the value models, so both must
-    share one vocabulary; raise a clear error otherwise."""
-    if tokenizer_fingerprint(reference) != tokenizer_fingerprint(other):
-        raise MavisError(
-            f"{other_name} uses a different tokenizer than the reference model "
-            f"({len(other)} vs {len(reference)} tokens, different ids): MAVIS value models must "
-            "share the reference model's vocabulary; build the value model on a backbone with "
-            "the same tokenizer"
-        )

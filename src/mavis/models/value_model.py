@@ -3,94 +3,35 @@ linear regression head, one output per objective, read at the last real token.
 
 MAVIS needs V_m(s) for every objective m; `Q_m(s, a) = V_m(s + a)`. A value model trained for
 one objective has one head output; a distilled (or jointly trained) model has one per objective
-on a shared backbone, which halves decoding cost at M = 2.
-
-A saved value model is a small folder:
-    value_config.json     the backbone recipe (base model, layers kept, LoRA settings),
-                          the objective names, the tokenizer fingerprint, the value range seen
-                          in training
-    adapter.safetensors   LoRA weights (or the whole backbone when trained without LoRA)
-    head.safetensors      the regression head
-so a value model for the default backbone is a few MB.
+on a shared backbone, which halves decoding cost at M = 2. A saved value model is a small
+folder (see `mavis.models.value_folder`); for the default backbone it is a few MB.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mavis.errors import MavisError
 from mavis.models.cache import model_forward
-
-CONFIG_NAME = "value_config.json"
-ADAPTER_NAME = "adapter.safetensors"
-BACKBONE_NAME = "backbone.safetensors"
-HEAD_NAME = "head.safetensors"
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapter settings (the paper: r=128, alpha=256, dropout=0.2 on TinyLlama)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-
-
-@dataclass
-class ValueModelConfig:
-    base: str
-    objectives: list[str]
-    num_layers: int | None = None
-    lora: LoraSettings | None = field(default_factory=LoraSettings)
-    tokenizer_fingerprint: str = ""
-    value_range: dict[str, list[float]] = field(default_factory=dict)
-    format_version: int = 1
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ValueModelConfig:
-        data = dict(data)
-        if data.get("lora") is not None:
-            data["lora"] = LoraSettings(**data["lora"])
-        return cls(**data)
-
-
-def load_backbone(base: str, num_layers: int | None, attn_implementation: str = "sdpa",
-                  dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The decoder stack of `base` (no LM head), keeping only its first `num_layers` layers."""
-    from transformers import AutoConfig, AutoModel
-
-    from mavis.models.loading import _hub_error, quiet_transformers, resolve_model_path
-
-    path = resolve_model_path(base)
-    try:
-        config = AutoConfig.from_pretrained(path)
-        total = config.num_hidden_layers
-        if num_layers is not None:
-            if not 1 <= num_layers <= total:
-                raise MavisError(
-                    f"num_layers={num_layers} is out of range: {base!r} has {total} layers"
-                )
-            config.num_hidden_layers = num_layers
-            if getattr(config, "layer_types", None):
-                config.layer_types = config.layer_types[:num_layers]
-        with quiet_transformers():  # the report would list every layer left out on purpose
-            backbone = AutoModel.from_pretrained(
-                path, config=config, dtype=dtype, attn_implementation=attn_implementation
-            )
-    except (OSError, ValueError) as exc:
-        raise _hub_error(base, exc) from exc
-    return backbone
+from mavis.models.loading import load_backbone, load_tokenizer, tokenizer_fingerprint
+from mavis.models.masks import positions_from_mask
+from mavis.models.value_folder import (
+    ADAPTER_NAME,
+    BACKBONE_NAME,
+    CONFIG_NAME,
+    HEAD_NAME,
+    LoraSettings,
+    ValueModelConfig,
+    read_value_config,
+    replace_folder,
+    value_model_files,
+)
 
 
 class ValueModel(nn.Module):
@@ -111,8 +52,6 @@ class ValueModel(nn.Module):
               lora: LoraSettings | None = None, attn_implementation: str = "sdpa",
               dtype: torch.dtype = torch.float32) -> ValueModel:
         """A fresh value model on `base` (packaged name, local folder or hub id)."""
-        from mavis.models.loading import load_tokenizer, tokenizer_fingerprint
-
         if isinstance(objectives, str):
             objectives = [objectives]
         if not objectives:
@@ -131,50 +70,50 @@ class ValueModel(nn.Module):
              dtype: torch.dtype = torch.float32) -> ValueModel:
         """Load a saved value model. `merge=True` folds LoRA into the weights (fast inference);
         pass `merge=False` to keep training the adapter."""
-        from safetensors.torch import load_file
-
         path = Path(path).expanduser()
-        if not (path / CONFIG_NAME).exists():
-            raise MavisError(
-                f"{str(path)!r} is not a mavis value model folder (no {CONFIG_NAME}); "
-                "train one with `mavis train` or build one with ValueModel.build(...).save(path)"
-            )
-        config = ValueModelConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
+        config = read_value_config(path)
+        value_model_files(path, config)
         backbone = load_backbone(config.base, config.num_layers, attn_implementation, dtype)
-        if config.lora is not None:
-            from peft import set_peft_model_state_dict
-
-            backbone = _with_lora(backbone, config.lora)
-            set_peft_model_state_dict(backbone, load_file(path / ADAPTER_NAME))
-            if merge:
-                backbone = backbone.merge_and_unload()
-        else:
-            backbone.load_state_dict(load_file(path / BACKBONE_NAME))
-        model = cls(backbone, config)
-        model.head.load_state_dict(load_file(path / HEAD_NAME))
+        try:
+            if config.lora is not None:
+                backbone = _with_lora(backbone, config.lora)
+                set_peft_model_state_dict(backbone, load_file(path / ADAPTER_NAME))
+                if merge:
+                    backbone = backbone.merge_and_unload()
+            else:
+                backbone.load_state_dict(load_file(path / BACKBONE_NAME))
+            model = cls(backbone, config)
+            model.head.load_state_dict(load_file(path / HEAD_NAME))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise MavisError(f"the weights in {str(path)!r} do not load ({exc}); the value "
+                             "model is damaged or was trained on another backbone") from None
         model.head.to(dtype)
         model.eval()
         return model
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
+        """Save as a value-model folder, replacing `path` whole (written beside, renamed)."""
         path = Path(path).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
-        if self.config.lora is not None:
-            from peft import get_peft_model_state_dict
+        staging = path.with_name(f".{path.name}.saving")
+        staging.mkdir(parents=True, exist_ok=True)
+        self.write_files(staging)
+        replace_folder(staging, path)
+        return path
 
+    def write_files(self, folder: Path) -> None:
+        """Write the model's files into the existing folder `folder`."""
+        if self.config.lora is not None:
             if not hasattr(self.backbone, "peft_config"):
                 raise MavisError("this value model's LoRA was merged at load; load it with "
                                  "merge=False to save it again")
             weights = get_peft_model_state_dict(self.backbone)
-            save_file({k: v.contiguous() for k, v in weights.items()}, path / ADAPTER_NAME)
+            save_file({k: v.contiguous() for k, v in weights.items()}, folder / ADAPTER_NAME)
         else:
             save_file({k: v.contiguous() for k, v in self.backbone.state_dict().items()},
-                      path / BACKBONE_NAME)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_NAME)
-        (path / CONFIG_NAME).write_text(self.config.to_json())
-        return path
+                      folder / BACKBONE_NAME)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
+                  folder / HEAD_NAME)
+        (folder / CONFIG_NAME).write_text(self.config.to_json())
 
     def check_tokenizer(self, fingerprint: str, other: str, why: str) -> None:
         """Refuse to work beside a model whose tokenizer (by `tokenizer_fingerprint`) differs
@@ -202,7 +141,7 @@ class ValueModel(nn.Module):
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """V(s) for each row, read at its last real token (left or right padding): [B, M]."""
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        position_ids = positions_from_mask(attention_mask)
         out, _ = self.forward(input_ids, attention_mask=attention_mask, position_ids=position_ids)
         last = last_token_index(attention_mask)
         return out[torch.arange(out.shape[0], device=out.device), last]
@@ -217,8 +156,6 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 def _with_lora(backbone: nn.Module, lora: LoraSettings | None) -> nn.Module:
     if lora is None:
         return backbone
-    from peft import LoraConfig, get_peft_model
-
     names = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
     targets = [t for t in lora.target_modules if t in names]
     if not targets:

@@ -33,6 +33,7 @@ Objects are built once per name and reused; `clear_objective_cache()` forgets th
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 
 from mavis.errors import MavisError
@@ -111,8 +112,6 @@ def get_objective(name: str) -> Objective:
     _check_name(name)
     prefix, _, rest = name.partition(":")
     if prefix in PARAMETRIC and rest:
-        import importlib
-
         objective = importlib.import_module(PARAMETRIC[prefix][0]).from_spec(rest)
     else:
         objective = OBJECTIVES.get(name)()

@@ -29,7 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import chitchat_dataset
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
 
 from mavis.errors import MavisError
 from mavis.objectives.base import Objective
@@ -61,8 +66,6 @@ def rated_conversations(limit: int | None = None) -> tuple[list[str], list[str],
 
     All of them, sorted by id; with `limit`, a fixed random subset (seed 0) of that size.
     """
-    import chitchat_dataset
-
     data = chitchat_dataset.Dataset()
     ids = sorted(k for k, v in data.items() if v.get("ratings"))
     if limit is not None and limit < len(ids):
@@ -143,11 +146,6 @@ def fit_chitchat_heads(
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    from scipy.stats import spearmanr
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import train_test_split
-
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=TEST_FRACTION, random_state=SEED
     )

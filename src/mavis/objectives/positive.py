@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
 from mavis.objectives.base import Objective
 
 
@@ -14,8 +16,6 @@ class Positive(Objective):
     source = "vaderSentiment 3.3.2: rule-based lexicon (offline)"
 
     def __init__(self) -> None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
         self._analyzer = SentimentIntensityAnalyzer()
 
     def _score(self, prompts: list[str], responses: list[str]) -> Sequence[float]:

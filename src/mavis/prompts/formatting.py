@@ -5,13 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mavis.models.loading import apply_chat_template, load_tokenizer
 from mavis.prompts.base import Prompt
-
-
-def _fallback_chat_template(tokenizer: Any, text: str) -> str:
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-    )
 
 
 def format_prompts(prompts: Sequence[Prompt | str], tokenizer: Any) -> list[str]:
@@ -23,14 +18,8 @@ def format_prompts(prompts: Sequence[Prompt | str], tokenizer: Any) -> list[str]
     accepted too. A string `tokenizer` is loaded with `mavis.models.loading.load_tokenizer`.
     """
     if isinstance(tokenizer, str):
-        from mavis.models.loading import load_tokenizer
-
         tokenizer = load_tokenizer(tokenizer)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return [p.plain_text if isinstance(p, Prompt) else p for p in prompts]
-    try:
-        from mavis.models.loading import apply_chat_template
-    except ImportError:  # the models module not there yet
-        apply_chat_template = _fallback_chat_template
     return [apply_chat_template(tokenizer, p.text if isinstance(p, Prompt) else p)
             for p in prompts]

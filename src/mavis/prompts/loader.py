@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mavis.errors import MavisError
+from mavis.models.loading import load_tokenizer
 from mavis.prompts.base import SPLITS, Prompt, RawPrompt
 from mavis.prompts.lengths import length_counter
 from mavis.prompts.sets import resolve
@@ -27,8 +28,6 @@ def _check_split(split: str) -> None:
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, str):
-        from mavis.models.loading import load_tokenizer
-
         return load_tokenizer(tokenizer)
     return tokenizer
 

@@ -16,28 +16,35 @@ training resume inside a step too. Interrupt and rerun the same command to conti
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict
+import sys
 from pathlib import Path
 from typing import Any
 
+from mavis.decoding.decoder import MavisDecoder
 from mavis.errors import MavisError
+from mavis.evaluation.pareto import plot_iterations
+from mavis.evaluation.policy import evaluate_policy
+from mavis.models.loading import load_tokenizer
+from mavis.models.value_folder import find_value_model
+from mavis.prompts import load_prompts
 from mavis.recipes.recipe import Recipe
+from mavis.training.checkpoint import read_report, write_json
+from mavis.training.trainer import train
+from mavis.trees.collect import collect_trees
+from mavis.trees.decoder_spec import DecoderSpec
+from mavis.trees.distributed import collect_trees_distributed
 
 RESULTS = "results.jsonl"
 
 
 def _say(message: str) -> None:
-    import sys
-
     print(f"[mavis iterate] {message}", file=sys.stderr, flush=True)
 
 
 def recipe_prompts(recipe: Recipe, split: str) -> list[Any]:
     """The recipe's prompts of one split: `train` or `test` prompts from each set, in order."""
-    from mavis.models.loading import load_tokenizer
-    from mavis.prompts import load_prompts
-
     tokenizer = load_tokenizer(recipe.reference)
     limit = recipe.prompts.train if split == "train" else recipe.prompts.test
     prompts: list[Any] = []
@@ -45,76 +52,56 @@ def recipe_prompts(recipe: Recipe, split: str) -> list[Any]:
         prompts += load_prompts(name, split, tokenizer=tokenizer, limit=limit,
                                 max_prompt_tokens=recipe.prompts.max_prompt_tokens,
                                 seed=recipe.prompts.seed)
+    if not prompts:
+        raise MavisError(f"the recipe's prompt sets {recipe.prompts.sets} have no prompts in "
+                         f"the {split} split; use larger sets or raise max_prompt_tokens")
     return prompts
 
 
-def model_folder(run_dir: Path, objective: str) -> Path:
-    """Where the best value model for `objective` of a training run lives."""
-    from mavis.training.trainer import resolve_init
-
-    return resolve_init(run_dir, [objective])
-
-
-def _collect(recipe: Recipe, prompts: list[Any], objectives: list[str], out: Path,
-             iteration: int, value_models: dict[str, str], beta: float,
-             weights: dict[str, float] | None) -> Path:
-    c = recipe.collection
+def collect(recipe: Recipe, prompts: list[Any], objectives: list[str], out: Path, *,
+            iteration: int, value_models: dict[str, str], beta: float,
+            weights: dict[str, float] | None) -> Path:
+    """Collect the trees of one iteration (from pi_ref at iteration 0, else from MAVIS)."""
     it = recipe.iterations[iteration]
-    k_root = it.K_root or c.K_root
     two_layer = it.two_layer_guarantee if it.two_layer_guarantee is not None else iteration > 0
-    common = dict(T=c.T, L=c.L, K_root=k_root, K=c.K, top_k=c.top_k, beta=beta,
-                  weights=weights, temperature=c.temperature, seed=c.seed + iteration,
-                  two_layer_guarantee=two_layer, batch_prompts=c.batch_prompts,
-                  meta={"iteration": iteration, "recipe": recipe.name,
-                        "prompt_sets": recipe.prompts.sets})
-    if c.workers > 1:
-        from mavis.data.distributed import collect_trees_distributed
-
-        return collect_trees_distributed(recipe.reference, prompts, objectives, out,
-                                         workers=c.workers, value_models=value_models, **common)
-    from mavis.data.collect import collect_trees
-    from mavis.data.decoder_spec import DecoderSpec
-
+    settings = dataclasses.replace(
+        recipe.collection, K_root=it.K_root or recipe.collection.K_root, beta=beta,
+        weights=weights, seed=recipe.collection.seed + iteration,
+        two_layer_guarantee=two_layer)
+    meta = {"iteration": iteration, "recipe": recipe.name, "prompt_sets": recipe.prompts.sets}
+    if settings.workers > 1:
+        return collect_trees_distributed(recipe.reference, prompts, objectives, out, settings,
+                                         value_models=value_models, meta=meta)
     spec = DecoderSpec(recipe.reference, value_models)
-    return collect_trees(spec, prompts, objectives, out, **common)
+    return collect_trees(spec, prompts, objectives, out, settings, meta=meta)
 
 
-def _train(recipe: Recipe, trees: Path, objectives: list[str], out: Path, zeta: float,
-           init_from: Path | None) -> dict[str, Any]:
-    from mavis.training.config import TrainConfig
-    from mavis.training.trainer import REPORT_NAME, train
-
-    if (out / REPORT_NAME).exists():
-        report = json.loads((out / REPORT_NAME).read_text())
-        if report.get("complete", True):
-            return report
-    settings = dict(recipe.training)
-    settings.update(objectives=objectives, zeta=zeta, base=settings.get("base", recipe.reference))
+def train_step(recipe: Recipe, trees: Path, objectives: list[str], out: Path, zeta: float,
+               init_from: Path | None) -> dict[str, Any]:
+    """Train V^i (resuming a stopped run; a complete one is returned as it is)."""
+    report = read_report(out)
+    if report is not None and report.get("complete", True):
+        return report
+    config = dataclasses.replace(recipe.training, objectives=objectives, zeta=zeta,
+                                 base=recipe.training.base or recipe.reference)
     if init_from is not None:
-        settings["init_from"] = str(init_from)
-        settings["warmup_steps"] = 0  # the paper warms up in iteration 0 only
-    config = TrainConfig.from_dict(settings)
+        # the paper warms up in iteration 0 only
+        config = dataclasses.replace(config, init_from=str(init_from), warmup_steps=0)
     return train(config, trees, out, resume=True)
 
 
-def _evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
-              value_model: Path | None, beta: float) -> dict[str, Any]:
+def evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
+             value_model: Path | None, beta: float) -> dict[str, Any]:
     """Reward and KL on the test prompts of pi_ref (no value model) or of the
     single-objective MAVIS policy of `value_model` for objectives[0]."""
-    from mavis.decoding.decoder import MavisDecoder
-    from mavis.evaluation.policy import evaluate_policy
-
-    e = recipe.evaluation
     decoder = MavisDecoder.load(recipe.reference, [value_model] if value_model else [])
     result = evaluate_policy(decoder, [p.text for p in prompts], objectives,
                              weights={objectives[0]: 1.0} if value_model else None,
-                             beta=beta if value_model else 0.0, top_k=e.top_k,
-                             max_new_tokens=e.max_new_tokens, num_samples=e.num_samples,
-                             seed=e.seed, candidate_epsilon=e.candidate_epsilon)
+                             beta=beta if value_model else 0.0, settings=recipe.evaluation)
     return result.to_dict()
 
 
-def _done_rows(path: Path) -> list[dict[str, Any]]:
+def read_results(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -123,12 +110,6 @@ def _done_rows(path: Path) -> list[dict[str, Any]]:
 def run_recipe(recipe: Recipe, *, iterations: int | None = None,
                objectives: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the recipe; returns the rows of results.jsonl."""
-    from mavis.evaluation.pareto import plot_iterations
-
-    out = recipe.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(
-        {"path": recipe.path, "recipe": asdict(recipe)}, indent=2, default=str))
     wanted = objectives or recipe.objectives
     unknown = [o for o in wanted if o not in recipe.objectives]
     if unknown:
@@ -137,68 +118,97 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     count = min(iterations or len(recipe.iterations), len(recipe.iterations))
     train_prompts = recipe_prompts(recipe, "train")
     test_prompts = recipe_prompts(recipe, "test")
-    for split, found in (("train", train_prompts), ("test", test_prompts)):
-        if not found:
-            raise MavisError(f"the recipe's prompt sets {recipe.prompts.sets} have no prompts in "
-                             f"the {split} split; use larger sets or raise max_prompt_tokens")
+    out = recipe.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "recipe.json", {"path": recipe.path, "recipe": dataclasses.asdict(recipe)})
     _say(f"{recipe.name}: {len(train_prompts)} train / {len(test_prompts)} test prompts, "
          f"objectives {', '.join(wanted)}, {count} iteration(s), output in {out}")
-    results_path = out / RESULTS
-    rows = _done_rows(results_path)
-    reference_eval = {r["objective"]: r for r in rows}
+    results = Results(out / RESULTS)
     previous: dict[str, Path] = {}
     for i in range(count):
-        it = recipe.iterations[i]
-        it_dir = out / f"iter{i}"
-        models: dict[str, Path] = {}
-        if i == 0:
-            _say("iteration 0: collecting trees from the reference policy")
-            trees = _collect(recipe, train_prompts, wanted, it_dir / "trees.h5", 0, {}, 0.0, None)
-            _say(f"iteration 0: training value models ({', '.join(wanted)})")
-            _train(recipe, trees, wanted, it_dir / "value_models", it.zeta, None)
-            for name in wanted:
-                models[name] = model_folder(it_dir / "value_models", name)
-        else:
-            for name in wanted:
-                beta = recipe.iterations[i - 1].beta_for(name)
-                _say(f"iteration {i}, {name}: collecting trees from MAVIS(V^{i - 1}, "
-                     f"beta={beta:g})")
-                trees = _collect(recipe, train_prompts, [name], it_dir / f"trees-{name}.h5", i,
-                                 {name: str(previous[name])}, beta, {name: 1.0})
-                _say(f"iteration {i}, {name}: training V^{i} with zeta={it.zeta:g}")
-                run_dir = it_dir / "value_models" / name
-                _train(recipe, trees, [name], run_dir, it.zeta, previous[name])
-                models[name] = model_folder(run_dir, name)
-        pending = [n for n in wanted
-                   if not any(r["objective"] == n and r["iteration"] == i for r in rows)]
-        missing = [n for n in pending if n not in reference_eval]
-        if missing:
-            _say(f"evaluating pi_ref on {len(test_prompts)} test prompts "
-                 f"({', '.join(missing)})")
-            ref_all = _evaluate(recipe, test_prompts, missing, None, 0.0)
-            for n in missing:
-                reference_eval[n] = {"reference_reward": ref_all["reward"][n],
-                                     "reference_reward_se": ref_all["reward_se"][n]}
-        for name in pending:
-            ref = {"reward": {name: reference_eval[name]["reference_reward"]},
-                   "reward_se": {name: reference_eval[name]["reference_reward_se"]}}
-            beta = it.beta_for(name)
-            _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, beta={beta:g})")
-            mav = _evaluate(recipe, test_prompts, [name], models[name], beta)
-            row = {"iteration": i, "objective": name, "beta": beta, "zeta": it.zeta,
-                   "value_model": str(models[name]),
-                   "reference_reward": ref["reward"][name],
-                   "reference_reward_se": ref["reward_se"][name],
-                   "mavis_reward": mav["reward"][name], "mavis_reward_se": mav["reward_se"][name],
-                   "mavis_kl": mav["kl"], "mavis_kl_se": mav["kl_se"],
-                   "test_prompts": len(test_prompts), "samples": mav["samples"]}
-            rows.append(row)
-            with results_path.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            _say(f"  {name}: reward {row['reference_reward']:.3f} (pi_ref) -> "
-                 f"{row['mavis_reward']:.3f} (MAVIS), KL {row['mavis_kl']:.2f}")
+        models = (first_iteration(recipe, train_prompts, wanted) if i == 0 else
+                  next_iteration(recipe, train_prompts, wanted, i, previous))
+        evaluate_iteration(recipe, test_prompts, wanted, i, models, results)
         previous = models
-    if rows:
-        plot_iterations(rows, out / "iterations.png")
-    return rows
+    if results.rows:
+        plot_iterations(results.rows, out / "iterations.png")
+    return results.rows
 
+
+def first_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str]
+                    ) -> dict[str, Path]:
+    """Iteration 0: one tree set from pi_ref for all objectives, V^0 trained on it."""
+    it_dir = recipe.out_dir / "iter0"
+    _say("iteration 0: collecting trees from the reference policy")
+    trees = collect(recipe, prompts, objectives, it_dir / "trees.h5", iteration=0,
+                    value_models={}, beta=0.0, weights=None)
+    _say(f"iteration 0: training value models ({', '.join(objectives)})")
+    train_step(recipe, trees, objectives, it_dir / "value_models",
+               recipe.iterations[0].zeta, None)
+    return {name: find_value_model(it_dir / "value_models", [name]) for name in objectives}
+
+
+def next_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str], i: int,
+                   previous: dict[str, Path]) -> dict[str, Path]:
+    """Iteration i > 0, per objective: trees from MAVIS(V^{i-1}), V^i trained from V^{i-1}."""
+    it_dir = recipe.out_dir / f"iter{i}"
+    zeta = recipe.iterations[i].zeta
+    models = {}
+    for name in objectives:
+        beta = recipe.iterations[i - 1].beta_for(name)
+        _say(f"iteration {i}, {name}: collecting trees from MAVIS(V^{i - 1}, beta={beta:g})")
+        trees = collect(recipe, prompts, [name], it_dir / f"trees-{name}.h5", iteration=i,
+                        value_models={name: str(previous[name])}, beta=beta,
+                        weights={name: 1.0})
+        _say(f"iteration {i}, {name}: training V^{i} with zeta={zeta:g}")
+        run_dir = it_dir / "value_models" / name
+        train_step(recipe, trees, [name], run_dir, zeta, previous[name])
+        models[name] = find_value_model(run_dir, [name])
+    return models
+
+
+class Results:
+    """results.jsonl: one row per (iteration, objective), and pi_ref's figures per objective
+    (evaluated once and reused)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = read_results(path)
+        self.reference = {r["objective"]: r for r in self.rows}
+
+    def pending(self, objectives: list[str], iteration: int) -> list[str]:
+        return [n for n in objectives if not any(
+            r["objective"] == n and r["iteration"] == iteration for r in self.rows)]
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def evaluate_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str], i: int,
+                       models: dict[str, Path], results: Results) -> None:
+    """pi_ref (once per objective) and the single-objective MAVIS policy of every V^i_m on the
+    test prompts; a row per objective in results.jsonl."""
+    pending = results.pending(objectives, i)
+    missing = [n for n in pending if n not in results.reference]
+    if missing:
+        _say(f"evaluating pi_ref on {len(prompts)} test prompts ({', '.join(missing)})")
+        ref_all = evaluate(recipe, prompts, missing, None, 0.0)
+        for n in missing:
+            results.reference[n] = {"reference_reward": ref_all["reward"][n],
+                                    "reference_reward_se": ref_all["reward_se"][n]}
+    for name in pending:
+        beta = recipe.iterations[i].beta_for(name)
+        _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, beta={beta:g})")
+        mav = evaluate(recipe, prompts, [name], models[name], beta)
+        row = {"iteration": i, "objective": name, "beta": beta,
+               "zeta": recipe.iterations[i].zeta, "value_model": str(models[name]),
+               "reference_reward": results.reference[name]["reference_reward"],
+               "reference_reward_se": results.reference[name]["reference_reward_se"],
+               "mavis_reward": mav["reward"][name], "mavis_reward_se": mav["reward_se"][name],
+               "mavis_kl": mav["kl"], "mavis_kl_se": mav["kl_se"],
+               "test_prompts": len(prompts), "samples": mav["samples"]}
+        results.add(row)
+        _say(f"  {name}: reward {row['reference_reward']:.3f} (pi_ref) -> "
+             f"{row['mavis_reward']:.3f} (MAVIS), KL {row['mavis_kl']:.2f}")

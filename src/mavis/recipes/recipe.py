@@ -11,37 +11,68 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mavis.errors import MavisError
+from mavis.evaluation.settings import EvaluationSettings
+from mavis.training.config import TrainConfig
+from mavis.trees.settings import CollectionSettings
 
 
 @dataclass
 class PromptSettings:
+    """The `prompts:` section.
+
+    sets (`list[str]`, default `["chitchat"]`): prompt sets (see `mavis prompts list`) or files.
+    train (`int`, default `64`): prompts per set for tree collection (train split).
+    test (`int`, default `16`): held-out prompts per set for evaluation (test split).
+    max_prompt_tokens (`int`, default `128`): longer prompts are left out.
+    seed (`int`, default `0`): which prompts of a set are taken.
+    """
+
     sets: list[str] = field(default_factory=lambda: ["chitchat"])
-    train: int = 64  # prompts per set for tree collection (train split)
-    test: int = 16  # held-out prompts per set for evaluation (test split)
+    train: int = 64
+    test: int = 16
     max_prompt_tokens: int = 128
     seed: int = 0
 
-
-@dataclass
-class CollectionSettings:
-    T: int = 32
-    L: int = 4
-    K_root: int = 4
-    K: int = 2
-    top_k: int = 40
-    temperature: float = 1.0
-    batch_prompts: int = 8
-    seed: int = 0
-    workers: int = 1  # > 1: shard over a local Ray cluster
+    def __post_init__(self) -> None:
+        if isinstance(self.sets, str):
+            self.sets = [self.sets]
+        if not self.sets or not all(isinstance(name, str) and name for name in self.sets):
+            raise MavisError("recipe section 'prompts': 'sets' must list prompt set names")
+        for name in ("train", "test", "max_prompt_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise MavisError(f"recipe section 'prompts': {name}={value!r} must be a whole "
+                                 "number >= 1")
 
 
 @dataclass
 class IterationSettings:
-    beta: float | dict[str, float] = 8.0  # guidance for evaluating V^i and collecting i+1
-    zeta: float = 0.0  # KL multiplier of equation 6 when training V^i
-    K_root: int | None = None  # overrides collection.K_root (the paper: 2 after iteration 0)
-    two_layer_guarantee: bool | None = None  # default: on after iteration 0 (appendix C)
+    """One entry of the `iterations:` list.
+
+    beta (`float | dict[str, float]`, default `8.0`): guidance for evaluating V^i and for
+        collecting the trees of iteration i+1 (one number, or one per objective).
+    zeta (`float`, default `0.0`): KL multiplier of equation 6 when training V^i.
+    K_root (`int | None`): overrides collection.K_root (the paper: 2 after iteration 0).
+    two_layer_guarantee (`bool | None`): default on after iteration 0 (appendix C).
+    """
+
+    beta: float | dict[str, float] = 8.0
+    zeta: float = 0.0
+    K_root: int | None = None
+    two_layer_guarantee: bool | None = None
+
+    def __post_init__(self) -> None:
+        betas = self.beta.values() if isinstance(self.beta, dict) else [self.beta]
+        if not all(isinstance(b, int | float) and b >= 0 for b in betas):
+            raise MavisError(f"iteration beta={self.beta!r} must be a number >= 0 (or one per "
+                             "objective)")
+        if not isinstance(self.zeta, int | float) or self.zeta < 0:
+            raise MavisError(f"iteration zeta={self.zeta!r} must be a number >= 0")
+        if self.K_root is not None and (not isinstance(self.K_root, int) or self.K_root < 1):
+            raise MavisError(f"iteration K_root={self.K_root!r} must be a whole number >= 1")
 
     def beta_for(self, objective: str) -> float:
         if isinstance(self.beta, dict):
@@ -49,15 +80,6 @@ class IterationSettings:
                 raise MavisError(f"iteration beta has no entry for objective {objective!r}")
             return float(self.beta[objective])
         return float(self.beta)
-
-
-@dataclass
-class EvaluationSettings:
-    max_new_tokens: int = 32
-    num_samples: int = 1
-    top_k: int = 40
-    seed: int = 0
-    candidate_epsilon: float = 0.0
 
 
 @dataclass
@@ -69,7 +91,7 @@ class Recipe:
     prompts: PromptSettings = field(default_factory=PromptSettings)
     collection: CollectionSettings = field(default_factory=CollectionSettings)
     iterations: list[IterationSettings] = field(default_factory=lambda: [IterationSettings()])
-    training: dict[str, Any] = field(default_factory=dict)  # mavis.training.TrainConfig fields
+    training: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     path: str = ""
 
@@ -88,25 +110,31 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if unknown:
         raise MavisError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except MavisError as exc:
+        raise MavisError(f"recipe section {where!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise MavisError(f"recipe section {where!r} has a value of the wrong type ({exc})") \
+            from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and check a recipe file; errors name the key that is wrong."""
-    import yaml
-
+    """Read and check a recipe file; errors name the key that is wrong. Every section is
+    checked here, before anything runs or is written."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise MavisError(f"recipe {str(path)!r} does not exist (see recipes/ for examples)")
+    if not path.is_file():
+        raise MavisError(f"recipe {str(path)!r} does not exist or is not a file (see "
+                         "recipes/ for examples)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MavisError(f"recipe {str(path)!r} is not valid YAML: {exc}") from exc
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MavisError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise MavisError(f"recipe {str(path)!r} must be a YAML mapping")
     data = dict(data)
     sections = {"prompts": PromptSettings, "collection": CollectionSettings,
-                "evaluation": EvaluationSettings}
+                "training": TrainConfig, "evaluation": EvaluationSettings}
     for key, cls in sections.items():
         data[key] = _build(cls, data.get(key), key)
     iterations = data.get("iterations") or [{}]
@@ -122,11 +150,4 @@ def load_recipe(path: str | Path) -> Recipe:
         recipe.objectives = [o.strip() for o in recipe.objectives.split(",") if o.strip()]
     if not recipe.objectives:
         raise MavisError("recipe key 'objectives' lists no objective")
-    from mavis.training.config import TrainConfig
-
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(recipe.training) - known)
-    if unknown:
-        raise MavisError(f"unknown key(s) in recipe section 'training': {', '.join(unknown)}; "
-                         f"see mavis.training.TrainConfig for the settings")
     return recipe

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mavis.errors import MavisError
-from mavis.models.value_model import DEFAULT_LORA_TARGETS, LoraSettings
+from mavis.models.value_folder import DEFAULT_LORA_TARGETS, LoraSettings
 
 
 @dataclass
@@ -15,9 +15,10 @@ class TrainConfig:
     (appendix F.4/F.5) where it gives a value; the notes say what to change on a CPU.
 
     Model
-        base (`str`, default `"smollm2-135m-instruct"`):
+        base (`str | None`, default `None`):
             Backbone: a packaged model name, a local folder or a hub id. It must share the
-            reference model's tokenizer. The paper used TinyLlama v1.1 (1.1B).
+            reference model's tokenizer. None: the packaged default SmolLM2-135M-Instruct (in
+            a recipe: the recipe's reference model). The paper used TinyLlama v1.1 (1.1B).
         num_layers (`int | None`, default `6`):
             Keep only the first `num_layers` decoder layers of `base` (None: all). Six of
             SmolLM2-135M's 30 layers keep a forward+backward near 130 MFLOP per token on a CPU.
@@ -96,7 +97,7 @@ class TrainConfig:
         progress (`bool`, default `True`): show progress bars and evaluation lines on stderr.
     """
 
-    base: str = "smollm2-135m-instruct"
+    base: str | None = None
     num_layers: int | None = 6
     objectives: list[str] | None = None
     shared: bool = False

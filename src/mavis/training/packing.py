@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mavis.training.nodes import TreeData
+from mavis.trees.table import TreeTable
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Unit:
 
 
 # -- which nodes a tree needs, and how long their sequences are -------------------------------
-def _children(data: TreeData, prompt: int) -> dict[int, list[int]]:
+def _children(data: TreeTable, prompt: int) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for node in data.tree(prompt):
         parent = int(data.parent[node])
@@ -67,11 +67,11 @@ def _children(data: TreeData, prompt: int) -> dict[int, list[int]]:
     return children
 
 
-def _root(data: TreeData, prompt: int) -> int:
+def _root(data: TreeTable, prompt: int) -> int:
     return int(data.first_node[prompt])
 
 
-def _path_lengths(data: TreeData, prompt: int) -> dict[int, int]:
+def _path_lengths(data: TreeTable, prompt: int) -> dict[int, int]:
     """Response length (tokens of the node's path, its own segment included) per node."""
     children = _children(data, prompt)
     root = _root(data, prompt)
@@ -85,7 +85,7 @@ def _path_lengths(data: TreeData, prompt: int) -> dict[int, int]:
     return lengths
 
 
-def fit_length(data: TreeData, prompt: int, reads: list[int],
+def fit_length(data: TreeTable, prompt: int, reads: list[int],
                max_length: int | None) -> tuple[np.ndarray, list[int]]:
     """The tree's prompt tokens and the reads that fit in `max_length` tokens.
 
@@ -93,7 +93,7 @@ def fit_length(data: TreeData, prompt: int, reads: list[int],
     then loses its first tokens until prompt + the longest kept path fits. Packed and per-node
     sequences use the same result, so they see the same tokens.
     """
-    prompt_tokens = data.prompt_tokens[prompt]
+    prompt_tokens = data.prompt_tokens(prompt)
     if max_length is None:
         return prompt_tokens, reads
     lengths = _path_lengths(data, prompt)
@@ -104,7 +104,7 @@ def fit_length(data: TreeData, prompt: int, reads: list[int],
 
 
 # -- the two kinds of unit ------------------------------------------------------------------------
-def node_unit(data: TreeData, node: int, prompt_tokens: np.ndarray,
+def node_unit(data: TreeTable, node: int, prompt_tokens: np.ndarray,
               targets: np.ndarray) -> Unit:
     """Prompt + `node`'s path as one causal sequence, read at its last token."""
     tokens = np.concatenate([prompt_tokens, data.response_tokens(node)]).astype(np.int64)
@@ -117,7 +117,7 @@ def node_unit(data: TreeData, node: int, prompt_tokens: np.ndarray,
 class _PackBuilder:
     """Accumulates one packed sequence: prompt first, then node segments, ancestors first."""
 
-    def __init__(self, data: TreeData, root: int, prompt_tokens: np.ndarray) -> None:
+    def __init__(self, data: TreeTable, root: int, prompt_tokens: np.ndarray) -> None:
         self.data = data
         self.parts = [prompt_tokens.astype(np.int64)]
         self.positions = [np.arange(len(prompt_tokens))]
@@ -176,7 +176,7 @@ class _PackBuilder:
                     targets=unit_targets, nodes=nodes)
 
 
-def pack_tree(data: TreeData, prompt: int, reads: list[int], prompt_tokens: np.ndarray,
+def pack_tree(data: TreeTable, prompt: int, reads: list[int], prompt_tokens: np.ndarray,
               targets: np.ndarray | None, *, max_tokens: int, max_reads: int | None = None,
               every_token: bool = False, num_objectives: int | None = None) -> list[Unit]:
     """Pack the part of `prompt`'s tree that `reads` need into as few units as fit.
@@ -220,7 +220,7 @@ def pack_tree(data: TreeData, prompt: int, reads: list[int], prompt_tokens: np.n
     return units
 
 
-def build_units(data: TreeData, nodes: np.ndarray, targets: np.ndarray, *, packed: bool,
+def build_units(data: TreeTable, nodes: np.ndarray, targets: np.ndarray, *, packed: bool,
                 max_pack_tokens: int, max_length: int | None,
                 max_pack_reads: int | None = None) -> tuple[list[Unit], int]:
     """Training units for the selected `nodes` (global indices) and the count of nodes dropped

@@ -9,9 +9,9 @@ import numpy as np
 
 from mavis.errors import MavisError
 from mavis.training.config import TrainConfig
-from mavis.training.nodes import TreeData
 from mavis.training.packing import Unit, build_units
 from mavis.training.targets import node_targets, select_nodes, split_prompts, value_range
+from mavis.trees.table import TreeTable
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Samples:
     val: list[Unit]
     value_range: dict[str, list[float]]
     sizes: dict[str, Any] = field(default_factory=dict)
+    value_scale: dict[str, float] = field(default_factory=dict)
 
     def train_means(self) -> np.ndarray:
         """Mean training target per objective ([M]; 0 where an objective has none): the best
@@ -31,7 +32,7 @@ class Samples:
         return np.where(counts > 0, np.nansum(targets, 0) / np.maximum(counts, 1), 0.0)
 
 
-def prepare_samples(data: TreeData, objectives: list[str], config: TrainConfig) -> Samples:
+def prepare_samples(data: TreeTable, objectives: list[str], config: TrainConfig) -> Samples:
     """Split prompts, select nodes (appendix F.5), compute equation-6 targets, build units."""
     columns = data.columns(objectives)
     targets = node_targets(data.value[:, columns], data.lpr, config.zeta)

@@ -5,9 +5,9 @@
 The loop (`fit`) is plain PyTorch with accelerate around it, so that the same code runs in one
 CPU process here and data-parallel on several GPUs (`accelerate launch`): Adafactor with a fixed
 learning rate (the paper's optimiser), linear warm-up then linear decay, gradient clipping, an
-evaluation every `eval_every` steps and at each epoch's end (validation loss and the Spearman
-correlation of predicted and Monte-Carlo values), the best model by validation loss kept in
-`best/`, and a resumable `last/` checkpoint saved regularly.
+evaluation every `eval_every` steps and at each epoch's end (see `validation.evaluate`), the
+best model by validation loss kept in `best/`, and a resumable `last/` checkpoint saved
+regularly (see `checkpoint`).
 
 A fresh model's head starts at the best constant (weights 0, bias = the training targets'
 mean), so step 0 of `metrics.jsonl` is the mean-only baseline and the best checkpoint is never
@@ -19,41 +19,52 @@ models keep their head.)
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 from mavis.errors import MavisError
-from mavis.models.value_model import CONFIG_NAME, ValueModel, ValueModelConfig
+from mavis.models.loading import DEFAULT_MODEL
+from mavis.models.value_folder import find_value_model, run_folder_name
+from mavis.models.value_model import ValueModel
+from mavis.progress import track
 from mavis.training.checkpoint import (
+    METRICS_NAME,
+    REPORT_NAME,
     append_metrics,
+    best_folder,
     find_last,
     load_state,
     read_metrics,
+    read_report,
     rng_state,
     save_model,
     set_rng_state,
     truncate_metrics,
+    write_json,
 )
 from mavis.training.config import TrainConfig
 from mavis.training.loss import masked_mse
-from mavis.training.nodes import TreeData, read_trees
 from mavis.training.packing import Unit, collate, plan_batches, predict
 from mavis.training.samples import Samples, prepare_samples
+from mavis.training.validation import evaluate
+from mavis.trees.store import read_trees
+from mavis.trees.table import TreeTable
 
-REPORT_NAME = "report.json"
-METRICS_NAME = "metrics.jsonl"
 _ORDER_STREAM = 3
 
 
-def train(config: TrainConfig, data: str | Path | TreeData, out_dir: str | Path, *,
+def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path, *,
           resume: bool = False) -> dict[str, Any]:
     """Train value models for `config.objectives` on the trees in `data`; return the report.
 
@@ -62,7 +73,7 @@ def train(config: TrainConfig, data: str | Path | TreeData, out_dir: str | Path,
     `run_folder_name`) and a summary `out_dir/report.json` lists them. `resume=True`
     continues from the `last/` checkpoints.
     """
-    trees = data if isinstance(data, TreeData) else read_trees(data)
+    trees = data if isinstance(data, TreeTable) else read_trees(data)
     objectives = list(config.objectives or trees.objectives)
     trees.columns(objectives)  # a clear error for unknown names, before any model loads
     groups = [objectives] if config.shared else [[name] for name in objectives]
@@ -80,14 +91,8 @@ def train(config: TrainConfig, data: str | Path | TreeData, out_dir: str | Path,
     if len(groups) == 1:
         return next(iter(reports.values()))
     summary = {"models": {name: r["model"] for name, r in reports.items()}, "runs": reports}
-    (out_dir / REPORT_NAME).write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / REPORT_NAME, summary)
     return summary
-
-
-def run_folder_name(objective: str) -> str:
-    """A folder name for an objective's run: its name with anything but letters, digits, '.',
-    '-' and '_' replaced (objective specs like "python:/path/f.py:fn" hold '/' and ':')."""
-    return re.sub(r"[^\w.-]+", "_", objective).strip("._") or "objective"
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -95,15 +100,16 @@ def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     """A fresh value model, or (with `init_from`) the previous iteration's, with one head
     output per objective in `objectives`, its LoRA adapter trainable."""
     if config.init_from is None:
-        return ValueModel.build(config.base, objectives, num_layers=config.num_layers,
-                                lora=config.lora(),
+        return ValueModel.build(config.base or DEFAULT_MODEL, objectives,
+                                num_layers=config.num_layers, lora=config.lora(),
                                 attn_implementation=config.attn_implementation)
-    path = resolve_init(config.init_from, objectives)
+    path = find_value_model(config.init_from, objectives)
     model = ValueModel.load(path, merge=False, attn_implementation=config.attn_implementation)
     if model.objectives == objectives:
         return model
     rows = [model.objectives.index(name) for name in objectives]
-    new_config = dataclasses.replace(model.config, objectives=list(objectives), value_range={})
+    new_config = dataclasses.replace(model.config, objectives=list(objectives), value_range={},
+                                     value_scale={})
     narrowed = ValueModel(model.backbone, new_config)
     with torch.no_grad():
         narrowed.head.weight.copy_(model.head.weight[rows])
@@ -111,79 +117,13 @@ def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     return narrowed
 
 
-def resolve_init(path: str | Path, objectives: list[str]) -> Path:
-    """The value-model folder to start from: `path` itself, or `path/best`, or (one objective)
-    `path/<objective>/best`, whichever holds a model with every name in `objectives`."""
-    path = Path(path).expanduser()
-    candidates = [path, path / "best"]
-    if len(objectives) == 1:
-        folder = run_folder_name(objectives[0])
-        candidates += [path / folder / "best", path / folder]
-    for candidate in candidates:
-        if (candidate / CONFIG_NAME).exists():
-            config = ValueModelConfig.from_dict(json.loads((candidate / CONFIG_NAME).read_text()))
-            missing = [name for name in objectives if name not in config.objectives]
-            if missing:
-                raise MavisError(f"the value model {str(candidate)!r} to start from has no head "
-                                 f"for {', '.join(missing)}; it has {', '.join(config.objectives)}")
-            return candidate
-    raise MavisError(f"init_from {str(path)!r} holds no value model (looked for {CONFIG_NAME} in "
-                     + ", ".join(str(c) for c in candidates) + ")")
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adafactor with a fixed learning rate, as the paper (and HF Trainer's "adafactor")."""
-    from transformers.optimization import Adafactor
-
     params = [p for p in model.parameters() if p.requires_grad]
     return Adafactor(params, lr=config.lr, weight_decay=config.weight_decay,
                      scale_parameter=False, relative_step=False, warmup_init=False)
 
 
-# -- evaluation --------------------------------------------------------------------------------
-def evaluate(model: torch.nn.Module, units: list[Unit], batch_size: int, accelerator: Any,
-             objectives: list[str], dtype: torch.dtype,
-             train_means: np.ndarray | None = None) -> dict[str, Any]:
-    """Validation loss (MSE over all read values; the best checkpoint is chosen on it, so with
-    shared heads on the mean over objectives), per-objective MSE and Spearman correlation of
-    predictions with the Monte-Carlo targets (the node values, less zeta * LPR), and the
-    baseline: the loss of predicting the training targets' mean everywhere."""
-    from accelerate.utils import gather_object
-    from scipy.stats import spearmanr
-
-    model.eval()
-    batches = plan_batches(units, batch_size)
-    preds, targets = [], []
-    with torch.no_grad():
-        for indices in batches[accelerator.process_index::accelerator.num_processes]:
-            batch = collate([units[i] for i in indices], dtype).to(accelerator.device)
-            preds.append(predict(model, batch).float().cpu().numpy())
-            targets.append(batch.targets.cpu().numpy())
-    model.train()
-    preds = np.concatenate(gather_object(preds)) if units else np.zeros((0, len(objectives)))
-    targets = np.concatenate(gather_object(targets)) if units else preds
-    loss = float(masked_mse(torch.from_numpy(preds), torch.from_numpy(targets)))
-    baseline = None
-    if train_means is not None and len(targets):
-        constant = np.broadcast_to(train_means, targets.shape).astype(np.float32)
-        baseline = float(masked_mse(torch.from_numpy(constant), torch.from_numpy(targets)))
-    spearman: dict[str, float | None] = {}
-    per_objective: dict[str, float | None] = {}
-    for column, name in enumerate(objectives):
-        valid = np.isfinite(targets[:, column])
-        errors = preds[valid, column] - targets[valid, column]
-        per_objective[name] = float(np.mean(errors ** 2)) if valid.any() else None
-        if valid.sum() < 3 or np.ptp(targets[valid, column]) == 0:
-            spearman[name] = None
-            continue
-        rho = spearmanr(preds[valid, column], targets[valid, column]).statistic
-        spearman[name] = None if np.isnan(rho) else float(rho)
-    return {"val_loss": loss, "val_baseline_loss": baseline,
-            "val_loss_per_objective": per_objective, "spearman": spearman,
-            "val_count": int(np.isfinite(targets).sum())}
-
-
-# -- the loop ----------------------------------------------------------------------------------
 def epoch_plans(units: list[Unit], config: TrainConfig, world: int = 1,
                 rank: int = 0) -> list[list[list[int]]]:
     """Every epoch's batches (unit indices) for process `rank` of `world`, fixed by the seed so
@@ -199,150 +139,223 @@ def epoch_plans(units: list[Unit], config: TrainConfig, world: int = 1,
     return plans
 
 
+# -- the run -----------------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """Where a run is; saved in `last/` and restored on resume."""
+
+    step: int = 0
+    epoch: int = 0
+    done_in_epoch: int = 0  # batches of `epoch` already trained
+    seconds: float = 0.0
+    tokens: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {
+        "val_loss": float("inf"), "step": None, "spearman": None})
+    losses: list[float] = field(default_factory=list)  # train losses since the last evaluation
+    done: bool = False
+
+
+@dataclass
+class Run:
+    """Everything the loop works with."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    samples: Samples
+    config: TrainConfig
+    run_dir: Path
+    plans: list[list[list[int]]]
+    means: np.ndarray
+    state: RunState
+    saved_at: int = -1
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.accelerator.unwrap_model(self.model).objectives)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.accelerator.unwrap_model(self.model).head.weight.dtype
+
+
 def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
         run_dir: str | Path, *, resume: bool = False,
         extra_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the model `make_model()` builds on `samples`; write and return the run report."""
-    from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
-
-    from mavis.progress import track
-
     run_dir = Path(run_dir).expanduser()
-    metrics_path = run_dir / METRICS_NAME
     last = find_last(run_dir)
     if last is not None and not resume:
         raise MavisError(f"{str(run_dir)!r} already holds a training run; pass --resume to "
                          "continue it, or choose another output folder")
-    state: dict[str, Any] | None = load_state(last) if (resume and last) else None
-    if state is not None and state.get("done") and (run_dir / REPORT_NAME).exists():
-        return json.loads((run_dir / REPORT_NAME).read_text())
+    saved = load_state(last) if (resume and last) else None
+    report = read_report(run_dir)
+    if saved is not None and saved.get("done") and report is not None:
+        return report
+    run = start_run(make_model, samples, config, run_dir, last if saved else None, saved)
+    if saved is None and samples.val:
+        evaluate_and_save(run)  # the starting point: step 0 in metrics.jsonl
+    stopped = False
+    while run.state.epoch < config.epochs and not stopped:
+        stopped = train_epoch(run)
+    return finish(run, stopped, extra_report or {})
+
+
+def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
+              run_dir: Path, last: Path | None, saved: dict[str, Any] | None) -> Run:
+    """The model (fresh, or from `last`), optimiser, schedule and state of a run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     means = samples.train_means()
-    if state is None:
+    if saved is None:
         torch.manual_seed(config.seed)
         model = make_model()
         if config.init_from is None:  # start exactly at the best constant prediction
             with torch.no_grad():
                 model.head.weight.zero_()
                 model.head.bias.copy_(torch.as_tensor(means, dtype=model.head.bias.dtype))
-        metrics_path.unlink(missing_ok=True)
+        (run_dir / METRICS_NAME).unlink(missing_ok=True)
     else:
         model = ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation)
     model.config.value_range = dict(samples.value_range)
-    objectives = list(model.objectives)
-    dtype = model.head.weight.dtype
-
+    model.config.value_scale = dict(samples.value_scale)
     accelerator = Accelerator()
     plans = epoch_plans(samples.train, config, accelerator.num_processes,
                         accelerator.process_index)
-    total_steps = sum(len(p) for p in plans)
     optimizer = make_optimizer(model, config)
-    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
-    step, epoch, done_in_epoch, seconds, tokens = 0, 0, 0, 0.0, 0
-    best = {"val_loss": float("inf"), "step": None, "spearman": None}
-    losses: list[float] = []  # training losses since the last evaluation
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, epoch, done_in_epoch = state["step"], state["epoch"], state["done_in_epoch"]
-        seconds, tokens, best = state["seconds"], state["tokens"], state["best"]
-        losses = list(state["losses"])
-        truncate_metrics(metrics_path, step)
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps,
+                                                sum(len(p) for p in plans))
+    state = RunState()
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
+        truncate_metrics(run_dir / METRICS_NAME, state.step)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    has_val = len(samples.val) > 0
-    say = _printer(config.progress and accelerator.is_main_process)
+    return Run(model, optimizer, scheduler, accelerator, samples, config, run_dir, plans, means,
+               state)
 
-    saved_at = -1
 
-    def save_last(position: tuple[int, int], done: bool = False) -> None:
-        nonlocal saved_at
-        if accelerator.is_main_process:
-            save_model(accelerator.unwrap_model(model), run_dir / "last", {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "step": step, "epoch": position[0],
-                "done_in_epoch": position[1], "seconds": seconds, "tokens": tokens,
-                "best": best, "losses": losses, "done": done, "objectives": objectives,
-                "config": config.to_dict()})
-        accelerator.wait_for_everyone()
-        saved_at = step
+def train_epoch(run: Run) -> bool:
+    """Train the rest of the current epoch; True when `max_steps` stopped the run early."""
+    config, state = run.config, run.state
+    batches = run.plans[state.epoch]
+    bar = track(range(state.done_in_epoch, len(batches)),
+                f"epoch {state.epoch + 1}/{config.epochs}",
+                total=len(batches) - state.done_in_epoch, unit="step",
+                disable=not (config.progress and run.main))
+    for index in bar:
+        train_step(run, [run.samples.train[i] for i in batches[index]])
+        end_of_epoch = index + 1 == len(batches)
+        state.done_in_epoch = index + 1
+        if end_of_epoch or (config.eval_every and state.step % config.eval_every == 0):
+            evaluate_and_save(run, next_epoch=end_of_epoch)
+        elif state.step % config.save_every == 0:
+            save_last(run, next_epoch=end_of_epoch)
+        if config.max_steps is not None and state.step >= config.max_steps:
+            if run.saved_at != state.step:
+                save_last(run, next_epoch=end_of_epoch)
+            stopped = not end_of_epoch or state.epoch + 1 < config.epochs
+            if end_of_epoch:
+                state.epoch, state.done_in_epoch = state.epoch + 1, 0
+            return stopped
+    state.epoch, state.done_in_epoch = state.epoch + 1, 0
+    return False
 
-    def evaluate_and_save(position: tuple[int, int]) -> None:
-        record: dict[str, Any] = {
-            "step": step, "epoch": round(position[0] + position[1] / len(plans[epoch]), 4),
-            "lr": scheduler.get_last_lr()[0],
-            "train_loss": float(np.mean(losses)) if losses else None,
-        }
-        losses.clear()
-        if has_val:
-            record.update(evaluate(model, samples.val, config.batch_size, accelerator,
-                                   objectives, dtype, means))
-            if record["val_loss"] < best["val_loss"]:
-                best.update(val_loss=record["val_loss"], step=step, spearman=record["spearman"])
-                if accelerator.is_main_process:
-                    save_model(accelerator.unwrap_model(model), run_dir / "best")
-        record.update(seconds=round(seconds, 2), tokens=tokens)
-        if accelerator.is_main_process:
-            append_metrics(metrics_path, record)  # before `last`: see truncate_metrics
-        say(_describe(record))
-        save_last(position)
 
-    if state is None and has_val:
-        evaluate_and_save((0, 0))  # the starting point: step 0 in metrics.jsonl
+def train_step(run: Run, units: list[Unit]) -> None:
+    """One optimiser step on a batch of units (equation 6's MSE on their reads)."""
+    started = time.perf_counter()
+    batch = collate(units, run.dtype).to(run.accelerator.device)
+    loss = masked_mse(predict(run.model, batch), batch.targets)
+    run.accelerator.backward(loss)
+    if run.config.max_grad_norm is not None:
+        run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state.step += 1
+    run.state.tokens += batch.num_tokens
+    run.state.losses.append(float(loss.detach()))
+    run.state.seconds += time.perf_counter() - started
 
-    stopped = False
-    while epoch < config.epochs and not stopped:
-        batches = plans[epoch]
-        bar = track(range(done_in_epoch, len(batches)), f"epoch {epoch + 1}/{config.epochs}",
-                    total=len(batches) - done_in_epoch, unit="step",
-                    disable=not (config.progress and accelerator.is_main_process))
-        for index in bar:
-            started = time.perf_counter()
-            batch = collate([samples.train[i] for i in batches[index]], dtype)
-            batch = batch.to(accelerator.device)
-            loss = masked_mse(predict(model, batch), batch.targets)
-            accelerator.backward(loss)
-            if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += batch.num_tokens
-            losses.append(float(loss.detach()))
-            seconds += time.perf_counter() - started
-            end_of_epoch = index + 1 == len(batches)
-            position = (epoch + 1, 0) if end_of_epoch else (epoch, index + 1)
-            if end_of_epoch or (config.eval_every and step % config.eval_every == 0):
-                evaluate_and_save(position)
-            elif step % config.save_every == 0:
-                save_last(position)
-            if config.max_steps is not None and step >= config.max_steps:
-                if saved_at != step:
-                    save_last(position)
-                stopped = not end_of_epoch or epoch + 1 < config.epochs
-                break
-        epoch, done_in_epoch = (epoch + 1, 0) if not stopped else position
 
-    finished = epoch >= config.epochs and not stopped
-    if finished and not has_val and accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), run_dir / "best")  # no validation: last
-        best.update(step=step)
-    if finished:
-        save_last((epoch, 0), done=True)
-    report = {
-        "objectives": objectives, "model": str(run_dir / "best"), "complete": finished,
-        "steps": step, "total_steps": total_steps, "seconds": round(seconds, 2),
-        "train_tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-        "best": {**best, "val_loss": best["val_loss"] if np.isfinite(best["val_loss"]) else None},
-        "final": (read_metrics(metrics_path) or [None])[-1],
-        "data": samples.sizes, "value_range": samples.value_range, "config": config.to_dict(),
-        **(extra_report or {}),
+def _position(run: Run, next_epoch: bool) -> tuple[int, int]:
+    """(epoch, batches done in it) to resume from."""
+    state = run.state
+    return (state.epoch + 1, 0) if next_epoch else (state.epoch, state.done_in_epoch)
+
+
+def save_last(run: Run, next_epoch: bool = False) -> None:
+    """Save the resumable `last/` checkpoint (model, optimiser, schedule, RNG, state)."""
+    if run.main:
+        epoch, done_in_epoch = _position(run, next_epoch)
+        saved = dataclasses.replace(run.state, epoch=epoch, done_in_epoch=done_in_epoch,
+                                    losses=list(run.state.losses))
+        save_model(run.accelerator.unwrap_model(run.model), run.run_dir / "last", {
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "rng": rng_state(), **dataclasses.asdict(saved), "objectives": run.objectives,
+            "config": run.config.to_dict()})
+    run.accelerator.wait_for_everyone()
+    run.saved_at = run.state.step
+
+
+def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
+    """Validate, keep the best model, log the metrics, then save `last/`."""
+    state = run.state
+    epoch, done_in_epoch = _position(run, next_epoch)
+    record: dict[str, Any] = {
+        "step": state.step,
+        "epoch": round(epoch + done_in_epoch / len(run.plans[state.epoch]), 4),
+        "lr": run.scheduler.get_last_lr()[0],
+        "train_loss": float(np.mean(state.losses)) if state.losses else None,
     }
-    if accelerator.is_main_process:
-        (run_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    state.losses.clear()
+    if run.samples.val:
+        record.update(evaluate(run.model, run.samples.val, run.config.batch_size,
+                               run.accelerator, run.objectives, run.dtype, run.means))
+        if record["val_loss"] < state.best["val_loss"]:
+            state.best.update(val_loss=record["val_loss"], step=state.step,
+                              spearman=record["spearman"])
+            if run.main:
+                save_model(run.accelerator.unwrap_model(run.model), best_folder(run.run_dir))
+    record.update(seconds=round(state.seconds, 2), tokens=state.tokens)
+    if run.main:
+        append_metrics(run.run_dir / METRICS_NAME, record)  # before `last`: see truncate_metrics
+    _say(run, _describe(record))
+    save_last(run, next_epoch)
+
+
+def finish(run: Run, stopped: bool, extra_report: dict[str, Any]) -> dict[str, Any]:
+    """Save the final state and write the run report."""
+    state, config = run.state, run.config
+    finished = state.epoch >= config.epochs and not stopped
+    if finished and not run.samples.val and run.main:  # no validation: the last is the best
+        save_model(run.accelerator.unwrap_model(run.model), best_folder(run.run_dir))
+        state.best.update(step=state.step)
+    if finished:
+        state.done = True
+        save_last(run)
+    best_loss = state.best["val_loss"]
+    report = {
+        "objectives": run.objectives, "model": str(best_folder(run.run_dir)),
+        "complete": finished, "steps": state.step,
+        "total_steps": sum(len(p) for p in run.plans), "seconds": round(state.seconds, 2),
+        "train_tokens_per_second": (round(state.tokens / state.seconds, 1) if state.seconds
+                                    else None),
+        "best": {**state.best, "val_loss": best_loss if np.isfinite(best_loss) else None},
+        "final": (read_metrics(run.run_dir / METRICS_NAME) or [None])[-1],
+        "data": run.samples.sizes, "value_range": run.samples.value_range,
+        "value_scale": run.samples.value_scale, "config": config.to_dict(), **extra_report,
+    }
+    if run.main:
+        write_json(run.run_dir / REPORT_NAME, report)
     return report
 
 
@@ -360,10 +373,6 @@ def _describe(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _printer(enabled: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if enabled:
-            from tqdm.auto import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-    return say
+def _say(run: Run, message: str) -> None:
+    if run.config.progress and run.main:
+        tqdm.write(message, file=sys.stderr)

@@ -2,18 +2,18 @@
 
     decoder = MavisDecoder.load("smollm2-135m-instruct")
     collect_trees(decoder, load_prompts("chitchat", "train", limit=50), "relevant,harmless",
-                  "runs/x/trees.h5", T=48, L=4, K_root=4, K=2, top_k=40, seed=0)
+                  "runs/x/trees.h5", CollectionSettings(T=48, L=4, K_root=4, K=2))
 
-The prompts are cut into groups of `batch_prompts`; each group's trees are grown in one
-batched decoding state (see `mavis.data.grow`), scored with every objective in one call, and
-written as a part file; the parts are merged into `out_path` at the end. An interrupted run
+The prompts are cut into groups of `settings.batch_prompts`; each group's trees are grown in
+one batched decoding state (see `mavis.trees.grow`), scored with every objective in one call,
+and written as a part file; the parts are merged into `out_path` at the end. An interrupted run
 (Ctrl-C, `kill -9`) restarted with the same arguments skips the groups already written and
 produces the same file as an uninterrupted run: each group's random streams come from
 (seed, group index) alone.
 
-With `beta = 0` (or a decoder without value models) the trees are sampled from the reference
-model (top-k, iteration 0); with value models and `beta > 0` from the MAVIS policy (later
-iterations, where the two-layer guarantee of appendix C is usually turned on).
+With `settings.beta = 0` the trees are sampled from the reference model (top-k, iteration 0);
+with value models and `beta > 0` from the MAVIS policy (later iterations, where the two-layer
+guarantee of appendix C is usually turned on).
 """
 
 from __future__ import annotations
@@ -27,38 +27,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mavis.data.decoder_spec import DecoderSpec, decoder_info
-from mavis.data.group import (
-    CollectionSettings,
+from tqdm.auto import tqdm
+
+from mavis import __version__
+from mavis.decoding.guide import resolve_weights
+from mavis.errors import MavisError
+from mavis.objectives import get_objective, parse_objective_names
+from mavis.trees.decoder_spec import DecoderSpec, decoder_info
+from mavis.trees.group import (
     PromptRecord,
     collect_group,
+    collection_step_settings,
     prompt_records,
 )
-from mavis.data.parts import PartsFolder, describe_differences
-from mavis.errors import MavisError
+from mavis.trees.parts import PartsFolder, describe_differences
+from mavis.trees.settings import CollectionSettings
+from mavis.trees.store import read_attrs
 
 
 def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequence[str],
-                  out_path: str | Path, *, T: int, L: int, K_root: int, K: int, top_k: int = 40,
-                  beta: float = 0.0, weights: Mapping[str, float] | None = None,
-                  temperature: float = 1.0, seed: int = 0, two_layer_guarantee: bool = False,
-                  extra_children: int | None = None, batch_prompts: int = 8,
+                  out_path: str | Path, settings: CollectionSettings, *,
                   progress: bool = True, meta: Mapping[str, Any] | None = None,
                   keep_parts: bool = False) -> Path:
-    """Collect one tree per prompt into `out_path` (HDF5, `mavis.data.schema`); return it.
+    """Collect one tree per prompt into `out_path` (HDF5, `mavis.trees.schema`); return it.
 
     Args:
         decoder: a `MavisDecoder` (reference model, tokenizer, value models), or a
             `DecoderSpec` naming them (loaded only if there is work left to do).
         prompts: `mavis.prompts.Prompt` objects or plain strings, one tree each.
         objectives: names (or "a,b") of the objectives that score the leaves.
-        T, L, K_root, K: response length, layers, children of the root and of other nodes.
-        top_k, beta, weights, temperature: the sampling policy; beta > 0 needs value models,
-            `weights` default to equal weights over the decoder's objectives.
-        seed: with the group index, seeds every group's random streams.
-        two_layer_guarantee: split first-layer segments that hit EOS into a parent and a child
-            and grow `extra_children` (default K - 1) more children under the parent.
-        batch_prompts: prompts per group (decoded together; the unit of resuming).
+        settings: tree shape, sampling policy and seed (`CollectionSettings`); beta > 0
+            needs value models, whose objectives get equal weights unless `weights` says.
         meta: extra or overriding entries for the file's meta (e.g. "reference" as a model
             name, "prompt_set", "split", "iteration").
         keep_parts: keep the parts folder after the merge.
@@ -66,24 +65,18 @@ def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequen
     If `out_path` exists and was collected with the same settings it is returned as it is;
     with other settings it is an error (so is a parts folder of another collection).
     """
-    settings = CollectionSettings(
-        T=T, L=L, K_root=K_root, K=K, top_k=top_k, beta=float(beta),
-        weights=dict(weights) if weights else None, temperature=float(temperature), seed=seed,
-        two_layer_guarantee=two_layer_guarantee, extra_children=extra_children,
-        batch_prompts=batch_prompts)
     plan = prepare_collection(decoder, prompts, objectives, out_path, settings, meta)
     if plan.complete:
         return plan.out
-    records, names, resolved = plan.records, plan.objectives, plan.weights
     if plan.pending and isinstance(decoder, DecoderSpec):
         decoder = decoder.load()
         check_decoder_settings(decoder, settings)
-    meter = Meter(len(records), plan.done_prompts, enabled=progress)
+    meter = Meter(len(plan.records), plan.done_prompts, enabled=progress)
     try:
         for group in plan.pending:
-            chunk = [records[i] for i in plan.groups[group]]
-            result = collect_group(decoder, chunk, group, names, settings, resolved, plan.meta,
-                                   on_step=meter.tokens)
+            chunk = [plan.records[i] for i in plan.groups[group]]
+            result = collect_group(decoder, chunk, group, plan.objectives, settings,
+                                   plan.weights, plan.meta, on_step=meter.tokens)
             plan.parts.write(group, result.trees)
             meter.prompts(len(chunk))
     except KeyboardInterrupt:
@@ -115,8 +108,6 @@ def prepare_collection(decoder: Any, prompts: Sequence[Any], objectives: str | S
 
 def load_objectives(objectives: str | Sequence[str]) -> list[str]:
     """Check the names and build every objective now, before any generation."""
-    from mavis.objectives import get_objective, parse_objective_names
-
     names = parse_objective_names(objectives)
     for name in names:
         get_objective(name)
@@ -126,8 +117,6 @@ def load_objectives(objectives: str | Sequence[str]) -> list[str]:
 def generator_weights(available: Sequence[str], beta: float,
                       weights: Mapping[str, float] | None) -> dict[str, float] | None:
     """The objective weights of the sampling policy; None means plain reference sampling."""
-    from mavis.decoding.guide import resolve_weights
-
     if beta == 0.0:
         if weights:
             raise MavisError("weights were given with beta=0, which samples from the reference "
@@ -143,8 +132,7 @@ def generator_weights(available: Sequence[str], beta: float,
 
 def check_decoder_settings(decoder: Any, settings: CollectionSettings) -> None:
     """Let the decoder check the sampling settings against its model (e.g. top_k <= vocab)."""
-    decoder.settings(beta=settings.beta, top_k=settings.top_k, temperature=settings.temperature,
-                     greedy=False, candidate_epsilon=0.0)
+    collection_step_settings(decoder, settings)
 
 
 def prompts_digest(records: Sequence[PromptRecord]) -> str:
@@ -161,8 +149,6 @@ def collection_meta(records: Sequence[PromptRecord], objectives: Sequence[str],
                     settings: CollectionSettings, weights: dict[str, float] | None,
                     extra: Mapping[str, Any]) -> dict[str, Any]:
     """The file's meta: everything that decides its content, plus what the caller adds."""
-    import mavis
-
     extra = dict(extra)
     value_models = extra.pop("value_models", [])
     if weights is None:
@@ -175,7 +161,7 @@ def collection_meta(records: Sequence[PromptRecord], objectives: Sequence[str],
             "prompts_sha256": prompts_digest(records),
             "iteration": 0 if weights is None else None}
     meta.update(extra)
-    meta["mavis_version"] = mavis.__version__
+    meta["mavis_version"] = __version__
     return json.loads(json.dumps(meta, sort_keys=True))
 
 
@@ -219,8 +205,6 @@ def plan_collection(records: Sequence[PromptRecord], objectives: Sequence[str],
                     weights: dict[str, float] | None, extra_meta: Mapping[str, Any]
                     ) -> CollectionPlan:
     """Check the output and the parts folder against the settings; list the groups to do."""
-    from mavis.data.store import read_attrs
-
     if not records:
         raise MavisError("no prompts to collect trees for")
     out = Path(out_path)
@@ -269,8 +253,6 @@ class Meter:
         self.start = time.perf_counter()
         self.last = 0.0
         if enabled:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total, initial=done, desc=description, unit="prompt",
                             dynamic_ncols=True, file=sys.stderr)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mavis.data.tree_shape import children_count, is_terminal, sample_segment_length
 from mavis.decoding.decoder import Batch, MavisDecoder
-from mavis.decoding.state import StepSettings
+from mavis.decoding.settings import StepSettings
+from mavis.trees.tree_shape import Shape, children_count, is_terminal, sample_segment_length
 
 
 @dataclass
@@ -42,16 +42,6 @@ class Node:
     logp_ref: list[float] = field(default_factory=list)
     ended_eos: bool = False
     is_leaf: bool = False
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The tree-shape parameters of Algorithm 3."""
-
-    T: int
-    L: int
-    K_root: int
-    K: int
 
 
 @dataclass(frozen=True)

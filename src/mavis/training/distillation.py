@@ -20,17 +20,20 @@ import numpy as np
 import torch
 
 from mavis.errors import MavisError
+from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
+from mavis.models.value_folder import read_value_config
 from mavis.models.value_model import ValueModel
 from mavis.training.config import TrainConfig
-from mavis.training.nodes import TreeData, read_trees
 from mavis.training.packing import Unit, collate, fit_length, pack_tree, plan_batches, predict
 from mavis.training.samples import Samples
 from mavis.training.targets import split_prompts
 from mavis.training.trainer import fit, initial_model
+from mavis.trees.store import read_trees
+from mavis.trees.table import TreeTable
 
 
 def distill(teachers: dict[str, str | Path], student_base: str | None,
-            data: str | Path | TreeData, out_dir: str | Path, *,
+            data: str | Path | TreeTable, out_dir: str | Path, *,
             config: TrainConfig | None = None, resume: bool = False) -> dict[str, Any]:
     """Train one student with a head per teacher objective; return the run report.
 
@@ -45,8 +48,8 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     config = config or TrainConfig()
     objectives = list(teachers)
     config = dataclasses.replace(config, objectives=objectives, shared=True,
-                                 base=student_base or config.base)
-    trees = data if isinstance(data, TreeData) else read_trees(data)
+                                 base=student_base or config.base or DEFAULT_MODEL)
+    trees = data if isinstance(data, TreeTable) else read_trees(data)
 
     train_prompts, val_prompts = split_prompts(trees.num_prompts, config.validation_fraction,
                                                config.seed)
@@ -73,8 +76,6 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
 
 def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:
     """Load a teacher (LoRA merged, eval mode) after checking its head and tokenizer."""
-    from mavis.models.loading import load_tokenizer, tokenizer_fingerprint
-
     teacher = ValueModel.load(path, merge=True, attn_implementation=config.attn_implementation)
     if len(teacher.objectives) > 1 and name not in teacher.objectives:
         raise MavisError(f"teacher {str(path)!r} has heads {', '.join(teacher.objectives)}, "
@@ -90,7 +91,7 @@ def _teacher_column(teacher: ValueModel, name: str) -> int:
     return teacher.objectives.index(name) if name in teacher.objectives else 0
 
 
-def _token_units(trees: TreeData, prompts: np.ndarray, width: int,
+def _token_units(trees: TreeTable, prompts: np.ndarray, width: int,
                  config: TrainConfig) -> list[Unit]:
     """Packed trees read at every completion token, targets still NaN."""
     units: list[Unit] = []
@@ -125,14 +126,9 @@ def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: lis
 
 def _saved_ranges(teachers: dict[str, str | Path]) -> dict[str, list[float]]:
     """Each teacher's trained value range for its objective, where it saved one."""
-    import json
-
-    from mavis.models.value_model import CONFIG_NAME
-
     out = {}
     for name, path in teachers.items():
-        saved = json.loads((Path(path).expanduser() / CONFIG_NAME).read_text())
-        own = saved.get("value_range") or {}
+        own = read_value_config(path).value_range
         teacher_range = own.get(name) or (next(iter(own.values())) if len(own) == 1 else None)
         if teacher_range:
             out[name] = [float(v) for v in teacher_range]

@@ -6,13 +6,16 @@ their own copy; both need the models as names and paths, not as objects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mavis.decoding.decoder import MavisDecoder
 from mavis.errors import MavisError
+from mavis.models.value_folder import read_value_config
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,6 @@ class DecoderSpec:
 
     def load(self) -> Any:
         """The `MavisDecoder` this spec names."""
-        import torch
-
-        from mavis.decoding.decoder import MavisDecoder
-
         dtype = getattr(torch, self.dtype) if self.dtype else None
         return MavisDecoder.load(self.reference, self.value_models, device=self.device,
                                  dtype=dtype)
@@ -41,23 +40,18 @@ class DecoderSpec:
 
 def value_model_info(value_models: Mapping[str, str | Path] | list[str | Path] | tuple
                      ) -> tuple[list[str], list[dict[str, Any]]]:
-    from mavis.models.value_model import CONFIG_NAME
-
+    """(objectives covered, one description per value model) of value-model folders."""
     items = value_models.items() if isinstance(value_models, Mapping) else [
         (None, p) for p in value_models]
     objectives: list[str] = []
     described = []
     for name, path in items:
-        config_path = Path(path).expanduser() / CONFIG_NAME
-        if not config_path.exists():
-            raise MavisError(f"{str(path)!r} is not a mavis value model folder (no "
-                             f"{CONFIG_NAME}); train one with `mavis train`")
-        config = json.loads(config_path.read_text())
-        if name is not None and name not in config["objectives"]:
+        config = read_value_config(path)
+        if name is not None and name not in config.objectives:
             raise MavisError(f"value model {str(path)!r} was trained for "
-                             f"{', '.join(config['objectives'])}, not {name!r}")
-        objectives.extend(config["objectives"])
-        described.append({"objectives": list(config["objectives"]), "base": config["base"]})
+                             f"{', '.join(config.objectives)}, not {name!r}")
+        objectives.extend(config.objectives)
+        described.append({"objectives": list(config.objectives), "base": config.base})
     return objectives, described
 
 

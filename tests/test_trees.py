@@ -20,10 +20,17 @@ from conftest import build_tiny_llama
 from scipy.stats import chisquare
 
 from mavis.cli import main
-from mavis.data.collect import collect_trees
-from mavis.data.decoder_spec import DecoderSpec
-from mavis.data.store import TreeArrays, TreeDataset, merge_parts, read_trees, write_trees
-from mavis.data.tree_shape import (
+from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
+from mavis.errors import MavisError
+from mavis.models.loading import load_causal_lm
+from mavis.models.value_model import ValueModel
+from mavis.trees.collect import collect_trees
+from mavis.trees.decoder_spec import DecoderSpec
+from mavis.trees.settings import CollectionSettings
+from mavis.trees.store import merge_parts, read_trees, write_trees
+from mavis.trees.table import TreeTable
+from mavis.trees.tree_shape import (
     children_count,
     is_terminal,
     node_depths,
@@ -33,11 +40,6 @@ from mavis.data.tree_shape import (
     sample_segment_length,
     segment_bounds,
 )
-from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
-from mavis.errors import MavisError
-from mavis.models.loading import load_causal_lm
-from mavis.models.value_model import ValueModel
 
 PROMPTS = ["hello there", "how are you today", "tell me a joke", "what is up",
            "good morning friend"]
@@ -68,7 +70,7 @@ def assert_same_file(a: Path, b: Path) -> None:
             assert left.tolist() == right.tolist(), name
 
 
-def check_tree_rules(data: TreeDataset, *, T: int, L: int, K_root: int, K: int, eos: int,
+def check_tree_rules(data: TreeTable, *, T: int, L: int, K_root: int, K: int, eos: int,
                      split_children: int | None = None) -> set[int]:
     """Algorithm 3's invariants on every node of `data` (see the asserts); returns the nodes
     split by the two-layer guarantee."""
@@ -115,7 +117,7 @@ def check_tree_rules(data: TreeDataset, *, T: int, L: int, K_root: int, K: int, 
     return split
 
 
-def check_values(data: TreeDataset) -> None:
+def check_values(data: TreeTable) -> None:
     """Leaves: value = reward, LPR = sum over the response; inner nodes: children's means."""
     reward, value, lpr = data.reward, data.value, data.lpr
     for node in range(data.num_nodes):
@@ -269,10 +271,10 @@ def test_propagation_rejects_malformed_trees():
 
 # -- the store -------------------------------------------------------------------------------
 
-def hand_built(objectives=("a", "b"), shift: int = 0) -> TreeArrays:
+def hand_built(objectives=("a", "b"), shift: int = 0) -> TreeTable:
     """Two trees: prompt 0 (3 tokens) with root -> (n1 -> n3, n4), n2; prompt 1 (2 tokens)
     with root -> n6."""
-    return TreeArrays(list(objectives), {"T": 4, "note": "hand-built"}, {
+    return TreeTable(list(objectives), {"T": 4, "note": "hand-built"}, {
         "prompts/text": ["first ü", "second"],
         "prompts/id": ["p0", "p1"],
         "prompts/token_offset": [0, 3],
@@ -306,19 +308,16 @@ def test_write_read_round_trip(tmp_path):
         np.testing.assert_array_equal(back.data[name], array, err_msg=name)
     assert back.data["prompts/text"].tolist() == ["first ü", "second"]
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
-    with TreeDataset(path) as data:
-        assert (data.num_trees, data.num_nodes, data.num_tokens) == (2, 7, 13)
-        assert data.path(4) == [0, 1, 4]
-        assert data.path_tokens(4).tolist() == [1, 2, 3, 10, 11, 18, 19]
-        assert data.path_tokens(2).tolist() == [1, 2, 3, 12, 13, 14, 15]
-        assert data.path_tokens(6).tolist() == [4, 5, 20, 21, 22]
-        assert data.path_tokens(0).tolist() == [1, 2, 3]
-        assert data.children(1).tolist() == [3, 4]
-        assert list(data.tree_nodes(1)) == [5, 6]
-        np.testing.assert_allclose(data.targets(0.5)[:, 0], data.value[:, 0] - 0.5 * data.lpr)
-        assert data.response_tokens(4, "tokens/logp_gen") == pytest.approx([0, -0.1, -0.8, -0.9])
-    with TreeDataset(path, tokens_in_memory=False) as lazy:
-        assert lazy.path_tokens(4).tolist() == [1, 2, 3, 10, 11, 18, 19]
+    data = read_trees(path)
+    assert (data.num_prompts, data.num_nodes, data.num_tokens) == (2, 7, 13)
+    assert data.ancestors(4) == [0, 1, 4]
+    assert data.path_tokens(4).tolist() == [1, 2, 3, 10, 11, 18, 19]
+    assert data.path_tokens(2).tolist() == [1, 2, 3, 12, 13, 14, 15]
+    assert data.path_tokens(6).tolist() == [4, 5, 20, 21, 22]
+    assert data.path_tokens(0).tolist() == [1, 2, 3]
+    assert data.children(1).tolist() == [3, 4]
+    assert list(data.tree(1)) == [5, 6]
+    assert data.response_tokens(4, "tokens/logp_gen") == pytest.approx([0, -0.1, -0.8, -0.9])
 
 
 def test_validate_catches_broken_offsets():
@@ -338,13 +337,13 @@ def test_merge_parts_shifts_indices(tmp_path):
     out = merge_parts(parts, tmp_path / "all.h5", meta={"merged": True})
     merged = read_trees(out)
     merged.validate()
-    expected = TreeArrays.concat([first, second], meta={"merged": True})
+    expected = TreeTable.concat([first, second], meta={"merged": True})
     for name in expected.data:
         np.testing.assert_array_equal(merged.data[name], expected.data[name], err_msg=name)
-    with TreeDataset(out) as data:
-        assert data.num_trees == 4 and data.meta == {"merged": True}
-        assert data.path_tokens(7 + 4).tolist() == [1, 2, 3, 110, 111, 118, 119]
-        assert data.parent[7:].tolist() == [-1, 7, 7, 8, 8, -1, 12]
+    data = read_trees(out)
+    assert data.num_prompts == 4 and data.meta == {"merged": True}
+    assert data.path_tokens(7 + 4).tolist() == [1, 2, 3, 110, 111, 118, 119]
+    assert data.parent[7:].tolist() == [-1, 7, 7, 8, 8, -1, 12]
     write_trees(tmp_path / "other.h5", hand_built(objectives=("a", "c")))
     with pytest.raises(MavisError, match="objectives"):
         merge_parts([parts[0], tmp_path / "other.h5"], tmp_path / "bad.h5")
@@ -356,77 +355,95 @@ def test_reading_a_foreign_file_is_a_clear_error(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as handle:
         handle.attrs["format"] = "something-else"
     with pytest.raises(MavisError, match="not a mavis tree file"):
-        TreeDataset(tmp_path / "x.h5")
+        read_trees(tmp_path / "x.h5")
     with pytest.raises(MavisError, match="no tree file"):
-        TreeDataset(tmp_path / "missing.h5")
+        read_trees(tmp_path / "missing.h5")
+    with pytest.raises(MavisError, match="is a folder"):
+        read_trees(tmp_path)
+    good = write_trees(tmp_path / "good.h5", hand_built())
+    damaged = tmp_path / "damaged.h5"
+    blob = bytearray(good.read_bytes())
+    middle = len(blob) // 2
+    blob[middle:middle + 4096] = bytes(4096)  # zero a block in the middle
+    damaged.write_bytes(bytes(blob))
+    with pytest.raises(MavisError, match="damaged.h5"):
+        read_trees(damaged)
 
 
 # -- collection on the tiny reference --------------------------------------------------------
 
 SHAPE = {"T": 12, "L": 3, "K_root": 3, "K": 2}
+SETTING_NAMES = set(CollectionSettings.__dataclass_fields__)
+
+
+def collect(decoder, prompts, objectives, out, **kwargs):
+    """`collect_trees` with the settings given as keywords, as the tests spell them."""
+    settings = CollectionSettings(**{k: v for k, v in kwargs.items() if k in SETTING_NAMES})
+    rest = {k: v for k, v in kwargs.items() if k not in SETTING_NAMES}
+    return collect_trees(decoder, prompts, objectives, out, settings, **rest)
 
 
 @pytest.fixture(scope="module")
 def reference_trees(decoder, objective, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trees") / "trees.h5"
-    return collect_trees(decoder, PROMPTS, [objective, "positive"], out, **SHAPE, top_k=6,
+    return collect(decoder, PROMPTS, [objective, "positive"], out, **SHAPE, top_k=6,
                          temperature=0.8, seed=3, batch_prompts=2, progress=False,
                          meta={"prompt_set": "inline"})
 
 
 def test_collected_trees_follow_algorithm_3(reference_trees, decoder):
-    with TreeDataset(reference_trees) as data:
-        assert data.num_trees == len(PROMPTS)
-        assert data.arrays["prompts/text"].tolist() == PROMPTS
-        check_tree_rules(data, **SHAPE, eos=decoder.tokenizer.eos_token_id)
-        check_values(data)
-        assert data.meta["generator"] == "reference" and data.meta["iteration"] == 0
-        assert data.meta["prompt_set"] == "inline" and data.meta["T"] == 12
-        # the random segment lengths actually vary
-        assert len(set(data.token_count[data.depth == 1].tolist())) > 1
+    data = read_trees(reference_trees)
+    assert data.num_prompts == len(PROMPTS)
+    assert data["prompts/text"].tolist() == PROMPTS
+    check_tree_rules(data, **SHAPE, eos=decoder.tokenizer.eos_token_id)
+    check_values(data)
+    assert data.meta["generator"] == "reference" and data.meta["iteration"] == 0
+    assert data.meta["prompt_set"] == "inline" and data.meta["T"] == 12
+    # the random segment lengths actually vary
+    assert len(set(data.token_count[data.depth == 1].tolist())) > 1
 
 
 def test_rewards_are_the_objectives_on_the_decoded_responses(reference_trees, decoder,
                                                              objective):
     from mavis.objectives import score_all
 
-    with TreeDataset(reference_trees) as data:
-        leaves = np.nonzero(data.is_leaf)[0]
-        texts = [decoder.tokenizer.decode(data.response_tokens(n).tolist(),
-                                          skip_special_tokens=True) for n in leaves]
-        prompts = [PROMPTS[int(data.prompt[n])] for n in leaves]
-        expected = score_all([objective, "positive"], prompts, texts)
-        np.testing.assert_allclose(data.reward[leaves, 0], expected[objective], rtol=1e-6)
-        np.testing.assert_allclose(data.reward[leaves, 1], expected["positive"], rtol=1e-6)
+    data = read_trees(reference_trees)
+    leaves = np.nonzero(data.is_leaf)[0]
+    texts = [decoder.tokenizer.decode(data.response_tokens(n).tolist(),
+                                      skip_special_tokens=True) for n in leaves]
+    prompts = [PROMPTS[int(data.prompt[n])] for n in leaves]
+    expected = score_all([objective, "positive"], prompts, texts)
+    np.testing.assert_allclose(data.reward[leaves, 0], expected[objective], rtol=1e-6)
+    np.testing.assert_allclose(data.reward[leaves, 1], expected["positive"], rtol=1e-6)
 
 
 def test_stored_logprobs_equal_a_fresh_forward(reference_trees, decoder):
     """log pi_ref (temperature 1, full vocabulary) and log pi_gen (top-6 at temperature 0.8)
     of every stored token, recomputed from scratch along each leaf's path."""
-    with TreeDataset(reference_trees) as data:
-        for leaf in np.nonzero(data.is_leaf)[0]:
-            ids = torch.tensor(data.path_tokens(int(leaf)))
-            start = len(data.prompt_tokens(int(data.prompt[leaf])))
-            with torch.no_grad():
-                logits = decoder.reference(ids[None]).logits[0, start - 1:-1].float()
-            targets = ids[start:]
-            ref = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
-            top, cand = top_k_candidates(logits, 6, 0.8)
-            renorm = top - torch.logsumexp(top, -1, keepdim=True)
-            gen = renorm[cand == targets[:, None]]
-            np.testing.assert_allclose(data.response_tokens(int(leaf), "tokens/logp_ref"),
-                                       ref.numpy(), atol=1e-4)
-            np.testing.assert_allclose(data.response_tokens(int(leaf), "tokens/logp_gen"),
-                                       gen.numpy(), atol=1e-4)
+    data = read_trees(reference_trees)
+    for leaf in np.nonzero(data.is_leaf)[0]:
+        ids = torch.tensor(data.path_tokens(int(leaf)))
+        start = len(data.prompt_tokens(int(data.prompt[leaf])))
+        with torch.no_grad():
+            logits = decoder.reference(ids[None]).logits[0, start - 1:-1].float()
+        targets = ids[start:]
+        ref = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
+        top, cand = top_k_candidates(logits, 6, 0.8)
+        renorm = top - torch.logsumexp(top, -1, keepdim=True)
+        gen = renorm[cand == targets[:, None]]
+        np.testing.assert_allclose(data.response_tokens(int(leaf), "tokens/logp_ref"),
+                                   ref.numpy(), atol=1e-4)
+        np.testing.assert_allclose(data.response_tokens(int(leaf), "tokens/logp_gen"),
+                                   gen.numpy(), atol=1e-4)
 
 
 def test_same_seed_same_trees_other_seed_other_trees(reference_trees, decoder, objective,
                                                      tmp_path):
-    again = collect_trees(decoder, PROMPTS, [objective, "positive"], tmp_path / "again.h5",
+    again = collect(decoder, PROMPTS, [objective, "positive"], tmp_path / "again.h5",
                           **SHAPE, top_k=6, temperature=0.8, seed=3, batch_prompts=2,
                           progress=False, meta={"prompt_set": "inline"})
     assert_same_file(reference_trees, again)
-    other = collect_trees(decoder, PROMPTS, [objective, "positive"], tmp_path / "other.h5",
+    other = collect(decoder, PROMPTS, [objective, "positive"], tmp_path / "other.h5",
                           **SHAPE, top_k=6, temperature=0.8, seed=4, batch_prompts=2,
                           progress=False, meta={"prompt_set": "inline"})
     assert read_trees(other).data["tokens/id"].tolist() != read_trees(
@@ -443,29 +460,29 @@ def test_guided_collection_tracks_the_mavis_policy(tiny_lm, objective, tmp_path)
     with torch.no_grad():
         vm.head.weight.normal_(std=1.0)
     guided = MavisDecoder(model, tokenizer, [vm.eval()])
-    out = collect_trees(guided, PROMPTS[:2], objective, tmp_path / "guided.h5", T=8, L=3,
+    out = collect(guided, PROMPTS[:2], objective, tmp_path / "guided.h5", T=8, L=3,
                         K_root=2, K=2, top_k=4, beta=2.0, seed=0, progress=False)
-    with TreeDataset(out) as data:
-        check_tree_rules(data, T=8, L=3, K_root=2, K=2, eos=tokenizer.eos_token_id)
-        check_values(data)
-        assert data.meta["generator"]["beta"] == 2.0
-        assert data.meta["generator"]["weights"] == {"v": 1.0}
-        assert data.meta["generator"]["value_models"] == [{"objectives": ["v"],
-                                                           "base": str(tiny_lm)}]
-        assert data.meta["iteration"] is None
-        for leaf in np.nonzero(data.is_leaf)[0][:6]:
-            ids = torch.tensor(data.path_tokens(int(leaf)))
-            start = len(data.prompt_tokens(int(data.prompt[leaf])))
-            stored = data.response_tokens(int(leaf), "tokens/logp_gen")
-            with torch.no_grad():
-                logits = model(ids[None]).logits[0].float()
-                for t in range(start, len(ids)):
-                    logp, cand = top_k_candidates(logits[t - 1][None], 4)
-                    seqs = torch.cat([ids[:t].expand(4, -1), cand[0][:, None]], 1)
-                    values = vm.values(seqs, torch.ones_like(seqs))[:, 0]
-                    policy = mavis_logprobs(logp, values[None], 2.0)[0]
-                    chosen = int((cand[0] == ids[t]).nonzero()[0, 0])
-                    assert stored[t - start] == pytest.approx(float(policy[chosen]), abs=1e-4)
+    data = read_trees(out)
+    check_tree_rules(data, T=8, L=3, K_root=2, K=2, eos=tokenizer.eos_token_id)
+    check_values(data)
+    assert data.meta["generator"]["beta"] == 2.0
+    assert data.meta["generator"]["weights"] == {"v": 1.0}
+    assert data.meta["generator"]["value_models"] == [{"objectives": ["v"],
+                                                       "base": str(tiny_lm)}]
+    assert data.meta["iteration"] is None
+    for leaf in np.nonzero(data.is_leaf)[0][:6]:
+        ids = torch.tensor(data.path_tokens(int(leaf)))
+        start = len(data.prompt_tokens(int(data.prompt[leaf])))
+        stored = data.response_tokens(int(leaf), "tokens/logp_gen")
+        with torch.no_grad():
+            logits = model(ids[None]).logits[0].float()
+            for t in range(start, len(ids)):
+                logp, cand = top_k_candidates(logits[t - 1][None], 4)
+                seqs = torch.cat([ids[:t].expand(4, -1), cand[0][:, None]], 1)
+                values = vm.values(seqs, torch.ones_like(seqs))[:, 0]
+                policy = mavis_logprobs(logp, values[None, :, None], torch.ones(1), 2.0)[0]
+                chosen = int((cand[0] == ids[t]).nonzero()[0, 0])
+                assert stored[t - start] == pytest.approx(float(policy[chosen]), abs=1e-4)
 
 
 # -- the two-layer guarantee -----------------------------------------------------------------
@@ -478,43 +495,43 @@ def test_two_layer_guarantee(eos_lm, objective, tmp_path):
     decoder = MavisDecoder(model, tokenizer)
     eos = tokenizer.eos_token_id
     shape = {"T": 16, "L": 3, "K_root": 2, "K": 2}
-    plain = collect_trees(decoder, EOS_PROMPTS, objective, tmp_path / "plain.h5", **shape,
+    plain = collect(decoder, EOS_PROMPTS, objective, tmp_path / "plain.h5", **shape,
                           top_k=7, seed=0, progress=False)
-    kept = collect_trees(decoder, EOS_PROMPTS, objective, tmp_path / "kept.h5", **shape,
+    kept = collect(decoder, EOS_PROMPTS, objective, tmp_path / "kept.h5", **shape,
                          top_k=7, seed=0, two_layer_guarantee=True, extra_children=3,
                          progress=False)
 
     def tree_depths(data):
-        return [int(data.depth[list(data.tree_nodes(t))].max()) for t in range(data.num_trees)]
+        return [int(data.depth[list(data.tree(t))].max()) for t in range(data.num_prompts)]
 
     def lone_eos_only(data, tree):
         """All first-layer answers are a lone EOS: nothing to split."""
-        return all(data.token_count[n] == 1 for n in data.tree_nodes(tree) if data.depth[n] == 1)
+        return all(data.token_count[n] == 1 for n in data.tree(tree) if data.depth[n] == 1)
 
-    with TreeDataset(plain) as data:
-        check_tree_rules(data, **shape, eos=eos)
-        # without the guarantee some trees are one layer deep although they could be split
-        assert any(d == 1 and not lone_eos_only(data, t) for t, d in enumerate(tree_depths(data)))
-    with TreeDataset(kept) as data:
-        assert data.meta["two_layer_guarantee"] is True and data.meta["extra_children"] == 3
-        split = check_tree_rules(data, **shape, eos=eos, split_children=3)
-        check_values(data)
-        for tree, deepest in enumerate(tree_depths(data)):
-            # every tree is two layers deep, unless its first layer is lone EOS tokens only
-            assert deepest >= 2 or lone_eos_only(data, tree)
-        assert len(split) >= 3  # some first-layer answers hit EOS and were split
-        for n in split:
-            kids = data.children(n)
-            assert data.ended_eos[kids[0]] and data.is_leaf[kids[0]]
-            assert not data.ended_eos[n]
-        # a uniform model with top_k = vocabulary: pi_gen = pi_ref, LPR 0 everywhere
-        np.testing.assert_allclose(data["tokens/logp_ref"], -math.log(7), atol=1e-5)
-        np.testing.assert_allclose(data.lpr, 0.0, atol=1e-4)
+    data = read_trees(plain)
+    check_tree_rules(data, **shape, eos=eos)
+    # without the guarantee some trees are one layer deep although they could be split
+    assert any(d == 1 and not lone_eos_only(data, t) for t, d in enumerate(tree_depths(data)))
+    data = read_trees(kept)
+    assert data.meta["two_layer_guarantee"] is True and data.meta["extra_children"] == 3
+    split = check_tree_rules(data, **shape, eos=eos, split_children=3)
+    check_values(data)
+    for tree, deepest in enumerate(tree_depths(data)):
+        # every tree is two layers deep, unless its first layer is lone EOS tokens only
+        assert deepest >= 2 or lone_eos_only(data, tree)
+    assert len(split) >= 3  # some first-layer answers hit EOS and were split
+    for n in split:
+        kids = data.children(n)
+        assert data.ended_eos[kids[0]] and data.is_leaf[kids[0]]
+        assert not data.ended_eos[n]
+    # a uniform model with top_k = vocabulary: pi_gen = pi_ref, LPR 0 everywhere
+    np.testing.assert_allclose(data["tokens/logp_ref"], -math.log(7), atol=1e-5)
+    np.testing.assert_allclose(data.lpr, 0.0, atol=1e-4)
 
 
 def test_two_layer_guarantee_needs_two_layers(decoder, objective, tmp_path):
     with pytest.raises(MavisError, match="L >= 2"):
-        collect_trees(decoder, PROMPTS, objective, tmp_path / "x.h5", T=8, L=1, K_root=2, K=2,
+        collect(decoder, PROMPTS, objective, tmp_path / "x.h5", T=8, L=1, K_root=2, K=2,
                       two_layer_guarantee=True, progress=False)
 
 
@@ -524,12 +541,13 @@ RUNNER = """
 import sys
 import torch
 torch.set_num_threads(1)
-from mavis.data.collect import collect_trees
-from mavis.data.decoder_spec import DecoderSpec
+from mavis.trees.collect import collect_trees
+from mavis.trees.decoder_spec import DecoderSpec
+from mavis.trees.settings import CollectionSettings
 model, objective, out = sys.argv[1:4]
 prompts = [f"prompt number {i}" for i in range(6)]
-collect_trees(DecoderSpec(model), prompts, objective, out, T=10, L=3, K_root=2, K=2, top_k=5,
-              seed=11, batch_prompts=1, progress=False)
+settings = CollectionSettings(T=10, L=3, K_root=2, K=2, top_k=5, seed=11, batch_prompts=1)
+collect_trees(DecoderSpec(model), prompts, objective, out, settings, progress=False)
 """
 
 
@@ -556,21 +574,21 @@ def test_resume_after_kill_gives_the_same_file(tiny_lm, objective, tmp_path):
     kept = {name: read_trees(parts / name) for name in written}
     prompts = [f"prompt number {i}" for i in range(6)]
     args = dict(T=10, L=3, K_root=2, K=2, top_k=5, seed=11, batch_prompts=1, progress=False)
-    collect_trees(DecoderSpec(str(tiny_lm)), prompts, objective, out, keep_parts=True, **args)
+    collect(DecoderSpec(str(tiny_lm)), prompts, objective, out, keep_parts=True, **args)
     assert {name: (parts / name).stat().st_mtime_ns for name in written} == stamps
     assert out.exists() and len(list(parts.glob("group-*.h5"))) == 6
     assert read_trees(out).data["tokens/id"][:len(kept[written[0]].data["tokens/id"])].tolist() \
         == kept[written[0]].data["tokens/id"].tolist()
 
     fresh = tmp_path / "fresh.h5"
-    collect_trees(DecoderSpec(str(tiny_lm)), prompts, objective, fresh, **args)
+    collect(DecoderSpec(str(tiny_lm)), prompts, objective, fresh, **args)
     assert not Path(str(fresh) + ".parts").exists()  # merged and tidied up
     assert_same_file(out, fresh)
 
     # parts left next to a finished file (a kill between merge and tidy-up) are removed by
     # the next run, which finds the file complete and does nothing else
     stamp = out.stat().st_mtime_ns
-    collect_trees(DecoderSpec(str(tiny_lm)), prompts, objective, out, **args)
+    collect(DecoderSpec(str(tiny_lm)), prompts, objective, out, **args)
     assert not parts.exists() and out.stat().st_mtime_ns == stamp
 
 
@@ -595,17 +613,17 @@ def test_resume_skips_finished_groups_in_process(decoder, tmp_path, capsys):
     args = dict(T=8, L=2, K_root=2, K=2, top_k=5, seed=2, batch_prompts=2, progress=False)
     out = tmp_path / "t.h5"
     with pytest.raises(KeyboardInterrupt):
-        collect_trees(decoder, PROMPTS, objective, out, **args)
+        collect(decoder, PROMPTS, objective, out, **args)
     parts = Path(str(out) + ".parts")
     assert "interrupted: 2 of 3 groups are saved" in capsys.readouterr().err
     assert sorted(p.name for p in parts.glob("group-*.h5")) == ["group-000000.h5",
                                                               "group-000001.h5"]
     (parts / ".group-000002.h5.tmp-999").write_bytes(b"half a file")  # debris of a crash
-    collect_trees(decoder, PROMPTS, objective, out, **args)
+    collect(decoder, PROMPTS, objective, out, **args)
     assert "resuming: 2 of 3 groups already in" in capsys.readouterr().err
     assert counter.read_text() == "4"  # only the missing group was scored again
     assert not parts.exists()
-    collect_trees(decoder, PROMPTS, objective, tmp_path / "fresh.h5", **args)
+    collect(decoder, PROMPTS, objective, tmp_path / "fresh.h5", **args)
     assert_same_file(out, tmp_path / "fresh.h5")
 
 
@@ -613,12 +631,12 @@ def test_resume_skips_finished_groups_in_process(decoder, tmp_path, capsys):
 
 def test_existing_output_with_other_settings_is_refused(reference_trees, decoder, objective):
     with pytest.raises(MavisError, match=r"other settings \(T: 12 -> 14\).*new --out"):
-        collect_trees(decoder, PROMPTS, [objective, "positive"], reference_trees,
+        collect(decoder, PROMPTS, [objective, "positive"], reference_trees,
                       **{**SHAPE, "T": 14}, top_k=6, temperature=0.8, seed=3, batch_prompts=2,
                       progress=False, meta={"prompt_set": "inline"})
     # the same settings: nothing to do, the file is returned untouched
     stamp = reference_trees.stat().st_mtime_ns
-    collect_trees(decoder, PROMPTS, [objective, "positive"], reference_trees, **SHAPE, top_k=6,
+    collect(decoder, PROMPTS, [objective, "positive"], reference_trees, **SHAPE, top_k=6,
                   temperature=0.8, seed=3, batch_prompts=2, progress=False,
                   meta={"prompt_set": "inline"})
     assert reference_trees.stat().st_mtime_ns == stamp
@@ -631,7 +649,7 @@ def test_parts_of_another_collection_are_refused(decoder, objective, tmp_path):
     (parts / "manifest.json").write_text(json.dumps({"T": 99}))
     with pytest.raises(MavisError, match=r"unfinished collection with other settings "
                        r"\(.*T: 99 -> 8.*choose a new --out or delete"):
-        collect_trees(decoder, PROMPTS, objective, out, T=8, L=2, K_root=2, K=2, top_k=5,
+        collect(decoder, PROMPTS, objective, out, T=8, L=2, K_root=2, K=2, top_k=5,
                       progress=False)
 
 
@@ -646,18 +664,18 @@ def test_parts_of_another_collection_are_refused(decoder, objective, tmp_path):
 def test_bad_settings(decoder, objective, tmp_path, kwargs, message):
     args = {"T": 8, "L": 2, "K_root": 2, "K": 2, "top_k": 5, "progress": False, **kwargs}
     with pytest.raises(MavisError, match=message):
-        collect_trees(decoder, PROMPTS, objective, tmp_path / "x.h5", **args)
+        collect(decoder, PROMPTS, objective, tmp_path / "x.h5", **args)
     assert not (tmp_path / "x.h5.parts").exists()  # refused before anything was written
 
 
 def test_bad_objective_and_prompts(decoder, tmp_path):
     args = {"T": 8, "L": 2, "K_root": 2, "K": 2, "top_k": 5, "progress": False}
     with pytest.raises(MavisError, match="unknown objective"):
-        collect_trees(decoder, PROMPTS, "no-such-objective", tmp_path / "x.h5", **args)
+        collect(decoder, PROMPTS, "no-such-objective", tmp_path / "x.h5", **args)
     with pytest.raises(MavisError, match="no prompts"):
-        collect_trees(decoder, [], "positive", tmp_path / "x.h5", **args)
+        collect(decoder, [], "positive", tmp_path / "x.h5", **args)
     with pytest.raises(MavisError, match="empty"):
-        collect_trees(decoder, ["ok", "  "], "positive", tmp_path / "x.h5", **args)
+        collect(decoder, ["ok", "  "], "positive", tmp_path / "x.h5", **args)
 
 
 # -- inspection and the command line -----------------------------------------------------------
@@ -665,20 +683,20 @@ def test_bad_objective_and_prompts(decoder, tmp_path):
 def test_data_inspect(reference_trees, capsys):
     assert main(["data", "inspect", str(reference_trees), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    with TreeDataset(reference_trees) as data:
-        assert summary["prompts"] == data.num_trees and summary["nodes"] == data.num_nodes
-        assert summary["leaves"] == int(data.is_leaf.sum())
-        assert sum(summary["nodes_per_depth"].values()) == data.num_nodes
-        assert summary["nodes_per_depth"]["0"] == data.num_trees
-        assert summary["nodes_per_depth"]["1"] == 3 * data.num_trees
-        assert summary["tokens"] == data.num_tokens
-        leaves = data.is_leaf
-        name = data.objectives[1]
-        assert summary["reward"][name]["mean"] == pytest.approx(
-            float(data.reward[leaves, 1].mean()))
-        assert summary["lpr"]["roots"]["mean"] == pytest.approx(
-            float(data.lpr[data.parent < 0].mean()), rel=1e-5)
-        assert summary["eos_fraction"] == pytest.approx(float(data.ended_eos[leaves].mean()))
+    data = read_trees(reference_trees)
+    assert summary["prompts"] == data.num_prompts and summary["nodes"] == data.num_nodes
+    assert summary["leaves"] == int(data.is_leaf.sum())
+    assert sum(summary["nodes_per_depth"].values()) == data.num_nodes
+    assert summary["nodes_per_depth"]["0"] == data.num_prompts
+    assert summary["nodes_per_depth"]["1"] == 3 * data.num_prompts
+    assert summary["tokens"] == data.num_tokens
+    leaves = data.is_leaf
+    name = data.objectives[1]
+    assert summary["reward"][name]["mean"] == pytest.approx(
+        float(data.reward[leaves, 1].mean()))
+    assert summary["lpr"]["roots"]["mean"] == pytest.approx(
+        float(data.lpr[data.parent < 0].mean()), rel=1e-5)
+    assert summary["eos_fraction"] == pytest.approx(float(data.ended_eos[leaves].mean()))
     assert summary["meta"]["K_root"] == 3
     assert main(["data", "inspect", str(reference_trees)]) == 0
     text = capsys.readouterr().out
@@ -698,9 +716,9 @@ def test_cli_collect(tiny_lm, tmp_path, capsys):
             "--no-progress"]
     assert main(args) == 0
     assert f"wrote {out}: 5 trees" in capsys.readouterr().out
-    with TreeDataset(out) as data:
-        assert data.meta["reference"] == str(tiny_lm) and data.meta["split"] == "all"
-        check_tree_rules(data, T=8, L=2, K_root=2, K=2, eos=1)  # "</s>" of the tiny vocabulary
+    data = read_trees(out)
+    assert data.meta["reference"] == str(tiny_lm) and data.meta["split"] == "all"
+    check_tree_rules(data, T=8, L=2, K_root=2, K=2, eos=1)  # "</s>" of the tiny vocabulary
     assert main(args[:-1] + ["--T", "9", "--no-progress"]) == 2
     assert "other settings (T: 8 -> 9)" in capsys.readouterr().err
 
@@ -710,7 +728,7 @@ def test_cli_collect(tiny_lm, tmp_path, capsys):
 
     assert "unknown objective" in run("--objectives", "nope")
     assert "needs --beta" in run("--value-model", "v=/tmp")
-    assert "OBJECTIVE=PATH" in run("--value-model", "novalue")
+    assert "write NAME=VALUE" in run("--value-model", "novalue")
     assert "needs at least one --value-model" in run("--beta", "2")
     assert "should end in .h5" in main_error(args[:-1] + ["--out", str(tmp_path / "y.txt")],
                                              capsys)

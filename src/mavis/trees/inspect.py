@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from mavis.data.tree_shape import path_sums
+from mavis.trees.store import read_trees
+from mavis.trees.table import TreeTable
+from mavis.trees.tree_shape import path_sums
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -20,14 +22,14 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
             "min": float(values.min()), "max": float(values.max())}
 
 
-def summarize(data: Any) -> dict[str, Any]:
-    """Counts and statistics of an open `TreeDataset`."""
+def summarize(data: TreeTable) -> dict[str, Any]:
+    """Counts and statistics of a tree table."""
     parent, depth, is_leaf = data.parent, data.depth.astype(np.int64), data.is_leaf
     leaves = np.nonzero(is_leaf)[0]
     roots = np.nonzero(parent < 0)[0]
     inner = np.nonzero((parent >= 0) & ~is_leaf)[0]
     length = path_sums(parent, data.token_count)
-    tree_depth = np.zeros(data.num_trees, dtype=np.int64)
+    tree_depth = np.zeros(data.num_prompts, dtype=np.int64)
     if data.num_nodes:
         np.maximum.at(tree_depth, data.prompt, depth)
     depths, counts = np.unique(depth, return_counts=True)
@@ -35,9 +37,9 @@ def summarize(data: Any) -> dict[str, Any]:
     children = np.bincount(parent[parent >= 0], minlength=data.num_nodes)
     below_root = parent >= 0
     return {
-        "file": str(data.filename),
+        "file": data.source,
         "objectives": list(data.objectives),
-        "prompts": int(data.num_trees),
+        "prompts": int(data.num_prompts),
         "nodes": int(data.num_nodes),
         "leaves": int(len(leaves)),
         "nodes_per_depth": {int(d): int(c) for d, c in zip(depths, counts, strict=True)},
@@ -47,7 +49,7 @@ def summarize(data: Any) -> dict[str, Any]:
         "children": {"root": _stats(children[roots]), "inner": _stats(children[inner])},
         "eos_fraction": float(data.ended_eos[leaves].mean()) if len(leaves) else None,
         "tokens": int(data.num_tokens),
-        "prompt_tokens": _stats(data.arrays["prompts/token_count"]),
+        "prompt_tokens": _stats(data["prompts/token_count"]),
         "segment_tokens": _stats(data.token_count[below_root]),
         "response_tokens": _stats(length[leaves]),
         "reward": {name: _stats(data.reward[leaves, m])
@@ -63,10 +65,7 @@ def summarize(data: Any) -> dict[str, Any]:
 
 def inspect_trees(path: str | Path) -> dict[str, Any]:
     """`summarize` of the tree file at `path`."""
-    from mavis.data.store import TreeDataset
-
-    with TreeDataset(path) as data:
-        return summarize(data)
+    return summarize(read_trees(path))
 
 
 def _fmt(stats: dict[str, float | None], digits: int = 3) -> str:

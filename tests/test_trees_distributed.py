@@ -3,44 +3,46 @@ collection, dataset by dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
 import pytest
 
-from mavis.data.collect import collect_trees
-from mavis.data.decoder_spec import DecoderSpec
-from mavis.data.store import TreeDataset, read_trees
 from mavis.errors import MavisError
+from mavis.trees.collect import collect_trees
+from mavis.trees.decoder_spec import DecoderSpec
+from mavis.trees.settings import CollectionSettings
+from mavis.trees.store import read_trees
 
 PROMPTS = ["hello there", "how are you today", "tell me a joke", "what is up",
            "good morning friend"]
-ARGS = dict(T=10, L=3, K_root=2, K=2, top_k=5, temperature=0.9, seed=5, batch_prompts=2,
-            progress=False)
+SETTINGS = CollectionSettings(T=10, L=3, K_root=2, K=2, top_k=5, temperature=0.9, seed=5,
+                              batch_prompts=2)
 
 
 def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path):
     ray = pytest.importorskip("ray")
-    from mavis.data.distributed import collect_trees_distributed
+    from mavis.trees.distributed import collect_trees_distributed
 
     single = collect_trees(DecoderSpec(str(tiny_lm)), PROMPTS, "positive", tmp_path / "one.h5",
-                           **ARGS)
+                           SETTINGS, progress=False)
     # group 0 already collected by a single-process run that stopped there: the workers take
     # only groups 1 and 2, and the result is still the same file
     sharded_out = tmp_path / "ray.h5"
     parts_dir = tmp_path / "ray.h5.parts"
-    collect_trees(DecoderSpec(str(tiny_lm)), PROMPTS, "positive", sharded_out, keep_parts=True,
-                  **ARGS)
+    collect_trees(DecoderSpec(str(tiny_lm)), PROMPTS, "positive", sharded_out, SETTINGS,
+                  keep_parts=True, progress=False)
     sharded_out.unlink()
     for name in ("group-000001.h5", "group-000002.h5"):
         (parts_dir / name).unlink()
     stamp = (parts_dir / "group-000000.h5").stat().st_mtime_ns
     try:
         sharded = collect_trees_distributed(
-            str(tiny_lm), PROMPTS, "positive", sharded_out, workers=2, keep_parts=True,
+            str(tiny_lm), PROMPTS, "positive", sharded_out,
+            dataclasses.replace(SETTINGS, workers=2), keep_parts=True, progress=False,
             threads_per_worker=1,
-            ray_init={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False},
-            **ARGS)
+            ray_init={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False})
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -56,15 +58,15 @@ def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path):
             np.testing.assert_array_equal(a.data[name], b.data[name], err_msg=name)
         else:
             assert a.data[name].tolist() == b.data[name].tolist(), name
-    with TreeDataset(sharded) as data:
-        assert data.num_trees == len(PROMPTS)
-        assert data.arrays["prompts/text"].tolist() == PROMPTS
+    data = read_trees(sharded)
+    assert data.num_prompts == len(PROMPTS)
+    assert data["prompts/text"].tolist() == PROMPTS
 
 
 def test_missing_ray_is_a_clear_error(tiny_lm, tmp_path, monkeypatch):
-    from mavis.data.distributed import collect_trees_distributed
+    from mavis.trees.distributed import collect_trees_distributed
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(MavisError, match=r"pip install 'mavis-align\[distributed\]'"):
         collect_trees_distributed(str(tiny_lm), PROMPTS, "positive", tmp_path / "x.h5",
-                                  workers=2, **ARGS)
+                                  dataclasses.replace(SETTINGS, workers=2), progress=False)

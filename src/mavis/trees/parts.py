@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mavis.data.store import TreeArrays, merge_parts, write_trees
 from mavis.errors import MavisError
+from mavis.trees.store import merge_parts, write_trees
+from mavis.trees.table import TreeTable
 
 MANIFEST = "manifest.json"
 _PART = re.compile(r"^group-(\d{6,})\.h5$")
@@ -87,7 +88,7 @@ class PartsFolder:
     def part_path(self, group: int) -> Path:
         return self.root / f"group-{group:06d}.h5"
 
-    def write(self, group: int, trees: TreeArrays) -> Path:
+    def write(self, group: int, trees: TreeTable) -> Path:
         return write_trees(self.part_path(group), trees, attrs={"group": group})
 
     def merge(self, groups: int, meta: Mapping[str, Any]) -> Path:

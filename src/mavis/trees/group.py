@@ -8,18 +8,21 @@ it, and whatever ran before it.
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from mavis.data.grow import Node, Shape, Start, grow
-from mavis.data.store import TreeArrays
-from mavis.data.tree_shape import path_sums, propagate_means
+from mavis.decoding.decoder import eos_ids
 from mavis.errors import MavisError
+from mavis.objectives import score_all
+from mavis.trees.grow import Node, Start, grow
+from mavis.trees.settings import CollectionSettings
+from mavis.trees.table import TreeTable
+from mavis.trees.tree_shape import path_sums, propagate_means
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,6 @@ class PromptRecord:
 
 def prompt_records(prompts: Sequence[Any]) -> list[PromptRecord]:
     """`mavis.prompts.Prompt` objects, records or plain strings -> records (ids kept or made)."""
-    import hashlib
-
     records = []
     for i, prompt in enumerate(prompts):
         if isinstance(prompt, PromptRecord):
@@ -58,60 +59,6 @@ def prompt_records(prompts: Sequence[Any]) -> list[PromptRecord]:
     return records
 
 
-@dataclass(frozen=True)
-class CollectionSettings:
-    """Everything that decides the content of a tree file (besides models and prompts)."""
-
-    T: int
-    L: int
-    K_root: int
-    K: int
-    top_k: int = 40
-    beta: float = 0.0
-    weights: dict[str, float] | None = None
-    temperature: float = 1.0
-    seed: int = 0
-    two_layer_guarantee: bool = False
-    extra_children: int | None = None
-    batch_prompts: int = 8
-
-    def __post_init__(self) -> None:
-        for name in ("T", "L", "K_root", "K", "batch_prompts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise MavisError(f"{name}={value!r} must be a whole number >= 1")
-        if self.two_layer_guarantee and self.L < 2:
-            raise MavisError("the two-layer guarantee needs L >= 2 (trees of at least two "
-                             "layers); raise L or turn the guarantee off")
-        if self.two_layer_guarantee and self.T < 2:
-            raise MavisError("the two-layer guarantee needs T >= 2 tokens to split")
-        if self.extra_children is not None and self.extra_children < 1:
-            raise MavisError(f"extra_children={self.extra_children} must be >= 1")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise MavisError(f"seed={self.seed!r} must be a whole number >= 0")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise MavisError(f"top_k={self.top_k!r} must be a whole number >= 1")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise MavisError(f"beta={self.beta} must be >= 0")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise MavisError(f"temperature={self.temperature} must be > 0")
-
-    @property
-    def shape(self) -> Shape:
-        return Shape(T=self.T, L=self.L, K_root=self.K_root, K=self.K)
-
-    @property
-    def split_children(self) -> int:
-        """Extra children grown under a split first-layer node (default K - 1, at least 1), so
-        that with the split-off child it has K children like any other inner node."""
-        return self.extra_children if self.extra_children is not None else max(self.K - 1, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["extra_children"] = self.split_children if self.two_layer_guarantee else None
-        return data
-
-
 def group_streams(seed: int, group: int, device: torch.device
                   ) -> tuple[np.random.Generator, torch.Generator]:
     """The group's two random streams: segment lengths/split points, and token sampling."""
@@ -125,9 +72,8 @@ def group_streams(seed: int, group: int, device: torch.device
 
 @dataclass
 class GroupResult:
-    trees: TreeArrays
+    trees: TreeTable
     generated_tokens: int
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
@@ -135,12 +81,7 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
                   weights: dict[str, float] | None, meta: Mapping[str, Any],
                   on_step: Callable[[int], None] | None = None) -> GroupResult:
     """Grow, score and assemble the trees of `records` (the prompts of group `group`)."""
-    from mavis.decoding.decoder import eos_ids
-    from mavis.objectives import score_all
-
-    step_settings = decoder.settings(beta=settings.beta, top_k=settings.top_k,
-                                     temperature=settings.temperature, greedy=False,
-                                     candidate_epsilon=0.0)
+    step_settings = collection_step_settings(decoder, settings)
     shape = settings.shape
     eos = eos_ids(decoder.tokenizer, decoder.reference)
     has_template = bool(getattr(decoder.tokenizer, "chat_template", None))
@@ -153,12 +94,10 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
     nodes: list[Node] = [Node(parent=-1, depth=0, prompt=p, used=0) for p in range(len(records))]
     starts = [Start(node=p, context=prompt_ids[p], count=settings.K_root)
               for p in range(len(records))]
-    stats = grow(decoder, step_settings, weights, starts, nodes, shape, eos, rng, generator,
-                 on_step)
-    generated, splits = stats.tokens, 0
+    generated = grow(decoder, step_settings, weights, starts, nodes, shape, eos, rng, generator,
+                     on_step).tokens
     if settings.two_layer_guarantee:
         extra = split_first_layer(nodes, rng, settings.split_children)
-        splits = len(extra)
         extra_starts = [Start(node=n, context=prompt_ids[nodes[n].prompt] + nodes[n].tokens,
                               count=count) for n, count in extra]
         more = grow(decoder, step_settings, weights, extra_starts, nodes, shape, eos, rng,
@@ -166,8 +105,13 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
         generated += more.tokens
 
     trees = assemble(nodes, records, prompt_ids, decoder.tokenizer, objectives, meta, score_all)
-    return GroupResult(trees, generated, {"splits": splits, "max_rows": stats.max_rows,
-                                          "selects": stats.selects})
+    return GroupResult(trees, generated)
+
+
+def collection_step_settings(decoder: Any, settings: CollectionSettings) -> Any:
+    """The decoding settings of the sampling policy (checked against the decoder's model)."""
+    return decoder.settings(beta=settings.beta, top_k=settings.top_k,
+                            temperature=settings.temperature)
 
 
 def split_first_layer(nodes: list[Node], rng: np.random.Generator, children: int
@@ -203,44 +147,44 @@ def tree_order(nodes: Sequence[Node]) -> list[int]:
 def assemble(nodes: Sequence[Node], records: Sequence[PromptRecord],
              prompt_ids: Sequence[Sequence[int]], tokenizer: Any, objectives: Sequence[str],
              meta: Mapping[str, Any], score: Callable[..., dict[str, list[float]]]
-             ) -> TreeArrays:
-    """Order the nodes, score the leaves with every objective, propagate values and LPR."""
-    order = tree_order(nodes)
-    position = {old: new for new, old in enumerate(order)}
-    ordered = [nodes[i] for i in order]
-    parent = np.array([position[n.parent] if n.parent >= 0 else -1 for n in ordered],
-                      dtype=np.int64)
-    is_leaf = np.array([n.is_leaf for n in ordered], dtype=bool)
-    count = np.array([len(n.tokens) for n in ordered], dtype=np.int32)
-
-    token_id = [t for n in ordered for t in n.tokens]
-    logp_gen = np.array([x for n in ordered for x in n.logp_gen], dtype=np.float64)
-    logp_ref = np.array([x for n in ordered for x in n.logp_ref], dtype=np.float64)
-    offsets = np.concatenate([[0], np.cumsum(count, dtype=np.int64)])
-    running = np.concatenate([[0.0], np.cumsum(logp_gen - logp_ref)])
-    own_lpr = running[offsets[1:]] - running[offsets[:-1]]
-    leaf_lpr = path_sums(parent, own_lpr)
-
-    leaves = np.nonzero(is_leaf)[0]
-    responses = []
-    for leaf in leaves:
-        path, node = [], int(leaf)
-        while node >= 0:
-            path.append(node)
-            node = int(parent[node])
-        ids = [t for n in reversed(path) for t in ordered[n].tokens]
-        responses.append(tokenizer.decode(ids, skip_special_tokens=True))
-    prompts = [records[ordered[int(leaf)].prompt].text for leaf in leaves]
+             ) -> TreeTable:
+    """Order the nodes into a table, score its leaves with every objective, propagate values
+    and LPR."""
+    table = node_table(nodes, records, prompt_ids, objectives, meta)
+    leaves = np.flatnonzero(table.is_leaf)
+    responses = [tokenizer.decode(table.response_tokens(leaf).tolist(),
+                                  skip_special_tokens=True) for leaf in leaves]
+    prompts = [records[int(table.prompt[leaf])].text for leaf in leaves]
     scores = score(list(objectives), prompts, responses) if len(leaves) else {}
-    reward = np.full((len(ordered), len(objectives)), np.nan)
+    reward = np.full(table.reward.shape, np.nan)
     for column, name in enumerate(objectives):
         values = np.asarray(scores.get(name, []), dtype=np.float64)
         if len(values) != len(leaves) or not np.isfinite(values).all():
             raise MavisError(f"objective {name!r} returned a missing or non-finite score")
         reward[leaves, column] = values
-    value = propagate_means(parent, is_leaf, np.where(is_leaf[:, None], reward, 0.0))
-    lpr = propagate_means(parent, is_leaf, leaf_lpr)
+    table.data["nodes/reward"] = reward.astype(np.float32)
+    table.data["nodes/value"] = propagate_means(
+        table.parent, table.is_leaf, np.where(table.is_leaf[:, None], reward, 0.0)
+    ).astype(np.float32)
+    logp_gen = table["tokens/logp_gen"].astype(np.float64)
+    running = np.concatenate([[0.0], np.cumsum(logp_gen - table["tokens/logp_ref"])])
+    ends = np.concatenate([table.token_offset, [table.num_tokens]])
+    own_lpr = running[ends[1:]] - running[ends[:-1]]
+    leaf_lpr = path_sums(table.parent, own_lpr)
+    table.data["nodes/lpr"] = propagate_means(table.parent, table.is_leaf,
+                                              leaf_lpr).astype(np.float32)
+    table.validate()
+    return table
 
+
+def node_table(nodes: Sequence[Node], records: Sequence[PromptRecord],
+               prompt_ids: Sequence[Sequence[int]], objectives: Sequence[str],
+               meta: Mapping[str, Any]) -> TreeTable:
+    """The grown nodes in file order (`tree_order`), rewards still NaN."""
+    order = tree_order(nodes)
+    position = {old: new for new, old in enumerate(order)}
+    ordered = [nodes[i] for i in order]
+    count = np.array([len(n.tokens) for n in ordered], dtype=np.int32)
     node_prompt = np.array([n.prompt for n in ordered], dtype=np.int32)
     node_count = np.bincount(node_prompt, minlength=len(records)).astype(np.int32)
     prompt_count = np.array([len(ids) for ids in prompt_ids], dtype=np.int32)
@@ -252,23 +196,21 @@ def assemble(nodes: Sequence[Node], records: Sequence[PromptRecord],
         "prompts/tokens": [t for ids in prompt_ids for t in ids],
         "prompts/first_node": _starts(node_count),
         "prompts/node_count": node_count,
-        "nodes/parent": parent,
+        "nodes/parent": [position[n.parent] if n.parent >= 0 else -1 for n in ordered],
         "nodes/depth": [n.depth for n in ordered],
         "nodes/prompt": node_prompt,
-        "nodes/token_offset": offsets[:-1],
+        "nodes/token_offset": _starts(count),
         "nodes/token_count": count,
-        "nodes/is_leaf": is_leaf,
+        "nodes/is_leaf": [n.is_leaf for n in ordered],
         "nodes/ended_eos": [n.ended_eos for n in ordered],
-        "nodes/reward": reward,
-        "nodes/value": value,
-        "nodes/lpr": lpr,
-        "tokens/id": token_id,
-        "tokens/logp_gen": logp_gen,
-        "tokens/logp_ref": logp_ref,
+        "nodes/reward": np.full((len(ordered), len(objectives)), np.nan),
+        "nodes/value": np.zeros((len(ordered), len(objectives))),
+        "nodes/lpr": np.zeros(len(ordered)),
+        "tokens/id": [t for n in ordered for t in n.tokens],
+        "tokens/logp_gen": [x for n in ordered for x in n.logp_gen],
+        "tokens/logp_ref": [x for n in ordered for x in n.logp_ref],
     }
-    trees = TreeArrays(list(objectives), dict(meta), data)
-    trees.validate()
-    return trees
+    return TreeTable(list(objectives), dict(meta), data)
 
 
 def _starts(counts: np.ndarray) -> np.ndarray:

@@ -22,8 +22,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The tree-shape parameters of Algorithm 3."""
+
+    T: int
+    L: int
+    K_root: int
+    K: int
 
 
 def round_half_up(x: float) -> int:

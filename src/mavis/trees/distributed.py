@@ -9,7 +9,7 @@ Workers share the parts folder through the file system: one machine, or a cluste
 shared disk. A run interrupted here resumes in either mode.
 
     collect_trees_distributed("smollm2-135m-instruct", prompts, "relevant,harmless",
-                              "runs/x/trees.h5", workers=4, T=48, L=4, K_root=4, K=2)
+                              "runs/x/trees.h5", CollectionSettings(T=48, workers=4))
 
 Ray is an optional extra: `pip install mavis-align[distributed]`.
 """
@@ -21,16 +21,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mavis.data.collect import (
+import torch
+
+from mavis.errors import MavisError
+from mavis.trees.collect import (
     CollectionPlan,
     Meter,
     check_decoder_settings,
     load_objectives,
     prepare_collection,
 )
-from mavis.data.decoder_spec import DecoderSpec
-from mavis.data.group import CollectionSettings, PromptRecord, collect_group
-from mavis.errors import MavisError
+from mavis.trees.decoder_spec import DecoderSpec
+from mavis.trees.group import PromptRecord, collect_group
+from mavis.trees.settings import CollectionSettings
+from mavis.trees.store import write_trees
 
 
 def _ray() -> Any:
@@ -46,8 +50,6 @@ class _Worker:
     """One Ray actor: a decoder loaded once, then groups collected one call at a time."""
 
     def __init__(self, spec: DecoderSpec, threads: int | None) -> None:
-        import torch
-
         if threads:
             torch.set_num_threads(threads)
         self.decoder = spec.load()
@@ -55,8 +57,6 @@ class _Worker:
     def collect(self, group: int, records: list[PromptRecord], objectives: list[str],
                 settings: CollectionSettings, weights: dict[str, float] | None,
                 meta: dict[str, Any], part: str) -> tuple[int, int, int]:
-        from mavis.data.store import write_trees
-
         check_decoder_settings(self.decoder, settings)
         load_objectives(objectives)
         result = collect_group(self.decoder, records, group, objectives, settings, weights, meta)
@@ -66,16 +66,14 @@ class _Worker:
 
 def collect_trees_distributed(
         reference: str, prompts: Sequence[Any], objectives: str | Sequence[str],
-        out_path: str | Path, *, T: int, L: int, K_root: int, K: int, workers: int = 2,
-        value_models: Mapping[str, str | Path] | Sequence[str | Path] = (), top_k: int = 40,
-        beta: float = 0.0, weights: Mapping[str, float] | None = None, temperature: float = 1.0,
-        seed: int = 0, two_layer_guarantee: bool = False, extra_children: int | None = None,
-        batch_prompts: int = 8, progress: bool = True, meta: Mapping[str, Any] | None = None,
+        out_path: str | Path, settings: CollectionSettings, *,
+        value_models: Mapping[str, str | Path] | Sequence[str | Path] = (),
+        progress: bool = True, meta: Mapping[str, Any] | None = None,
         keep_parts: bool = False, address: str | None = None, num_cpus: int | None = None,
         cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, device: str | None = None,
         dtype: str | None = None, threads_per_worker: int | None = None,
         ray_init: Mapping[str, Any] | None = None) -> Path:
-    """`collect_trees` with the groups spread over `workers` Ray actors.
+    """`collect_trees` with the groups spread over `settings.workers` Ray actors.
 
     Models are given by name or path (each worker loads its own copy). `address` connects to
     a running Ray cluster (e.g. "auto" or "ray://host:10001"); without it a local cluster with
@@ -83,14 +81,8 @@ def collect_trees_distributed(
     `threads_per_worker` sets torch's thread count in each worker (default: Ray's setting,
     one thread per CPU it reserved). Other arguments are those of `collect_trees`.
     """
-    if workers < 1:
-        raise MavisError(f"workers={workers} must be >= 1")
+    workers = settings.workers
     ray = _ray()
-    settings = CollectionSettings(
-        T=T, L=L, K_root=K_root, K=K, top_k=top_k, beta=float(beta),
-        weights=dict(weights) if weights else None, temperature=float(temperature), seed=seed,
-        two_layer_guarantee=two_layer_guarantee, extra_children=extra_children,
-        batch_prompts=batch_prompts)
     spec = DecoderSpec(reference, dict(value_models) if isinstance(value_models, Mapping)
                        else [str(p) for p in value_models], device=device, dtype=dtype)
     plan = prepare_collection(spec, prompts, objectives, out_path, settings, meta)

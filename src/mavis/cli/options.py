@@ -1,0 +1,96 @@
+"""Parsers for the text users type into options: `NAME=VALUE` pairs, weights, number lists.
+
+Every parser either returns a value or raises `MavisError` with a message that names the
+option, what is wrong and an example of what works; nothing else escapes (tested with random
+input).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from mavis.errors import MavisError
+
+
+def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, str]:
+    """`NAME=VALUE` items (repeated options, or the parts of a comma-separated one) -> dict.
+
+    Names and values are stripped; an item without `=`, an empty name or value, and a name
+    given twice are errors. `example` completes the message ("harmless=runs/vm").
+    """
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise MavisError(f"cannot read {option} {item!r}; write NAME=VALUE, e.g. "
+                             f"{option} {example}")
+        if name in pairs:
+            raise MavisError(f"{option} names {name!r} twice; give each name once")
+        pairs[name] = value
+    return pairs
+
+
+def parse_weights(text: str, option: str = "--weights") -> dict[str, float]:
+    """"relevant=0.6,harmless=0.4" -> {"relevant": 0.6, "harmless": 0.4}.
+
+    Each weight must be a finite number >= 0 and at least one must be positive; they need not
+    sum to 1 (the decoder normalises them, and says so).
+    """
+    items = [part for part in text.split(",") if part.strip()]
+    if not items:
+        raise MavisError(f"{option} is empty; write e.g. {option} relevant=0.6,harmless=0.4")
+    weights: dict[str, float] = {}
+    for name, value in parse_assignments(items, option, "relevant=0.6,harmless=0.4").items():
+        try:
+            number = float(value)
+        except ValueError:
+            raise MavisError(f"{option}: the weight of {name!r} is {value!r}, not a number; "
+                             f"write e.g. {name}=0.5") from None
+        if math.isnan(number) or math.isinf(number):
+            raise MavisError(f"{option}: the weight of {name!r} is {value}; weights must be "
+                             "finite numbers >= 0")
+        if number < 0:
+            raise MavisError(f"{option}: the weight of {name!r} is {value}; weights must be "
+                             ">= 0 (a weight says how much an objective counts)")
+        weights[name] = number
+    if not any(w > 0 for w in weights.values()):
+        raise MavisError(f"{option}: every weight is zero; give at least one objective a "
+                         "positive weight (or use --beta 0 for plain sampling)")
+    return weights
+
+
+def parse_numbers(text: str, option: str, *, low: float | None = None,
+                  high: float | None = None) -> list[float]:
+    """"0,0.25,0.5" -> [0.0, 0.25, 0.5], each finite and within [low, high] when given."""
+    numbers = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            number = float(part)
+        except ValueError:
+            raise MavisError(f"{option}: {part!r} is not a number; write e.g. "
+                             f"{option} 0,0.5,1") from None
+        if not math.isfinite(number):
+            raise MavisError(f"{option}: {part} is not a finite number")
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise MavisError(f"{option}: {part} is outside [{low:g}, {high:g}]")
+        numbers.append(number)
+    if not numbers:
+        raise MavisError(f"{option} is empty; write e.g. {option} 0,0.5,1")
+    return numbers
+
+
+def parse_names(text: str | None, option: str) -> list[str] | None:
+    """"a,b" -> ["a", "b"] (None stays None); empty or repeated names are errors."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise MavisError(f"{option} is empty; give names like relevant,harmless")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MavisError(f"{option} names {', '.join(map(repr, repeated))} more than once")
+    return names

@@ -1,0 +1,38 @@
+"""`StepSettings`: how the decoder chooses each token (no torch here, so that the command line
+can take its defaults from it without loading torch)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mavis.errors import MavisError
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How each token is chosen.
+
+    beta: guidance strength (0: plain top-k sampling from the reference model).
+    top_k: candidates of the reference model per step.
+    temperature: of the reference's next-token distribution, applied before the top-k.
+    greedy: take the most likely candidate of the tilted distribution instead of sampling.
+    candidate_epsilon: skip candidates whose omission moves a step's distribution by at most
+        this total variation (needs value ranges; 0 scores all k).
+    """
+
+    beta: float = 1.0
+    top_k: int = 40
+    temperature: float = 1.0
+    greedy: bool = False
+    candidate_epsilon: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise MavisError(f"top_k={self.top_k!r} must be a whole number >= 1")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise MavisError(f"temperature={self.temperature} must be a finite number > 0")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise MavisError(f"beta={self.beta} must be a finite number >= 0")
+        if not 0 <= self.candidate_epsilon < 1:
+            raise MavisError(f"candidate_epsilon={self.candidate_epsilon} must be in [0, 1)")
