@@ -134,6 +134,13 @@ def test_morlhf_settings_refuse_what_cannot_work(tiny_lm, toy):
     assert settings.check_weights({SPACES: 1.0}) == {VOWELS: 0.0, SPACES: 1.0}
 
 
+def test_morlhf_refuses_too_few_prompts(tiny_lm, toy, tmp_path):
+    _, prompts = toy
+    settings = settings_for(tiny_lm, prompts, prompt_limit=1, prompts_per_step=2)
+    with pytest.raises(MavisError, match="fewer than prompts_per_step=2"):
+        train_morlhf(settings, {VOWELS: 1.0}, tmp_path / "run")
+
+
 # -- Rewarded Soups ---------------------------------------------------------------------------
 def random_policy(tiny_lm, folder, *, r, alpha, targets, seed, weights):
     """A LoRA policy with random A and B (as if trained), saved as a policy folder."""

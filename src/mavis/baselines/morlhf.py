@@ -163,9 +163,11 @@ def _prompt_dataset(settings: MorlhfSettings, tokenizer: Any) -> Any:
         texts += [p.text for p in load_prompts(
             name, "train", tokenizer=tokenizer, limit=settings.prompt_limit,
             max_prompt_tokens=settings.max_prompt_tokens, seed=settings.prompt_seed)]
-    if not texts:
-        raise MavisError(f"no training prompts in {', '.join(settings.prompt_sets)} (train "
-                         "split, after the length filter); add prompts or raise max_prompt_tokens")
+    if len(texts) < settings.prompts_per_step:
+        raise MavisError(f"{len(texts)} training prompt(s) in {', '.join(settings.prompt_sets)} "
+                         f"(train split, after the length filter), fewer than prompts_per_step="
+                         f"{settings.prompts_per_step}; add prompts, raise prompt_limit or "
+                         "max_prompt_tokens, or lower prompts_per_step")
     chat = bool(getattr(tokenizer, "chat_template", None))
     rows = [{"prompt": [{"role": "user", "content": t}] if chat else t, "user_prompt": t}
             for t in texts]
