@@ -1,0 +1,181 @@
+"""Settings of a MORLHF run (`mavis.baselines.train_morlhf`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mavis.errors import MavisError
+from mavis.models.value_model import DEFAULT_LORA_TARGETS
+
+
+@dataclass
+class MorlhfSettings:
+    r"""Everything that decides one MORLHF fine-tuning run, except the objective weights
+    (those are the argument of `train_morlhf`: one run, one policy, per weight vector).
+
+    Defaults are sized for a CPU: SmolLM2-135M, 64 chitchat prompts, 2 prompts x 4 answers of
+    up to 32 tokens per step, one epoch (32 optimiser steps), which takes tens of minutes. The
+    paper (appendix F.3) fine-tuned Llama-2 7B with PPO on 10,000 prompts, LoRA r=64,
+    alpha=128, dropout 0.05, lr 7e-6, batch 64, two epochs, an initial KL coefficient of 0.1
+    and max_grad_norm 0.5.
+
+    Model
+        reference (`str`, default `"smollm2-135m-instruct"`):
+            pi_ref: a packaged model name, a local folder or a hub id. The policy is a LoRA
+            adapter on it; the KL penalty is measured against it (the adapter switched off).
+        lora_r, lora_alpha, lora_dropout (default `16`, `32`, `0.0`):
+            LoRA adapter on `lora_target_modules`. Dropout is off by default: the KL penalty
+            compares the policy's log-probabilities with the reference's, and dropout noise in
+            the policy's would show up as KL.
+        lora_target_modules (`list[str]`): the linear layers that get an adapter (all of a
+            Llama block by default).
+
+    Objectives and prompts
+        objectives (`list[str]`, default `["harmless", "relevant"]`):
+            Every objective scored on each sampled answer and logged (see `mavis.objectives`).
+            The weights passed to `train_morlhf` name a subset; objectives without a weight
+            count with weight 0 (scored and logged, not optimised).
+        prompt_sets (`list[str]`, default `["chitchat"]`): prompt sets (`mavis.prompts`)
+            whose `train` split is used.
+        prompt_limit (`int | None`, default `64`): prompts per set, the first ones of the
+            split's fixed order (None: all).
+        max_prompt_tokens (`int | None`, default `128`): drop longer prompts.
+        prompt_seed (`int`, default `0`): the split seed of `load_prompts` (keep it equal to
+            the one the evaluation uses, so the test prompts stay unseen).
+
+    RL (KL-regularised: maximise E[sum_m lambda_m R_m(y|x)] - kl_coef * KL(pi || pi_ref))
+        kl_coef (`float`, default `0.1`):
+            beta of the KL penalty, subtracted from each answer's reward as
+            kl_coef * sum_t log pi(y_t|s_t) / pi_ref(y_t|s_t) (the paper's initial PPO beta).
+            Must be > 0: without it the policy drifts away from pi_ref unchecked.
+        num_generations (`int`, default `4`): answers sampled per prompt; each answer's
+            baseline is the mean reward of the other answers to the same prompt (RLOO), so
+            at least 2.
+        prompts_per_step (`int`, default `2`): prompts per optimiser step; a step trains on
+            prompts_per_step * num_generations answers.
+        max_new_tokens (`int`, default `32`): longest answer (the evaluation's default).
+        normalize_advantages (`bool`, default `False`): scale advantages to unit variance
+            per step (steadier step sizes; changes the effective weight of the KL penalty
+            step by step, so off to keep the objective above exact).
+
+    Optimisation
+        learning_rate (`float`, default `1e-4`): AdamW peak learning rate, linear decay to 0.
+            LoRA on a short CPU run needs more than the paper's 7e-6 for full-size PPO.
+        warmup_steps (`int`, default `0`).
+        weight_decay (`float`, default `0.0`).
+        max_grad_norm (`float`, default `0.5`): gradient clipping (the paper's value).
+        epochs (`int`, default `1`): passes over the prompts.
+        max_steps (`int | None`, default `None`): stop after this many optimiser steps in all,
+            overriding `epochs` (smoke runs, or a budget).
+        bf16 (`bool`, default `False`): bfloat16 mixed precision (GPUs with bf16 support);
+            fp32 otherwise.
+
+    Run
+        save_every (`int`, default `10`): write a resumable checkpoint (adapter, optimiser,
+            scheduler, RNG states, step) every this many steps; rerunning the same call
+            continues from the latest one.
+        keep_checkpoints (`int`, default `2`): checkpoints kept on disk (the oldest go).
+        seed (`int`, default `0`): seeds the adapter init, the prompt order and sampling.
+        progress (`bool`, default `True`): show a progress bar with the running reward and
+            KL on stderr.
+    """
+
+    reference: str = "smollm2-135m-instruct"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    objectives: list[str] = field(default_factory=lambda: ["harmless", "relevant"])
+    prompt_sets: list[str] = field(default_factory=lambda: ["chitchat"])
+    prompt_limit: int | None = 64
+    max_prompt_tokens: int | None = 128
+    prompt_seed: int = 0
+
+    kl_coef: float = 0.1
+    num_generations: int = 4
+    prompts_per_step: int = 2
+    max_new_tokens: int = 32
+    normalize_advantages: bool = False
+
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.5
+    epochs: int = 1
+    max_steps: int | None = None
+    bf16: bool = False
+
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `MavisError` naming the first setting that cannot work."""
+        checks = [
+            (bool(self.reference), "reference must name a model"),
+            (self.lora_r >= 1, "lora_r must be >= 1 (the policy is a LoRA adapter)"),
+            (self.lora_alpha > 0, "lora_alpha must be > 0"),
+            (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
+            (len(self.lora_target_modules) > 0, "lora_target_modules must name a layer"),
+            (len(self.objectives) > 0, "objectives must name at least one objective"),
+            (len(set(self.objectives)) == len(self.objectives), "objectives has duplicates"),
+            (len(self.prompt_sets) > 0, "prompt_sets must name at least one prompt set"),
+            (self.prompt_limit is None or self.prompt_limit >= 1, "prompt_limit must be >= 1"),
+            (self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
+             "max_prompt_tokens must be >= 1"),
+            (math.isfinite(self.kl_coef) and self.kl_coef > 0,
+             "kl_coef must be > 0 (MORLHF is KL-regularised RL)"),
+            (self.num_generations >= 2,
+             "num_generations must be >= 2 (the baseline of an answer is its siblings' mean)"),
+            (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0,
+             "learning_rate must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.save_every >= 1, "save_every must be >= 1"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MavisError(f"invalid MORLHF setting: {message}")
+
+    def check_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        """The weight of every objective (0 where none is given), checked: known names,
+        finite and >= 0, summing to 1 (the paper's lambda on the simplex)."""
+        unknown = [name for name in weights if name not in self.objectives]
+        if unknown:
+            raise MavisError(f"weights name objective(s) {', '.join(map(repr, unknown))} that "
+                             f"are not in settings.objectives ({', '.join(self.objectives)})")
+        for name, value in weights.items():
+            if not math.isfinite(value) or value < 0:
+                raise MavisError(f"weight for {name!r} is {value}; weights must be >= 0")
+        total = sum(weights.values())
+        if abs(total - 1.0) > 1e-6:
+            raise MavisError(f"objective weights sum to {total:g}; give weights that sum to 1 "
+                             "(lambda on the simplex), e.g. "
+                             + ",".join(f"{n}={1 / len(self.objectives):g}"
+                                        for n in self.objectives))
+        return {name: float(weights.get(name, 0.0)) for name in self.objectives}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MorlhfSettings:
+        """Build from a dict, refusing unknown keys (a typo should not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MavisError(f"unknown MORLHF setting(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,77 @@
+"""Fine-tuned baseline policies on disk: a LoRA adapter on the reference model plus a small
+`policy.json` that says what it is.
+
+A policy folder holds
+    adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft `save_pretrained`)
+    policy.json   {"kind": "morlhf" | "rewarded-soup", "reference": <model name or path>,
+                   "weights": {objective: lambda}, ...what made it (settings, steps, parents)}
+
+The reference is stored as the user gave it (a packaged name, a folder or a hub id), so that
+`load_policy` loads the same base model the adapter was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mavis.errors import MavisError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+POLICY_FILE = "policy.json"
+FORMAT_VERSION = 1
+
+
+def write_policy_info(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Write `policy.json` atomically (written last, it marks a complete policy folder)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / POLICY_FILE
+    tmp = folder / (POLICY_FILE + ".tmp")
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **info}, indent=2) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def read_policy_info(folder: str | Path) -> dict[str, Any]:
+    """The `policy.json` of a policy folder; a clear error when the folder is not one."""
+    path = Path(folder).expanduser() / POLICY_FILE
+    if not path.exists():
+        raise MavisError(f"{str(folder)!r} is not a finished baseline policy (no {POLICY_FILE}); "
+                         "train one with train_morlhf or build one with soup(..., out_dir=...)")
+    info = json.loads(path.read_text())
+    if "reference" not in info:
+        raise MavisError(f"{path} names no reference model")
+    return info
+
+
+def save_policy(model: Any, folder: str | Path, info: dict[str, Any]) -> Path:
+    """Save a peft model's active adapter to `folder`, then its `policy.json`."""
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    write_policy_info(folder, info)
+    return folder
+
+
+def load_policy(folder: str | Path, *, dtype: torch.dtype | str | None = None,
+                device: str | None = None
+                ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a policy folder as one plain causal LM: its reference model with the adapter merged
+    into the weights (no adapter overhead at inference), in eval mode, and the tokenizer."""
+    from peft import PeftModel
+
+    from mavis.baselines.quiet import quiet_libraries
+    from mavis.models.loading import load_causal_lm
+
+    info = read_policy_info(folder)
+    model, tokenizer = load_causal_lm(info["reference"], dtype=dtype, device=device)
+    with quiet_libraries():
+        model = PeftModel.from_pretrained(model, str(Path(folder).expanduser()))
+        model = model.merge_and_unload()
+    model.eval()
+    return model, tokenizer
