@@ -9,9 +9,8 @@ import torch
 
 from mavis.baselines import MorlhfSettings, load_policy, soup, train_morlhf
 from mavis.baselines.policy import save_policy
-from mavis.baselines.quiet import quiet_libraries
 from mavis.errors import MavisError
-from mavis.models.loading import load_causal_lm
+from mavis.models.loading import load_causal_lm, quiet_libraries
 
 REWARDS = (
     "CALLS = 0\n"

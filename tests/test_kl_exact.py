@@ -50,7 +50,7 @@ def exact_step_tables(decoder: MavisDecoder, prompt_ids: torch.Tensor):
         cand_logprobs, cand_ids = top_k_candidates(logits, TOP_K)
         extended = torch.cat([ids.repeat_interleave(TOP_K, 0), cand_ids.reshape(-1, 1)], dim=1)
         values = value_model.values(extended, torch.ones_like(extended))[:, 0]
-        policy = mavis_logprobs(cand_logprobs, values.reshape(-1, TOP_K), BETA)
+        policy = mavis_logprobs(cand_logprobs, values.reshape(-1, TOP_K, 1), torch.ones(1), BETA)
         for row, prefix in enumerate(prefixes):
             steps = {int(t): float(lp) for t, lp in zip(cand_ids[row], policy[row], strict=True)}
             tables[prefix] = (ref_logprobs[row], steps)

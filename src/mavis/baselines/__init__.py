@@ -12,7 +12,6 @@
     train_morlhf(settings, {"relevant": 1.0}, "runs/morlhf/relevant")
     model, tokenizer = soup("runs/morlhf/harmless", "runs/morlhf/relevant", 0.4)
 
-TRL and peft are imported only when a function runs.
 """
 
 from mavis.baselines.config import MorlhfSettings

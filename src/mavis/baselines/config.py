@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mavis.errors import MavisError
-from mavis.models.value_model import DEFAULT_LORA_TARGETS
+from mavis.models.value_folder import DEFAULT_LORA_TARGETS
 
 
 @dataclass

@@ -42,10 +42,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+from peft import LoraConfig
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, TrainerCallback
+from trl import RLOOConfig, RLOOTrainer
+
 from mavis.baselines.config import MorlhfSettings
 from mavis.baselines.policy import POLICY_FILE, load_policy, read_policy_info, save_policy
-from mavis.baselines.quiet import quiet_libraries
 from mavis.errors import MavisError
+from mavis.models.loading import load_causal_lm, quiet_libraries
+from mavis.objectives import get_objective
+from mavis.prompts import load_prompts
 
 __all__ = ["load_policy", "train_morlhf"]
 
@@ -97,11 +105,6 @@ def train_morlhf(settings: MorlhfSettings, weights: dict[str, float],
 
 # -- the trainer ------------------------------------------------------------------------------
 def _build_trainer(settings: MorlhfSettings, lambdas: dict[str, float], checkpoints: Path) -> Any:
-    from peft import LoraConfig
-    from trl import RLOOConfig, RLOOTrainer
-
-    from mavis.models.loading import load_causal_lm
-
     model, tokenizer = load_causal_lm(settings.reference)
     dataset = _prompt_dataset(settings, tokenizer)
     args = RLOOConfig(
@@ -143,8 +146,6 @@ def _build_trainer(settings: MorlhfSettings, lambdas: dict[str, float], checkpoi
         reward_funcs=[_reward_function(name) for name in settings.objectives],
         args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora,
     )
-    from transformers import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; we show a bar instead
     trainer.add_callback(_progress_callback(settings.progress))
     return trainer
@@ -154,10 +155,6 @@ def _prompt_dataset(settings: MorlhfSettings, tokenizer: Any) -> Any:
     """Training prompts as a `datasets.Dataset`: `prompt` for generation (a chat turn when the
     tokenizer has a chat template, so TRL applies it as `MavisDecoder` does) and `user_prompt`,
     the bare text the objectives score."""
-    from datasets import Dataset
-
-    from mavis.prompts import load_prompts
-
     texts: list[str] = []
     for name in settings.prompt_sets:
         texts += [p.text for p in load_prompts(
@@ -176,8 +173,6 @@ def _prompt_dataset(settings: MorlhfSettings, tokenizer: Any) -> Any:
 
 def _reward_function(name: str) -> Callable[..., list[float]]:
     """A TRL reward function scoring answers with objective `name` (logged under that name)."""
-    from mavis.objectives import get_objective
-
     objective = get_objective(name)
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], user_prompt: Sequence[str],
@@ -205,9 +200,6 @@ def _present_targets(model: Any, wanted: Sequence[str]) -> list[str]:
 
 
 def _progress_callback(enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-    from transformers import TrainerCallback
-
     class ProgressBar(TrainerCallback):
         """One bar of optimiser steps, with the latest weighted reward and KL per token."""
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mavis.errors import MavisError
-
-if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from mavis.models.loading import load_causal_lm, quiet_libraries
 
 POLICY_FILE = "policy.json"
 FORMAT_VERSION = 1
@@ -63,11 +64,6 @@ def load_policy(folder: str | Path, *, dtype: torch.dtype | str | None = None,
                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a policy folder as one plain causal LM: its reference model with the adapter merged
     into the weights (no adapter overhead at inference), in eval mode, and the tokenizer."""
-    from peft import PeftModel
-
-    from mavis.baselines.quiet import quiet_libraries
-    from mavis.models.loading import load_causal_lm
-
     info = read_policy_info(folder)
     model, tokenizer = load_causal_lm(info["reference"], dtype=dtype, device=device)
     with quiet_libraries():

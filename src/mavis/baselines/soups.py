@@ -16,15 +16,17 @@ weights against the formula. The soup is thus small on disk (an adapter of rank 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mavis.baselines.policy import read_policy_info, save_policy
 from mavis.errors import MavisError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from mavis.models.loading import load_causal_lm, quiet_libraries
 
 
 def soup(policy_a: str | Path, policy_b: str | Path, lam: float,
@@ -33,13 +35,6 @@ def soup(policy_a: str | Path, policy_b: str | Path, lam: float,
     """The Rewarded Soup lam * policy_a + (1 - lam) * policy_b (on the weight deltas), merged
     into one causal LM in eval mode, and its tokenizer. With `out_dir`, the soup is also saved
     as a policy folder (`load_policy` reads it)."""
-    import json
-
-    from peft import PeftModel
-
-    from mavis.baselines.quiet import quiet_libraries
-    from mavis.models.loading import load_causal_lm
-
     if not (math.isfinite(lam) and 0.0 <= lam <= 1.0):
         raise MavisError(f"lambda={lam} must be in [0, 1]")
     infos = [read_policy_info(policy_a), read_policy_info(policy_b)]

@@ -13,9 +13,11 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,16 +105,34 @@ def packaged_model_dir(name: str) -> Path:
     return target
 
 
+_LIBRARY_LOGGERS = ("transformers", "trl", "accelerate", "peft", "datasets", "torch")
+
+
 @contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' warnings for a block whose warnings are expected (e.g. the load
-    report listing the layers a value-model backbone deliberately leaves out)."""
-    before = hf_logging.get_verbosity()
+def quiet_libraries() -> Iterator[None]:
+    """For the block: the libraries mavis drives (transformers, TRL, peft, accelerate, datasets)
+    keep their warnings, info logs and weight-loading progress bars to themselves; everything is
+    restored afterwards. What they would say (a load report listing the layers a value-model
+    backbone leaves out on purpose, deprecations of arguments mavis does not pass) is nothing a
+    user can act on."""
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
-        hf_logging.set_verbosity(before)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -159,7 +179,7 @@ def load_backbone(base: str, num_layers: int | None, attn_implementation: str = 
             config.num_hidden_layers = num_layers
             if getattr(config, "layer_types", None):
                 config.layer_types = config.layer_types[:num_layers]
-        with quiet_transformers():  # the report would list every layer left out on purpose
+        with quiet_libraries():  # the report would list every layer left out on purpose
             backbone = AutoModel.from_pretrained(path, config=config,
                                                  dtype=dtype or torch.float32,
                                                  attn_implementation=attn_implementation)
