@@ -64,6 +64,30 @@ def test_cached_candidate_scoring_equals_full_recompute(tiny_lm, attn):
             state.advance()
 
 
+def test_values_are_divided_by_each_objectives_scale(tiny_lm):
+    """A value model saved with a scale per objective is tilted by value / scale (clamped to
+    its range first), so that one beta means the same for objectives of different spreads."""
+    model, tok = load_causal_lm(str(tiny_lm))
+    vm = make_value_model(tiny_lm, ["a", "b"], seed=4)
+    plain = MavisDecoder(model, tok, [vm])
+    batch = plain.encode(["hello", "hi there"])
+    with torch.inference_mode():
+        state, _ = plain.start(batch, {"a": 0.5, "b": 0.5}, StepSettings(beta=1.0, top_k=5))
+        raw = state.score(state.candidates().ids)
+    vm.config.value_scale = {"a": 0.25, "b": 4.0}
+    vm.config.value_range = {"a": [-1.0, 1.0], "b": [-10.0, 10.0]}
+    scaled = MavisDecoder(model, tok, [vm])
+    assert scaled.guide.scaled() and not MavisDecoder(model, tok, []).guide.value_models
+    with torch.inference_mode():
+        state, _ = scaled.start(batch, {"a": 0.5, "b": 0.5}, StepSettings(beta=1.0, top_k=5))
+        normalised = state.score(state.candidates().ids)
+    expected = torch.stack([raw[..., 0].clamp(-1, 1) / 0.25, raw[..., 1].clamp(-10, 10) / 4.0],
+                           dim=-1)
+    torch.testing.assert_close(normalised, expected)
+    assert state.spread == pytest.approx(0.5 * 2 / 0.25 + 0.5 * 20 / 4.0)
+    vm.config.value_scale, vm.config.value_range = {}, {}
+
+
 def test_sampled_frequencies_match_analytic_distribution(decoder):
     weights = {"a": 0.5, "b": 0.2, "c": 0.3}
     beta, k = 1.5, 6
@@ -119,7 +143,23 @@ def test_returned_logprobs_match_fresh_forward(decoder):
             pol = mavis_logprobs(lp, torch.stack(vals)[None, :, None], torch.ones(1), 2.0)[0]
             idx = (cand[0] == token).nonzero()[0, 0]
             assert seq.logprobs[t] == pytest.approx(float(pol[idx]), abs=1e-4)
+            plain = torch.log_softmax(lp[0], -1)  # plain top-k sampling
+            assert seq.topk_logprobs[t] == pytest.approx(float(plain[idx]), abs=1e-4)
+            tv = 0.5 * float((pol.exp() - plain.exp()).abs().sum())
+            assert seq.tv[t] == pytest.approx(tv, abs=1e-4)
         assert seq.kl == pytest.approx(sum(seq.logprobs) - sum(seq.ref_logprobs))
+        assert seq.kl_topk == pytest.approx(sum(seq.logprobs) - sum(seq.topk_logprobs))
+
+
+def test_beta_zero_adds_no_kl_over_top_k_and_greedy_is_a_point_mass(decoder):
+    plain = decoder.generate(["abc", "hello"], beta=0.0, top_k=4, max_new_tokens=6, seed=2)
+    for seq in plain:
+        assert seq.kl_topk == pytest.approx(0.0, abs=1e-5) and max(seq.tv) < 1e-5
+        assert seq.kl > 0  # the truncation to the top-k itself costs KL against pi_ref
+    greedy = decoder.generate(["abc"], weights={"a": 1.0}, beta=2.0, top_k=4, max_new_tokens=6,
+                              greedy=True)[0]
+    assert greedy.logprobs == [0.0] * len(greedy.token_ids)
+    assert greedy.kl == pytest.approx(-sum(greedy.ref_logprobs))
 
 
 def test_beta_zero_is_top_k_sampling(decoder):

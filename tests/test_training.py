@@ -8,6 +8,7 @@ a learnable function of the text: the share of the letter 'a' (and of 'b') in th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -22,6 +23,11 @@ from mavis.models.value_model import ValueModel
 from mavis.training import TrainConfig, distill, train
 from mavis.training.checkpoint import STATE_NAME, load_state, read_metrics
 from mavis.training.loss import masked_mse
+from mavis.training.metrics import (
+    sibling_accuracy,
+    sibling_difference_scale,
+    within_group_spearman,
+)
 from mavis.training.packing import build_units, collate, node_unit, pack_tree, predict
 from mavis.training.targets import node_targets, select_nodes, split_prompts
 from mavis.trees.store import read_trees
@@ -168,6 +174,27 @@ def fast_config(tiny_lm: Path, **overrides) -> TrainConfig:
 
 
 # -- targets, loss, selection -----------------------------------------------------------------
+def test_steering_metrics_by_hand():
+    parent = np.array([-1, 0, 0, 0, 1, 1])
+    target = np.array([0.5, 1.0, 0.0, 0.5, 2.0, 2.0])
+    # children of the root: three pairs, all ordered right; the two children of node 1 tie in
+    # their targets and do not count
+    assert sibling_accuracy(np.array([9, 3.0, 1.0, 2.0, 5.0, 4.0]), target, parent) == 1.0
+    # (1,2) and (1,3) wrong, (2,3) a tie in the predictions: half a pair right
+    assert sibling_accuracy(np.array([9, 1.0, 3.0, 3.0, 5.0, 4.0]), target,
+                            parent) == pytest.approx(0.5 / 3)
+    assert sibling_accuracy(np.zeros(6), target, np.full(6, -1)) is None
+    scale = math.sqrt(((1 - 0) ** 2 + (1 - 0.5) ** 2 + (0 - 0.5) ** 2 + 0) / 4)
+    assert sibling_difference_scale(target, parent) == pytest.approx(scale)
+    # within-prompt: a perfect order in one prompt, a reversed one in the other -> mean 0
+    group = np.array([0, 0, 0, 1, 1, 1])
+    values = np.array([1.0, 2.0, 3.0, 1.0, 2.0, 3.0])
+    predicted = np.array([1.0, 2.0, 3.0, 3.0, 2.0, 1.0])
+    assert within_group_spearman(predicted, values, group) == pytest.approx(0.0)
+    assert within_group_spearman(values, values, group) == pytest.approx(1.0)
+
+
+
 def test_equation6_targets_and_loss_by_hand():
     # root -> c1 (-> l1, l2), c2 (a leaf that ended early). Values are means of children.
     #          root  c1   c2   l1   l2
@@ -322,6 +349,14 @@ def test_training_learns_values_on_held_out_prompts(trained):
     # more than half of the variance around that constant is explained on held-out prompts
     assert report["best"]["val_loss"] < 0.5 * records[0]["val_baseline_loss"]
     assert report["best"]["spearman"]["a_rate"] > 0.5
+    # and it orders the continuations of one prefix, which is what the tilt uses: the step-0
+    # model predicts one constant, so every pair is a tie (0.5)
+    assert records[0]["sibling_accuracy"]["a_rate"] == pytest.approx(0.5)
+    assert report["best"]["sibling_accuracy"]["a_rate"] > 0.65
+    assert report["best"]["within_prompt_spearman"]["a_rate"] > 0.3
+    assert report["value_scale"]["a_rate"] > 0  # the typical sibling difference, saved
+    saved_config = json.loads((out / "best" / "value_config.json").read_text())
+    assert saved_config["value_scale"] == report["value_scale"]
     steps = [r["step"] for r in records]
     assert steps == sorted(set(steps))
     sizes = report["data"]

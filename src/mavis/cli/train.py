@@ -32,6 +32,8 @@ def _summary(report: dict) -> str:
     if best.get("val_loss") is not None:
         parts.append(f"best val loss {best['val_loss']:.4f} at step {best['step']}")
     parts += [f"spearman {k} {v:.3f}" for k, v in rho.items() if v is not None]
+    parts += [f"siblings {k} {v:.3f}" for k, v in (best.get("sibling_accuracy") or {}).items()
+              if v is not None]
     if not report["complete"]:
         parts.append("stopped early: continue with --resume")
     return "  ".join(parts)
@@ -76,6 +78,9 @@ def train_command(
     = _T.max_steps,
     max_length: Annotated[int | None, typer.Option(help="Longest prompt + response.")]
     = _T.max_length,
+    select_best_by: Annotated[str, typer.Option(
+        help="Keep the checkpoint with the lowest val_loss or the highest sibling_accuracy.")]
+    = _T.select_best_by,
     per_node: Annotated[bool, typer.Option(
         "--per-node", help="One sequence per node instead of packed trees (slower).")] = False,
     init_from: Annotated[str | None, typer.Option(
@@ -96,7 +101,7 @@ def train_command(
         zeta=zeta, leaf_fraction=leaf_fraction, validation_fraction=validation_fraction,
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
-        epochs=epochs, max_steps=max_steps, packed=not per_node,
+        epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,
         eval_every=eval_every or None, seed=seed,
     )
     report = train(config, data, out, resume=resume)

@@ -31,6 +31,11 @@ from mavis.progress import track
 
 @dataclass
 class GeneratedSequence:
+    """One answer. Per token: `logprobs` under the policy that chose it (0 for greedy: a point
+    mass), `ref_logprobs` under pi_ref (temperature 1, full vocabulary), `topk_logprobs` under
+    plain top-k sampling from pi_ref (what the same settings with beta 0 would do), and `tv`,
+    the total-variation distance between plain top-k sampling and the policy at that step."""
+
     prompt: str
     text: str
     token_ids: list[int]
@@ -41,15 +46,27 @@ class GeneratedSequence:
     beta: float = 0.0
     top_k: int = 0
     value: float | None = None  # weighted value of the final state, when guided
+    topk_logprobs: list[float] = field(default_factory=list)
+    tv: list[float] = field(default_factory=list)
 
     @property
     def kl(self) -> float:
         """sum_t log pi(a_t|s_t) / pi_ref(a_t|s_t): this sample's term of equation 7."""
         return float(sum(self.logprobs) - sum(self.ref_logprobs))
 
+    @property
+    def kl_topk(self) -> float:
+        """sum_t log pi(a_t|s_t) / pi_topk(a_t|s_t): the part of the KL that steering added
+        over plain top-k sampling (whose own truncation already costs `kl` at beta 0)."""
+        return float(sum(self.logprobs) - sum(self.topk_logprobs))
+
+    @property
+    def mean_tv(self) -> float:
+        return float(sum(self.tv) / len(self.tv)) if self.tv else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["kl"] = self.kl
+        data.update(kl=self.kl, kl_topk=self.kl_topk, mean_tv=self.mean_tv)
         return data
 
 
@@ -251,7 +268,8 @@ class MavisDecoder:
         return GeneratedSequence(
             prompt=prompt, text=text, token_ids=ids, logprobs=state.logprobs[row].tolist(),
             ref_logprobs=state.ref_logprobs[row].tolist(), finish_reason=reason,
-            weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value)
+            weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value,
+            topk_logprobs=state.topk_logprobs[row].tolist(), tv=state.tv[row].tolist())
 
 
 def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:

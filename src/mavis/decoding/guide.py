@@ -4,6 +4,11 @@ Users name objectives and weights (`{"relevant": 0.6, "harmless": 0.4}`); value 
 carry one or more objective heads. `ValueGuide` maps the one onto the other, skips value models
 whose objectives all have weight zero, and knows the span of the weighted value (for the
 candidate-skipping bound).
+
+Values are normalised before they are weighted: clamped to the range each head saw in
+training and divided by the head's scale (the typical difference between sibling values in its
+training data, saved with the model), so that beta means the same for every objective. Value
+models saved without a scale are used as they are.
 """
 
 from __future__ import annotations
@@ -62,14 +67,17 @@ class ActiveValueModel:
     weights: torch.Tensor  # [M_model], lambda for each head
     low: torch.Tensor  # [M_model] clamp range of each head (-inf/inf when unknown)
     high: torch.Tensor
+    scale: torch.Tensor  # [M_model] each head's typical sibling difference (1 when unknown)
 
     def to(self, device: torch.device) -> None:
         self.weights = self.weights.to(device)
         self.low, self.high = self.low.to(device), self.high.to(device)
+        self.scale = self.scale.to(device)
 
-    def clamp(self, values: torch.Tensor) -> torch.Tensor:
-        """Values [..., M_model] clamped to the range each head saw in training."""
-        return torch.maximum(torch.minimum(values, self.high), self.low)
+    def normalise(self, values: torch.Tensor) -> torch.Tensor:
+        """Values [..., M_model] clamped to the range each head saw in training, then divided
+        by the head's scale, so that one beta means the same for every objective."""
+        return torch.maximum(torch.minimum(values, self.high), self.low) / self.scale
 
 
 class ValueGuide:
@@ -99,15 +107,24 @@ class ValueGuide:
             ranges = [model.config.value_range.get(name) for name in model.objectives]
             low = torch.tensor([r[0] if r else -math.inf for r in ranges])
             high = torch.tensor([r[1] if r else math.inf for r in ranges])
-            active.append(ActiveValueModel(model, lam, low, high))
+            scale = torch.tensor([float(model.config.value_scale.get(name) or 1.0)
+                                  for name in model.objectives])
+            active.append(ActiveValueModel(model, lam, low, high, scale))
         return active
+
+    def scaled(self) -> bool:
+        """Whether every value model carries a scale for each of its objectives (then beta is
+        in units of a typical sibling difference, the same for every objective)."""
+        return all(all(name in vm.config.value_scale for name in vm.objectives)
+                   for vm in self.value_models)
 
     @staticmethod
     def value_spread(active: Sequence[ActiveValueModel]) -> float:
-        """Width of the interval the weighted value can take (inf when a range is unknown)."""
+        """Width of the interval the weighted, normalised value can take (inf when a range is
+        unknown)."""
         spread = 0.0
         for entry in active:
             used = entry.weights > 0
-            width = (entry.high - entry.low)[used]
+            width = ((entry.high - entry.low) / entry.scale)[used]
             spread += float((entry.weights[used] * width).sum())
         return spread

@@ -63,6 +63,8 @@ class DecodingState:
         self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
         self.logprobs = torch.zeros(batch, 0, device=device)
         self.ref_logprobs = torch.zeros(batch, 0, device=device)
+        self.topk_logprobs = torch.zeros(batch, 0, device=device)
+        self.tv = torch.zeros(batch, 0, device=device)
         self.value = torch.full((batch,), float("nan"), device=device)
         self.ref_cache = new_cache(reference)
         logits, self.ref_cache = model_forward(
@@ -89,6 +91,7 @@ class DecodingState:
     def choose(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pick the next token of every row; returns them ([B])."""
         candidates = self.candidates()
+        top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
         values = None
         if self.active:
             candidates = self.skip(candidates)
@@ -96,6 +99,7 @@ class DecodingState:
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, self.settings.beta,
                                 candidates.scored)
         choice = self.sample(policy, generator)
+        self.record_divergence(policy, top_k, choice)
         return self.keep(candidates, policy, values, choice)
 
     def candidates(self) -> Candidates:
@@ -114,7 +118,7 @@ class DecodingState:
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """Every active objective's value of every candidate: [B, k, M_active], one forward
-        per value model over its cached prefix, clamped to the range seen in training."""
+        per value model over its cached prefix, normalised (`ActiveValueModel.normalise`)."""
         batch, width = ids.shape
         positions = self.next_position[:, None].expand(batch, width)
         columns = []
@@ -122,7 +126,7 @@ class DecodingState:
             mask = candidate_mask(self.attention_mask, width, entry.model.head.weight.dtype)
             values, _ = entry.model(ids, attention_mask=mask, position_ids=positions,
                                     cache=cache, use_cache=True)
-            columns.append(entry.clamp(values.float()))
+            columns.append(entry.normalise(values.float()))
         return torch.cat(columns, dim=-1)
 
     def sample(self, policy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -130,6 +134,18 @@ class DecodingState:
         if self.settings.greedy:
             return policy.argmax(-1)
         return torch.multinomial(policy.exp(), 1, generator=generator).squeeze(-1)
+
+    def record_divergence(self, policy: torch.Tensor, top_k: torch.Tensor,
+                          choice: torch.Tensor) -> None:
+        """Per row, the chosen token's log-probability under plain top-k sampling, and the
+        total-variation distance between plain top-k sampling and the policy at this step (what
+        steering moved)."""
+        rows = torch.arange(self.batch_size, device=choice.device)
+        width = policy.shape[1]
+        reference = top_k.exp()
+        moved = (policy.exp() - reference[:, :width]).abs().sum(-1) + reference[:, width:].sum(-1)
+        self.topk_logprobs = torch.cat([self.topk_logprobs, top_k[rows, choice][:, None]], dim=1)
+        self.tv = torch.cat([self.tv, 0.5 * moved[:, None]], dim=1)
 
     def keep(self, candidates: Candidates, policy: torch.Tensor, values: torch.Tensor | None,
              choice: torch.Tensor) -> torch.Tensor:
@@ -143,7 +159,10 @@ class DecodingState:
             self.value = values[rows, choice] @ self.weights
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
-        self.logprobs = torch.cat([self.logprobs, policy[rows, choice][:, None]], dim=1)
+        # greedy decoding is a point mass: the chosen token has probability 1
+        chosen = (torch.zeros_like(policy[:, 0]) if self.settings.greedy
+                  else policy[rows, choice])
+        self.logprobs = torch.cat([self.logprobs, chosen[:, None]], dim=1)
         self.ref_logprobs = torch.cat([self.ref_logprobs, ref_full[rows, token][:, None]], dim=1)
         self.attention_mask = torch.cat(
             [self.attention_mask, torch.ones_like(self.attention_mask[:, :1])], dim=1)
@@ -166,5 +185,5 @@ class DecodingState:
         for cache in self.value_caches:
             keep_rows(cache, rows)
         for name in ("attention_mask", "next_position", "tokens", "logprobs", "ref_logprobs",
-                     "value", "next_logits"):
+                     "topk_logprobs", "tv", "value", "next_logits"):
             setattr(self, name, getattr(self, name)[rows])

@@ -27,8 +27,11 @@ class PolicyEvaluation:
     samples: int
     reward: dict[str, float] = field(default_factory=dict)
     reward_se: dict[str, float] = field(default_factory=dict)
-    kl: float = 0.0
+    kl: float = 0.0  # against the full pi_ref (equation 7)
     kl_se: float = 0.0
+    kl_topk: float = 0.0  # against plain top-k sampling from pi_ref: what steering added
+    kl_topk_se: float = 0.0
+    tv: float = 0.0  # mean per-step total variation between plain top-k sampling and the policy
     mean_tokens: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,4 +75,6 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str], objectives: S
     for name in objectives:
         result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
     result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])
+    result.kl_topk, result.kl_topk_se = mean_and_se([o.kl_topk for o in outputs])
+    result.tv = mean_and_se([o.mean_tv for o in outputs])[0]
     return result

@@ -186,6 +186,16 @@ class Results:
             handle.write(json.dumps(row) + "\n")
 
 
+def validation_figures(model: Path, objective: str) -> dict[str, Any]:
+    """The best checkpoint's validation figures for `objective`, from its training report:
+    the all-node Spearman, and the two that predict steering (within-sibling ranking accuracy,
+    within-prompt Spearman)."""
+    report = read_report(model.parent) or {}
+    best = report.get("best", {})
+    return {f"val_{key}": (best.get(key) or {}).get(objective)
+            for key in ("spearman", "sibling_accuracy", "within_prompt_spearman")}
+
+
 def evaluate_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str], i: int,
                        models: dict[str, Path], results: Results) -> None:
     """pi_ref (once per objective) and the single-objective MAVIS policy of every V^i_m on the
@@ -208,7 +218,8 @@ def evaluate_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str]
                "reference_reward_se": results.reference[name]["reference_reward_se"],
                "mavis_reward": mav["reward"][name], "mavis_reward_se": mav["reward_se"][name],
                "mavis_kl": mav["kl"], "mavis_kl_se": mav["kl_se"],
-               "test_prompts": len(prompts), "samples": mav["samples"]}
+               "test_prompts": len(prompts), "samples": mav["samples"],
+               **validation_figures(models[name], name)}
         results.add(row)
         _say(f"  {name}: reward {row['reference_reward']:.3f} (pi_ref) -> "
              f"{row['mavis_reward']:.3f} (MAVIS), KL {row['mavis_kl']:.2f}")

@@ -88,6 +88,11 @@ class TrainConfig:
             tree mask; flash attention ignores it and is refused).
 
     Run
+        select_best_by (`str`, default `"val_loss"`):
+            Which evaluation's model is kept in `best/`: "val_loss" (the lowest validation
+            loss, as the paper) or "sibling_accuracy" (the highest within-sibling ranking
+            accuracy, averaged over objectives: how well the model orders continuations of one
+            prefix, which is all the tilt uses).
         eval_every (`int | None`, default `200`):
             Evaluate (validation loss, Spearman) every this many steps, and at each epoch's
             end. None: at epoch ends only.
@@ -126,6 +131,7 @@ class TrainConfig:
     max_pack_tokens: int = 2048
     attn_implementation: str = "sdpa"
 
+    select_best_by: str = "val_loss"
     eval_every: int | None = 200
     save_every: int = 100
     seed: int = 0
@@ -152,6 +158,8 @@ class TrainConfig:
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be >= 1"),
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.num_layers is None or self.num_layers >= 1, "num_layers must be >= 1"),
+            (self.select_best_by in ("val_loss", "sibling_accuracy"),
+             "select_best_by must be 'val_loss' or 'sibling_accuracy'"),
             (self.attn_implementation in ("sdpa", "eager"),
              "attn_implementation must be 'sdpa' or 'eager' (the tree mask needs either)"),
             (self.objectives is None or len(self.objectives) > 0,

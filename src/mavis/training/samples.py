@@ -10,7 +10,13 @@ import numpy as np
 from mavis.errors import MavisError
 from mavis.training.config import TrainConfig
 from mavis.training.packing import Unit, build_units
-from mavis.training.targets import node_targets, select_nodes, split_prompts, value_range
+from mavis.training.targets import (
+    node_targets,
+    select_nodes,
+    split_prompts,
+    value_range,
+    value_scale,
+)
 from mavis.trees.table import TreeTable
 
 
@@ -23,6 +29,8 @@ class Samples:
     value_range: dict[str, list[float]]
     sizes: dict[str, Any] = field(default_factory=dict)
     value_scale: dict[str, float] = field(default_factory=dict)
+    parent: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    node_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def train_means(self) -> np.ndarray:
         """Mean training target per objective ([M]; 0 where an objective has none): the best
@@ -65,4 +73,7 @@ def prepare_samples(data: TreeTable, objectives: list[str], config: TrainConfig)
         "tokens_val": int(sum(len(u) for u in val_units)),
     }
     return Samples(train=train_units, val=val_units,
-                   value_range=value_range(targets, all_train_nodes, objectives), sizes=sizes)
+                   value_range=value_range(targets, all_train_nodes, objectives), sizes=sizes,
+                   value_scale=value_scale(targets, data.parent, all_train_nodes, objectives),
+                   parent=np.asarray(data.parent, dtype=np.int64),
+                   node_prompt=np.asarray(data.prompt, dtype=np.int64))

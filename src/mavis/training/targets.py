@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mavis.training.metrics import sibling_difference_scale
+
 # Separate random streams for the separate decisions, so that changing one fraction does not
 # reshuffle the other choice.
 _SPLIT_STREAM = 1
@@ -92,4 +94,16 @@ def value_range(targets: np.ndarray, nodes: np.ndarray,
         finite = column_values[np.isfinite(column_values)]
         if len(finite):
             out[name] = [float(finite.min()), float(finite.max())]
+    return out
+
+
+def value_scale(targets: np.ndarray, parent: np.ndarray, nodes: np.ndarray,
+                objectives: list[str]) -> dict[str, float]:
+    """Per objective, the typical difference between sibling targets among `nodes` (see
+    `metrics.sibling_difference_scale`); the decoder divides values by it."""
+    out: dict[str, float] = {}
+    for column, name in enumerate(objectives):
+        scale = sibling_difference_scale(targets[nodes, column], parent[nodes])
+        if scale is not None:
+            out[name] = scale
     return out

@@ -150,7 +150,8 @@ class RunState:
     seconds: float = 0.0
     tokens: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {
-        "val_loss": float("inf"), "step": None, "spearman": None})
+        "val_loss": float("inf"), "score": None, "step": None, "spearman": None,
+        "sibling_accuracy": None, "within_prompt_spearman": None})
     losses: list[float] = field(default_factory=list)  # train losses since the last evaluation
     done: bool = False
 
@@ -167,7 +168,6 @@ class Run:
     config: TrainConfig
     run_dir: Path
     plans: list[list[list[int]]]
-    means: np.ndarray
     state: RunState
     saved_at: int = -1
 
@@ -238,8 +238,7 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
         truncate_metrics(run_dir / METRICS_NAME, state.step)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    return Run(model, optimizer, scheduler, accelerator, samples, config, run_dir, plans, means,
-               state)
+    return Run(model, optimizer, scheduler, accelerator, samples, config, run_dir, plans, state)
 
 
 def train_epoch(run: Run) -> bool:
@@ -318,11 +317,12 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
     }
     state.losses.clear()
     if run.samples.val:
-        record.update(evaluate(run.model, run.samples.val, run.config.batch_size,
-                               run.accelerator, run.objectives, run.dtype, run.means))
-        if record["val_loss"] < state.best["val_loss"]:
-            state.best.update(val_loss=record["val_loss"], step=state.step,
-                              spearman=record["spearman"])
+        record.update(evaluate(run.model, run.samples, run.config.batch_size, run.accelerator,
+                               run.objectives, run.dtype))
+        score = selection_score(record, run.config.select_best_by)
+        if state.best.get("score") is None or score > state.best["score"]:
+            state.best.update({key: record[key] for key in _BEST_KEYS}, step=state.step,
+                              score=score)
             if run.main:
                 save_model(run.accelerator.unwrap_model(run.model), best_folder(run.run_dir))
     record.update(seconds=round(state.seconds, 2), tokens=state.tokens)
@@ -330,6 +330,18 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
         append_metrics(run.run_dir / METRICS_NAME, record)  # before `last`: see truncate_metrics
     _say(run, _describe(record))
     save_last(run, next_epoch)
+
+
+_BEST_KEYS = ("val_loss", "spearman", "sibling_accuracy", "within_prompt_spearman")
+
+
+def selection_score(record: dict[str, Any], select_by: str) -> float:
+    """How good an evaluation is for choosing the best checkpoint (higher is better): minus
+    the validation loss, or the mean within-sibling ranking accuracy over objectives."""
+    if select_by == "val_loss":
+        return -record["val_loss"]
+    accuracies = [a for a in record["sibling_accuracy"].values() if a is not None]
+    return float(np.mean(accuracies)) if accuracies else 0.5
 
 
 def finish(run: Run, stopped: bool, extra_report: dict[str, Any]) -> dict[str, Any]:
@@ -367,9 +379,10 @@ def _describe(record: dict[str, Any]) -> str:
         parts.append(f"val {record['val_loss']:.4f}")
         if record.get("val_baseline_loss") is not None:
             parts.append(f"(mean-only {record['val_baseline_loss']:.4f})")
-        rhos = [f"{k}={v:.3f}" for k, v in record["spearman"].items() if v is not None]
-        if rhos:
-            parts.append("spearman " + " ".join(rhos))
+        for key, label in (("spearman", "spearman"), ("sibling_accuracy", "siblings")):
+            shown = [f"{k}={v:.3f}" for k, v in record[key].items() if v is not None]
+            if shown:
+                parts.append(f"{label} " + " ".join(shown))
     return "  ".join(parts)
 
 
