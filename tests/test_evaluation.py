@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
-from mavis.evaluation.pareto import pareto_front, plot_pareto, sweep_weights
-from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy, mean_and_se
+from mavis.errors import MavisError
+from mavis.evaluation.best_of_n import pick_best, sample_best_of_n
+from mavis.evaluation.plots import plot_pareto
+from mavis.evaluation.policy import evaluate_policy, mean_and_se
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.evaluation.sweep import SweepStore, by_method, run_sweep, sweep_points
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
 
@@ -40,11 +43,6 @@ def decoder(tiny_lm):
     return MavisDecoder(model, tok, vms)
 
 
-def test_pareto_front_is_the_non_dominated_set():
-    points = [(0.0, 1.0), (0.5, 0.5), (0.4, 0.4), (1.0, 0.0), (0.5, 0.6), (0.2, 0.9)]
-    assert pareto_front(points) == [0, 5, 4, 3]
-
-
 def test_mean_and_standard_error():
     mean, se = mean_and_se([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and se == pytest.approx(math.sqrt(5 / 3 / 4))
@@ -72,15 +70,48 @@ def test_guided_policy_kl_is_mean_of_sequence_kls(decoder, rewards):
     assert result.kl > 0
 
 
-def test_sweep_and_plot(decoder, rewards, tmp_path):
-    points = sweep_weights(decoder, ["hi", "ok"], rewards, lambdas=[0.0, 1.0], beta=2.0,
-                           settings=EvaluationSettings(top_k=6, max_new_tokens=4, seed=0))
-    assert [p.weights for p in points] == [{rewards[0]: 0.0, rewards[1]: 1.0},
-                                           {rewards[0]: 1.0, rewards[1]: 0.0}]
-    ref = PolicyEvaluation("pi_ref", {}, 0.0, 2, 2, reward={r: 0.1 for r in rewards},
-                           reward_se={r: 0.01 for r in rewards})
-    out = plot_pareto({"MAVIS": points, "pi_ref": [ref]}, rewards, tmp_path / "p.png")
+def test_sweep_saves_each_point_and_resumes(decoder, rewards, tmp_path):
+    settings = EvaluationSettings(top_k=6, max_new_tokens=4, seed=0, num_samples=2)
+    points = sweep_points(rewards, [0.0, 1.0], betas={0.0: 2.0, 1.0: 3.0}, best_of=[3])
+    assert [(p.method, p.beta) for p in points] == [("MAVIS", 2.0), ("MAVIS", 3.0),
+                                                     ("pi_ref", 0.0), ("best-of-3", 0.0),
+                                                     ("best-of-3", 0.0)]
+    store = SweepStore(tmp_path / "s.json", {"test": 1})
+    results = run_sweep(decoder, ["hi", "ok"], rewards, points, settings, store, progress=False)
+    assert [r.samples for _, r in results] == [4, 4, 4, 4, 4]
+    assert results[0][1].weights == {rewards[0]: 0.0, rewards[1]: 1.0}
+    first = {p.key: r.to_dict() for p, r in results}
+    # a rerun with the same settings evaluates nothing: every point comes from the file
+    again = SweepStore(tmp_path / "s.json", {"test": 1})
+    assert set(again.points) == set(first)
+    called = []
+    decoder_generate = decoder.generate
+    decoder.generate = lambda *a, **k: called.append(1) or decoder_generate(*a, **k)
+    try:
+        rerun = run_sweep(decoder, ["hi", "ok"], rewards, points, settings, again,
+                          progress=False)
+    finally:
+        decoder.generate = decoder_generate
+    assert not called and {p.key: r.to_dict() for p, r in rerun} == first
+    with pytest.raises(MavisError, match="other settings"):
+        SweepStore(tmp_path / "s.json", {"test": 2})
+    out = plot_pareto(by_method(results), rewards, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_best_of_n_draws_once_and_picks_per_weight(decoder, rewards):
+    settings = EvaluationSettings(top_k=6, max_new_tokens=5, seed=2, num_samples=2)
+    samples = sample_best_of_n(decoder, ["hi", "ok", "yes"], rewards, 4, settings)
+    assert len(samples.groups) == 6 and all(len(g) == 4 for g in samples.groups)
+    first = pick_best(samples, {rewards[0]: 1.0, rewards[1]: 0.0})
+    second = pick_best(samples, {rewards[0]: 0.0, rewards[1]: 1.0})
+    best_first = samples.rewards[rewards[0]].max(axis=1).mean()
+    assert first.reward[rewards[0]] == pytest.approx(best_first)
+    assert second.reward[rewards[1]] == pytest.approx(samples.rewards[rewards[1]].max(1).mean())
+    # KL: the chosen answers' measured log-ratio plus the analytic bound, labelled as such
+    bound = math.log(4) - 3 / 4
+    assert first.kl_is_bound and first.kl_topk == pytest.approx(bound, abs=1e-5)
+    assert first.kl > bound
 
 
 def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsys):
@@ -104,7 +135,9 @@ def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsy
     assert row["samples"] == 3 and set(row["reward"]) == set(rewards) and row["kl"] > 0
     out = tmp_path / "front.png"
     assert main(["pareto", "--objectives", ",".join(rewards), "--lambdas", "0,1",
-                 "--best-of", "2", "--out", str(out), *common]) == 0
-    saved = json.loads(out.with_suffix(".json").read_text())
-    assert set(saved) == {"MAVIS", "pi_ref", "best-of-2"}
-    assert len(saved["MAVIS"]) == 2 and out.stat().st_size > 5000
+                 "--best-of", "2", "--beta", "0:2,1:3", "--out", str(out), *common]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert sorted({p["method"] for p in saved.values()}) == ["MAVIS", "best-of-2", "pi_ref"]
+    assert sorted(p["beta"] for p in saved.values() if p["method"] == "MAVIS") == [2.0, 3.0]
+    assert out.stat().st_size > 5000
+    assert out.with_suffix(".csv").read_text().count("\n") == 1 + 5

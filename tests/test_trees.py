@@ -529,6 +529,29 @@ def test_two_layer_guarantee(eos_lm, objective, tmp_path):
     np.testing.assert_allclose(data.lpr, 0.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("template", [True, False])
+def test_collection_and_evaluation_frame_prompts_alike(tiny_lm, objective, tmp_path, template):
+    """A value model must see at evaluation the prompt tokens it was trained on: collection
+    and generation frame a prompt with one function (the chat template, or a base model's
+    plain text, e.g. the HH frame)."""
+    from mavis.prompts.base import Prompt
+
+    model, tokenizer = load_causal_lm(str(tiny_lm))
+    if not template:
+        tokenizer.chat_template = None
+    decoder = MavisDecoder(model, tokenizer)
+    prompt = Prompt(id="hh-1", text="how are you", source="hh-rlhf",
+                    base_text="\n\nhuman: how are you\n\nassistant:")
+    out = collect(decoder, [prompt], objective, tmp_path / "t.h5", T=4, L=2, K_root=2, K=2,
+                  top_k=5, progress=False)
+    stored = read_trees(out).prompt_tokens(0).tolist()
+    batch = decoder.encode([prompt])
+    assert batch.input_ids[0][batch.attention_mask[0].bool()].tolist() == stored
+    assert batch.prompts == ["how are you"]  # the objectives score against the user's words
+    framed = tokenizer.decode(stored)
+    assert ("h u m a n" in framed) != template and ("<user>" in framed) == template
+
+
 def test_two_layer_guarantee_needs_two_layers(decoder, objective, tmp_path):
     with pytest.raises(MavisError, match="L >= 2"):
         collect(decoder, PROMPTS, objective, tmp_path / "x.h5", T=8, L=1, K_root=2, K=2,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments, parse_numbers, parse_weights
+from mavis.cli.options import parse_assignments, parse_betas, parse_numbers, parse_weights
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 
@@ -30,12 +31,12 @@ def _decoder(model: str, value_model: list[str], objectives: list[str], known: l
     return MavisDecoder.load(model, folders)
 
 
-def _prompts(prompts: str, split: str, limit: int, model: str) -> list[str]:
+def _prompts(prompts: str, split: str, limit: int, model: str) -> list:
     from mavis.prompts import load_prompts
 
     if limit < 1:
         raise MavisError(f"--limit is {limit}; evaluate at least 1 prompt")
-    return [p.text for p in load_prompts(prompts, split, tokenizer=model, limit=limit)]
+    return load_prompts(prompts, split, tokenizer=model, limit=limit)
 
 
 def evaluate(
@@ -72,55 +73,81 @@ def evaluate(
         return
     for name in names:
         typer.echo(f"{name:<12} {result.reward[name]:+.4f} ± {result.reward_se[name]:.4f}")
-    typer.echo(f"{'KL':<12} {result.kl:.3f} ± {result.kl_se:.3f}   ({result.samples} samples)")
+    typer.echo(f"{'KL':<12} {result.kl:.3f} ± {result.kl_se:.3f}   against pi_ref "
+               f"(equation 7; {result.samples} samples)")
+    typer.echo(f"{'KL top-k':<12} {result.kl_topk:.3f} ± {result.kl_topk_se:.3f}   against plain "
+               f"top-k sampling (what steering added); mean per-step TV {result.tv:.3f}")
 
 
 def pareto(
     objectives: Annotated[str, typer.Option(help="Exactly two objectives, e.g. relevant,harmless")],
-    out: Annotated[str, typer.Option(help="PNG file for the plot (a .json file is written "
-                                          "beside it).")] = "runs/pareto.png",
+    out: Annotated[Path, typer.Option(help="PNG file for the plot; the points are kept in a .json "
+                                           "file beside it (a rerun resumes) and a .csv.")]
+    = Path("runs/pareto.png"),
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
-    beta: Annotated[float, typer.Option()] = DEFAULT_BETA,
-    best_of: Annotated[int, typer.Option("--best-of", help="Also plot best-of-N from pi_ref "
-                                         "at each weight (0 = off).")] = 0,
+    beta: Annotated[str, typer.Option(
+        help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8.")]
+    = str(DEFAULT_BETA),
+    best_of: Annotated[str, typer.Option(
+        "--best-of", help="Also best-of-N from pi_ref at each weight, e.g. 4 or 4,16 (0: off).")]
+    = "0",
     prompts: Annotated[str, typer.Option()] = "harmful",
     split: Annotated[str, typer.Option()] = "test",
     limit: Annotated[int, typer.Option()] = 16,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
     top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
     seed: Annotated[int, typer.Option()] = _E.seed,
     model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
     value_model: Annotated[list[str], typer.Option("--value-model")] = [],  # noqa: B006
 ) -> None:
-    """Sweep the weights of two objectives; plot MAVIS against pi_ref (and best-of-N)."""
-    from mavis.evaluation.best_of_n import best_of_n_sweep
-    from mavis.evaluation.pareto import plot_pareto, sweep_weights
-    from mavis.evaluation.policy import evaluate_policy
+    """Sweep the weights of two objectives; plot MAVIS against pi_ref (and best-of-N).
+
+    Every finished point is saved at once; rerun the same command to resume."""
+    from mavis.evaluation.plots import plot_pareto
+    from mavis.evaluation.sweep import SweepStore, by_method, run_sweep, sweep_points
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
     if len(names) != 2:
         raise MavisError(f"pareto needs exactly two objectives, got {len(names)}")
-    pair = (names[0], names[1])
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
-    if best_of < 0:
-        raise MavisError(f"--best-of is {best_of}; give N >= 2, or 0 for none")
-    settings = EvaluationSettings(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
-    texts = _prompts(prompts, split, limit, model)
+    betas = parse_betas(beta, grid)
+    sizes = [int(n) for n in parse_numbers(best_of, "--best-of", low=0) if n]
+    if any(n < 2 or n != int(n) for n in sizes):
+        raise MavisError(f"--best-of {best_of!r}: give whole numbers N >= 2, or 0 for none")
+    settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                  top_k=top_k, seed=seed)
+    chosen = _prompts(prompts, split, limit, model)
+    identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
+                "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
+                "settings": dataclasses.asdict(settings)}
+    store = SweepStore(out.with_suffix(".json"), identity)
     decoder = _decoder(model, value_model, names, names)
-    series = {"MAVIS": sweep_weights(decoder, texts, pair, lambdas=grid, beta=beta,
-                                     settings=settings),
-              "pi_ref": [evaluate_policy(decoder, texts, names, label="pi_ref",
-                                         settings=settings)]}
-    if best_of:
-        series[f"best-of-{best_of}"] = best_of_n_sweep(decoder, texts, pair, grid, best_of,
-                                                       settings)
-    path = plot_pareto(series, pair, out, title=f"{pair[0]} vs {pair[1]} ({prompts}/{split})")
-    Path(path).with_suffix(".json").write_text(json.dumps(
-        {k: [p.to_dict() for p in v] for k, v in series.items()}, indent=2))
-    for label, points in series.items():
-        for p in points:
-            typer.echo(f"{label:<12} {p.label:<22} {pair[0]} {p.reward[pair[0]]:+.3f}  "
-                       f"{pair[1]} {p.reward[pair[1]]:+.3f}  KL {p.kl:.2f}")
-    typer.echo(f"plot: {path}")
+    results = run_sweep(decoder, chosen, names, sweep_points(names, grid, betas=betas,
+                                                              best_of=sizes), settings, store)
+    pair = (names[0], names[1])
+    path = plot_pareto(by_method(results), pair, out,
+                       title=f"{pair[0]} vs {pair[1]} ({prompts}/{split})")
+    _write_csv(out.with_suffix(".csv"), results, names)
+    for point, p in results:
+        typer.echo(f"{point.method:<12} {p.label:<28} {pair[0]} {p.reward[pair[0]]:+.3f}  "
+                   f"{pair[1]} {p.reward[pair[1]]:+.3f}  KL {p.kl:.2f}"
+                   f"{' (bound)' if p.kl_is_bound else ''}  KL over top-k {p.kl_topk:.2f}")
+    typer.echo(f"plot: {path}; points: {store.path}")
+
+
+def _write_csv(path: Path, results: list, names: list[str]) -> None:
+    """One row per point: method, weights, beta, rewards with standard errors, KLs."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "weights", "beta", *[f"{n}{s}" for n in names
+                                                          for s in ("", "_se")],
+                         "kl", "kl_is_bound", "kl_topk", "tv", "samples"])
+        for point, p in results:
+            writer.writerow([point.method, p.label, point.beta,
+                             *[v for n in names for v in (p.reward[n], p.reward_se[n])],
+                             p.kl, p.kl_is_bound, p.kl_topk, p.tv, p.samples])

@@ -94,3 +94,25 @@ def parse_names(text: str | None, option: str) -> list[str] | None:
     if repeated:
         raise MavisError(f"{option} names {', '.join(map(repr, repeated))} more than once")
     return names
+
+
+def parse_betas(text: str, lambdas: list[float], option: str = "--beta"
+                ) -> float | dict[float, float]:
+    """"8" (one beta for every lambda) or "0:6,0.5:12,1:8" (a beta per lambda, the paper's
+    table 9; every lambda of the sweep needs one)."""
+    if ":" not in text:
+        beta = parse_numbers(text, option, low=0.0)
+        if len(beta) != 1:
+            raise MavisError(f"{option} {text!r}: give one number, or LAMBDA:BETA pairs")
+        return beta[0]
+    betas: dict[float, float] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        lam, _, beta = item.partition(":")
+        (lam_value,) = parse_numbers(lam, option, low=0.0, high=1.0)
+        (beta_value,) = parse_numbers(beta, option, low=0.0)
+        betas[lam_value] = beta_value
+    missing = [f"{lam:g}" for lam in lambdas if lam not in betas]
+    if missing:
+        raise MavisError(f"{option} gives no beta for lambda {', '.join(missing)}; write "
+                         "LAMBDA:BETA for every lambda of --lambdas")
+    return betas

@@ -13,7 +13,7 @@ distribution it was sampled from and log pi_ref(a_t|s_t) under the reference mod
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from mavis.decoding.guide import ValueGuide, resolve_weights
 from mavis.decoding.settings import StepSettings
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
-from mavis.models.loading import apply_chat_template, load_causal_lm, tokenizer_fingerprint
+from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
+from mavis.prompts.base import Prompt
+from mavis.prompts.formatting import frame_prompt, prompt_text
 
 
 @dataclass
@@ -131,18 +133,24 @@ class MavisDecoder:
         return self.guide.objectives
 
     # -- prompts --------------------------------------------------------------------------
-    def encode(self, prompts: Sequence[str], *, chat_template: bool = True,
+    def encode(self, prompts: Sequence[str | Prompt], *, chat_template: bool = True,
                max_new_tokens: int = 0) -> Batch:
+        """Tokenise and left-pad prompts, each framed by `frame_prompt` (the chat template, or
+        a base model's plain text); `chat_template=False` takes the strings as they are."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts:
             raise MavisError("no prompts given")
-        for i, prompt in enumerate(prompts):
-            if not prompt or not prompt.strip():
+        texts = [prompt_text(p) for p in prompts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise MavisError(f"prompt {i} is a {type(text).__name__}, not text")
+            if not text.strip():
                 raise MavisError(f"prompt {i} is empty; give some text to answer")
-        texts = [apply_chat_template(self.tokenizer, p) if chat_template else p for p in prompts]
+        framed = [frame_prompt(p, self.tokenizer) if chat_template else prompt_text(p)
+                  for p in prompts]
         has_template = chat_template and getattr(self.tokenizer, "chat_template", None)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+        enc = self.tokenizer(framed, return_tensors="pt", padding=True,
                              add_special_tokens=not has_template)
         limit = getattr(self.reference.config, "max_position_embeddings", None)
         longest = int(enc["attention_mask"].sum(-1).max())
@@ -152,7 +160,7 @@ class MavisDecoder:
                 f"exceeds the model's context of {limit} tokens; shorten the prompt or lower "
                 "max_new_tokens")
         return Batch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device),
-                     list(prompts))
+                     texts)
 
     # -- sampling -------------------------------------------------------------------------
     def settings(self, **kwargs: Any) -> StepSettings:
@@ -180,17 +188,19 @@ class MavisDecoder:
         return state, resolved
 
     @torch.inference_mode()
-    def generate(self, prompts: str | Sequence[str], *, weights: Mapping[str, float] | None = None,
-                 beta: float = 1.0, top_k: int = 40, temperature: float = 1.0,
+    def generate(self, prompts: str | Sequence[str | Prompt], *,
+                 weights: Mapping[str, float] | None = None, beta: float = 1.0,
+                 top_k: int = 40, temperature: float = 1.0,
                  max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
                  seed: int | None = None, stop_strings: Sequence[str] = (),
                  chat_template: bool = True, candidate_epsilon: float = 0.0,
-                 batch_size: int = 16, ignore_eos: bool = False,
-                 progress: bool = False) -> list[GeneratedSequence]:
+                 batch_size: int = 16, ignore_eos: bool = False, progress: bool = False,
+                 on_rows: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
         """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
 
         beta = 0 (or no value models) is plain top-k sampling from the reference model.
         `ignore_eos` keeps generating past EOS (for benchmarks of a fixed length).
+        `progress` shows a bar; `on_rows(count)` is called as each batch of rows finishes.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -201,7 +211,7 @@ class MavisDecoder:
         # Tokenised once, up front: bad prompts fail before any generation starts.
         once = self.encode(list(prompts), chat_template=chat_template,
                            max_new_tokens=max_new_tokens)
-        rows = [p for p in prompts for _ in range(num_samples)]
+        rows = [p for p in once.prompts for _ in range(num_samples)]
         encoded = Batch(once.input_ids.repeat_interleave(num_samples, 0),
                         once.attention_mask.repeat_interleave(num_samples, 0), rows)
         generator = None
@@ -216,6 +226,8 @@ class MavisDecoder:
             batch = encoded.rows(start, start + batch_size)
             results.extend(self._run(batch, weights, settings, max_new_tokens, stop_strings,
                                      generator, ignore_eos))
+            if on_rows is not None:
+                on_rows(len(batch.prompts))
         return results
 
     def _run(self, batch: Batch, weights: Mapping[str, float] | None, settings: StepSettings,

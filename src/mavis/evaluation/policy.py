@@ -9,13 +9,14 @@ extra. Rewards come from the objectives (reward functions) themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mavis.decoding.decoder import MavisDecoder
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
+from mavis.prompts.base import Prompt
 
 
 @dataclass
@@ -32,10 +33,16 @@ class PolicyEvaluation:
     kl_topk: float = 0.0  # against plain top-k sampling from pi_ref: what steering added
     kl_topk_se: float = 0.0
     tv: float = 0.0  # mean per-step total variation between plain top-k sampling and the policy
+    kl_is_bound: bool = False  # best-of-N: measured part + the analytic log N - (N-1)/N bound
     mean_tokens: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyEvaluation:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def weighted_reward(self, weights: Mapping[str, float]) -> float:
         return sum(w * self.reward[name] for name, w in weights.items())
@@ -53,17 +60,23 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str], objectives: Sequence[str], *,
+def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
+                    objectives: Sequence[str], *,
                     weights: Mapping[str, float] | None = None, beta: float = 0.0,
                     settings: EvaluationSettings = EvaluationSettings(), label: str = "",
-                    progress: bool = False) -> PolicyEvaluation:
-    """Sample answers with MAVIS(weights, beta) (beta=0: the reference policy) and score them."""
+                    progress: bool = False,
+                    on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
+    """Sample answers with MAVIS(weights, beta) (beta=0: the reference policy) and score them.
+
+    Prompts are framed as collection frames them (`frame_prompt`); the objectives score each
+    answer against the prompt's own words."""
     outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=settings.top_k,
                                max_new_tokens=settings.max_new_tokens,
                                num_samples=settings.num_samples,
                                temperature=settings.temperature, seed=settings.seed,
                                batch_size=settings.batch_size,
-                               candidate_epsilon=settings.candidate_epsilon, progress=progress)
+                               candidate_epsilon=settings.candidate_epsilon, progress=progress,
+                               on_rows=on_rows)
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
     result = PolicyEvaluation(
         label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in

@@ -24,7 +24,7 @@ from typing import Any
 
 from mavis.decoding.decoder import MavisDecoder
 from mavis.errors import MavisError
-from mavis.evaluation.pareto import plot_iterations
+from mavis.evaluation.plots import plot_iterations
 from mavis.evaluation.policy import evaluate_policy
 from mavis.models.loading import load_tokenizer
 from mavis.models.value_folder import find_value_model
@@ -95,7 +95,7 @@ def evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
     """Reward and KL on the test prompts of pi_ref (no value model) or of the
     single-objective MAVIS policy of `value_model` for objectives[0]."""
     decoder = MavisDecoder.load(recipe.reference, [value_model] if value_model else [])
-    result = evaluate_policy(decoder, [p.text for p in prompts], objectives,
+    result = evaluate_policy(decoder, prompts, objectives,
                              weights={objectives[0]: 1.0} if value_model else None,
                              beta=beta if value_model else 0.0, settings=recipe.evaluation)
     return result.to_dict()

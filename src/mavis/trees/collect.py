@@ -136,7 +136,7 @@ def check_decoder_settings(decoder: Any, settings: CollectionSettings) -> None:
 
 
 def prompts_digest(records: Sequence[PromptRecord]) -> str:
-    blob = json.dumps([[r.id, r.text, r.plain_text] for r in records], ensure_ascii=False)
+    blob = json.dumps([[r.id, r.text, r.base_text] for r in records], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

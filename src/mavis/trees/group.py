@@ -31,11 +31,11 @@ class PromptRecord:
 
     id: str
     text: str
-    plain_text: str = ""
+    base_text: str = ""  # how a base model without a chat template sees it ("": `text`)
 
-    def model_text(self, has_chat_template: bool) -> str:
-        """The text the reference model reads (before its chat template, if it has one)."""
-        return self.text if has_chat_template else (self.plain_text or self.text)
+    @property
+    def plain_text(self) -> str:
+        return self.base_text or self.text
 
 
 def prompt_records(prompts: Sequence[Any]) -> list[PromptRecord]:
@@ -49,7 +49,7 @@ def prompt_records(prompts: Sequence[Any]) -> list[PromptRecord]:
             records.append(PromptRecord(id=f"text-{digest}", text=prompt))
         elif hasattr(prompt, "id") and hasattr(prompt, "text"):
             records.append(PromptRecord(id=str(prompt.id), text=str(prompt.text),
-                                        plain_text=str(getattr(prompt, "base_text", "") or "")))
+                                        base_text=str(getattr(prompt, "base_text", "") or "")))
         else:
             raise MavisError(f"prompt {i} is a {type(prompt).__name__}; give strings or "
                              "mavis.prompts.Prompt objects")
@@ -84,8 +84,7 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
     step_settings = collection_step_settings(decoder, settings)
     shape = settings.shape
     eos = eos_ids(decoder.tokenizer, decoder.reference)
-    has_template = bool(getattr(decoder.tokenizer, "chat_template", None))
-    batch = decoder.encode([r.model_text(has_template) for r in records],
+    batch = decoder.encode(records,
                            max_new_tokens=settings.T)
     prompt_ids = [ids[mask.bool()].tolist() for ids, mask in
                   zip(batch.input_ids.cpu(), batch.attention_mask.cpu(), strict=True)]

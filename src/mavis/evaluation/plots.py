@@ -1,47 +1,18 @@
-"""Pareto fronts over objective weights, and their plots."""
+"""Plots of evaluations: Pareto fronts (reward of one objective against another, one line per
+method) and the reward and KL of every iteration of Algorithm 1. PNG files only (no display)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
-from mavis.decoding.decoder import MavisDecoder
-from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
-from mavis.evaluation.settings import EvaluationSettings
+from mavis.evaluation.policy import PolicyEvaluation
 
 matplotlib.use("Agg")  # file output only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated by any other (both coordinates: higher is better),
-    ordered by the first coordinate."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any((ox >= x and oy >= y) and (ox > x or oy > y)
-                        for j, (ox, oy) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def sweep_weights(decoder: MavisDecoder, prompts: Sequence[str], pair: tuple[str, str], *,
-                  lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-                  beta: float | Mapping[float, float] = 8.0,
-                  settings: EvaluationSettings = EvaluationSettings()
-                  ) -> list[PolicyEvaluation]:
-    """Evaluate MAVIS at weights (lambda, 1 - lambda) over `pair`; `beta` may depend on lambda
-    (the paper's table 9)."""
-    first, second = pair
-    results = []
-    for lam in lambdas:
-        b = beta[lam] if isinstance(beta, Mapping) else beta
-        weights = {first: lam, second: 1.0 - lam}
-        results.append(evaluate_policy(decoder, prompts, [first, second], weights=weights,
-                                       beta=b, settings=settings, label=f"{first}={lam:g}"))
-    return results
 
 
 def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[str, str],
@@ -89,9 +60,15 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
 
 
 def _save(fig, out: str | Path) -> Path:
+    """Save beside `out`, then rename: a reader never sees half a picture."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(temp, dpi=120, format=out.suffix.lstrip(".") or "png")
+        os.replace(temp, out)
+    finally:
+        plt.close(fig)
+        temp.unlink(missing_ok=True)
     return out
