@@ -151,6 +151,19 @@ def test_returned_logprobs_match_fresh_forward(decoder):
         assert seq.kl_topk == pytest.approx(sum(seq.logprobs) - sum(seq.topk_logprobs))
 
 
+def test_kl_budget_chooses_beta_per_step(decoder):
+    common = dict(weights={"a": 0.5, "c": 0.5}, beta=20.0, top_k=6, max_new_tokens=6, seed=4)
+    free = decoder.generate(["abc"], **common)[0]
+    assert free.betas == [20.0] * len(free.token_ids)
+    tight = decoder.generate(["abc"], kl_budget=1e-6, **common)[0]
+    assert max(tight.betas) < 0.1 and max(tight.tv) < 0.01
+    loose = decoder.generate(["abc"], kl_budget=1e9, **common)[0]
+    assert loose.token_ids == free.token_ids and loose.betas == free.betas
+    middle = decoder.generate(["abc", "hello"], kl_budget=0.05, num_samples=8, **common)
+    assert all(0 <= b <= 20.0 for seq in middle for b in seq.betas)
+    assert sum(s.kl_topk for s in middle) / len(middle) < 6 * 0.05 + 0.3  # T * budget, roughly
+
+
 def test_beta_zero_adds_no_kl_over_top_k_and_greedy_is_a_point_mass(decoder):
     plain = decoder.generate(["abc", "hello"], beta=0.0, top_k=4, max_new_tokens=6, seed=2)
     for seq in plain:

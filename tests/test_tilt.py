@@ -5,8 +5,10 @@ import math
 import torch
 
 from mavis.decoding.tilt import (
+    beta_for_kl,
     candidates_to_score,
     mavis_logprobs,
+    step_kl,
     top_k_candidates,
     tv_bound,
     weighted_values,
@@ -108,3 +110,24 @@ def test_candidate_mask_and_positions():
                                       [False, True, True, False, True]]
     assert allowed[1, 0, 1].tolist() == [True, True, True, False, True]
     assert positions_from_mask(prefix).tolist() == [[0, 0, 1], [0, 1, 2]]
+
+
+def test_beta_for_kl_meets_the_budget_per_step():
+    torch.manual_seed(3)
+    logprobs = torch.log_softmax(torch.randn(64, 40) * 2, -1)
+    bonus = torch.randn(64, 40)
+    bonus[0] = 0.0  # a row the values cannot move: any beta keeps KL 0
+    beta = beta_for_kl(logprobs, bonus, budget=0.05, beta_max=30.0)
+    kl = step_kl(logprobs, bonus, beta)
+    assert (beta >= 0).all() and (beta <= 30.0).all() and beta[0] == 30.0
+    assert (kl <= 0.05 + 1e-4).all()
+    binding = beta < 30.0
+    assert binding.sum() > 10 and torch.allclose(kl[binding], torch.full_like(kl[binding], 0.05),
+                                                 atol=1e-3)
+    # KL grows with beta, so a bigger budget never gives a smaller beta
+    assert (beta_for_kl(logprobs, bonus, budget=0.2, beta_max=30.0) >= beta - 1e-5).all()
+    assert (beta_for_kl(logprobs, bonus, budget=0.0, beta_max=30.0) == 0).all()
+    # the KL of the tilt agrees with the direct formula
+    p = torch.softmax(logprobs + beta[:, None] * bonus, -1)
+    q = torch.softmax(logprobs, -1)
+    torch.testing.assert_close(kl, (p * (p.log() - q.log())).sum(-1), atol=1e-4, rtol=1e-4)

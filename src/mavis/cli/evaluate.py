@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments, parse_betas, parse_numbers, parse_weights
+from mavis.cli.options import (
+    parse_assignments,
+    parse_betas,
+    parse_numbers,
+    parse_weights,
+    per_token_budget,
+)
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 
@@ -43,6 +49,10 @@ def evaluate(
     objectives: Annotated[str, typer.Option(help="Objectives to score, e.g. relevant,harmless")],
     weights: Annotated[str, typer.Option(help="Guidance weights (empty: pi_ref).")] = "",
     beta: Annotated[float, typer.Option()] = DEFAULT_BETA,
+    kl_budget: Annotated[float | None, typer.Option(
+        "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
+        "sampling: each step's beta is then the largest up to --beta that stays within "
+        "budget / max-new-tokens.")] = None,
     prompts: Annotated[str, typer.Option(help="Prompt set or file.")] = "chitchat",
     split: Annotated[str, typer.Option()] = "test",
     limit: Annotated[int, typer.Option()] = 32,
@@ -67,7 +77,9 @@ def evaluate(
     decoder = _decoder(model, value_model, [n for n, w in parsed.items() if w > 0] if guided
                        else [], names + list(parsed))
     result = evaluate_policy(decoder, texts, names, weights=parsed if guided else None,
-                             beta=beta if guided else 0.0, settings=settings, progress=True)
+                             beta=beta if guided else 0.0, settings=settings, progress=True,
+                             kl_budget=per_token_budget(kl_budget, max_new_tokens)
+                             if guided else None)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
@@ -77,6 +89,9 @@ def evaluate(
                f"(equation 7; {result.samples} samples)")
     typer.echo(f"{'KL top-k':<12} {result.kl_topk:.3f} ± {result.kl_topk_se:.3f}   against plain "
                f"top-k sampling (what steering added); mean per-step TV {result.tv:.3f}")
+    if result.kl_budget is not None:
+        typer.echo(f"{'beta used':<12} {result.mean_beta:.3f}   (mean over steps, chosen by "
+                   "the KL budget)")
 
 
 def pareto(
@@ -89,6 +104,11 @@ def pareto(
     beta: Annotated[str, typer.Option(
         help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8.")]
     = str(DEFAULT_BETA),
+    kl_budget: Annotated[float | None, typer.Option(
+        "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
+        "sampling: each step's beta is then the largest up to --beta that stays within "
+        "budget / max-new-tokens.")] = None,
+
     best_of: Annotated[str, typer.Option(
         "--best-of", help="Also best-of-N from pi_ref at each weight, e.g. 4 or 4,16 (0: off).")]
     = "0",
@@ -125,8 +145,9 @@ def pareto(
                 "settings": dataclasses.asdict(settings)}
     store = SweepStore(out.with_suffix(".json"), identity)
     decoder = _decoder(model, value_model, names, names)
-    results = run_sweep(decoder, chosen, names, sweep_points(names, grid, betas=betas,
-                                                              best_of=sizes), settings, store)
+    points = sweep_points(names, grid, betas=betas, best_of=sizes,
+                          kl_budget=per_token_budget(kl_budget, max_new_tokens))
+    results = run_sweep(decoder, chosen, names, points, settings, store)
     pair = (names[0], names[1])
     path = plot_pareto(by_method(results), pair, out,
                        title=f"{pair[0]} vs {pair[1]} ({prompts}/{split})")

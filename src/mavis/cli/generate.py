@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments, parse_weights
+from mavis.cli.options import parse_assignments, parse_weights, per_token_budget
 from mavis.decoding.settings import StepSettings
 from mavis.errors import MavisError
 
@@ -25,6 +25,10 @@ def generate(
         help="Objective weights, e.g. relevant=0.6,harmless=0.4 (normalised to sum 1).")] = "",
     beta: Annotated[float, typer.Option(help="Guidance strength; 0 = plain top-k.")]
     = DEFAULT_BETA,
+    kl_budget: Annotated[float | None, typer.Option(
+        "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
+        "sampling: each step's beta is then the largest up to --beta that stays within "
+        "budget / max-new-tokens.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Candidates scored per step.")]
     = StepSettings.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
@@ -53,9 +57,10 @@ def generate(
     from mavis.models.bundled import choose_value_models
 
     parsed = parse_weights(weights) if weights else {}
-    StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
-                 candidate_epsilon=epsilon)  # checked before any model loads
     _check_counts(prompt, num_samples, max_new_tokens, beam, prune_every, stop)
+    per_token = per_token_budget(kl_budget, max_new_tokens)
+    StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
+                 candidate_epsilon=epsilon, kl_budget=per_token)  # checked before loading
     wanted = [name for name, w in parsed.items() if w > 0] if beta > 0 else []
     explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
     folders = choose_value_models(model, explicit, wanted, list(parsed))
@@ -71,7 +76,8 @@ def generate(
             outputs = decoder.generate([prompt], weights=parsed or None, beta=beta, top_k=top_k,
                                        max_new_tokens=max_new_tokens, temperature=temperature,
                                        seed=seed, num_samples=num_samples, greedy=greedy,
-                                       stop_strings=stop, candidate_epsilon=epsilon)
+                                       stop_strings=stop, candidate_epsilon=epsilon,
+                                       kl_budget=per_token)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             typer.echo(f"note: {warning.message}", err=True)
@@ -81,8 +87,10 @@ def generate(
         else:
             typer.echo(seq.text.strip())
             extra = f", value {seq.value:.3f}" if seq.value is not None else ""
+            if per_token is not None:
+                extra += f", beta used {seq.mean_beta:.2f}"
             typer.echo(f"  [{len(seq.token_ids)} tokens, {seq.finish_reason}, "
-                       f"KL {seq.kl:.2f}{extra}]", err=True)
+                       f"KL {seq.kl:.2f} (over top-k {seq.kl_topk:.2f}){extra}]", err=True)
 
 
 def _check_counts(prompt: str, num_samples: int, max_new_tokens: int, beam: int,

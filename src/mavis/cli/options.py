@@ -96,6 +96,17 @@ def parse_names(text: str | None, option: str) -> list[str] | None:
     return names
 
 
+def per_token_budget(kl_budget: float | None, max_new_tokens: int,
+                     option: str = "--kl-budget") -> float | None:
+    """A KL budget per answer (what users think in) as the budget per token the decoder
+    keeps at every step."""
+    if kl_budget is None:
+        return None
+    if not math.isfinite(kl_budget) or kl_budget < 0:
+        raise MavisError(f"{option} is {kl_budget}; give the nats per answer, a number >= 0")
+    return kl_budget / max(max_new_tokens, 1)
+
+
 def parse_betas(text: str, lambdas: list[float], option: str = "--beta"
                 ) -> float | dict[float, float]:
     """"8" (one beta for every lambda) or "0:6,0.5:12,1:8" (a beta per lambda, the paper's

@@ -50,6 +50,7 @@ class GeneratedSequence:
     value: float | None = None  # weighted value of the final state, when guided
     topk_logprobs: list[float] = field(default_factory=list)
     tv: list[float] = field(default_factory=list)
+    betas: list[float] = field(default_factory=list)  # the beta of each step (see kl_budget)
 
     @property
     def kl(self) -> float:
@@ -66,9 +67,15 @@ class GeneratedSequence:
     def mean_tv(self) -> float:
         return float(sum(self.tv) / len(self.tv)) if self.tv else 0.0
 
+    @property
+    def mean_beta(self) -> float:
+        """The beta used, averaged over steps (the setting itself unless a KL budget chose)."""
+        return float(sum(self.betas) / len(self.betas)) if self.betas else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(kl=self.kl, kl_topk=self.kl_topk, mean_tv=self.mean_tv)
+        data.update(kl=self.kl, kl_topk=self.kl_topk, mean_tv=self.mean_tv,
+                    mean_beta=self.mean_beta)
         return data
 
 
@@ -194,12 +201,15 @@ class MavisDecoder:
                  max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
                  seed: int | None = None, stop_strings: Sequence[str] = (),
                  chat_template: bool = True, candidate_epsilon: float = 0.0,
+                 kl_budget: float | None = None,
                  batch_size: int = 16, ignore_eos: bool = False, progress: bool = False,
                  on_rows: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
         """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
 
         beta = 0 (or no value models) is plain top-k sampling from the reference model.
         `ignore_eos` keeps generating past EOS (for benchmarks of a fixed length).
+        `kl_budget` (nats per token) lets each step's beta be the largest one up to `beta` that
+        keeps the step within that KL of plain top-k sampling (see `StepSettings`).
         `progress` shows a bar; `on_rows(count)` is called as each batch of rows finishes.
         """
         if isinstance(prompts, str):
@@ -207,7 +217,7 @@ class MavisDecoder:
         if max_new_tokens < 1:
             raise MavisError("max_new_tokens must be >= 1")
         settings = self.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
-                                 candidate_epsilon=candidate_epsilon)
+                                 candidate_epsilon=candidate_epsilon, kl_budget=kl_budget)
         # Tokenised once, up front: bad prompts fail before any generation starts.
         once = self.encode(list(prompts), chat_template=chat_template,
                            max_new_tokens=max_new_tokens)
@@ -281,7 +291,8 @@ class MavisDecoder:
             prompt=prompt, text=text, token_ids=ids, logprobs=state.logprobs[row].tolist(),
             ref_logprobs=state.ref_logprobs[row].tolist(), finish_reason=reason,
             weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value,
-            topk_logprobs=state.topk_logprobs[row].tolist(), tv=state.tv[row].tolist())
+            topk_logprobs=state.topk_logprobs[row].tolist(), tv=state.tv[row].tolist(),
+            betas=state.betas[row].tolist())
 
 
 def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:

@@ -19,6 +19,9 @@ class StepSettings:
     greedy: take the most likely candidate of the tilted distribution instead of sampling.
     candidate_epsilon: skip candidates whose omission moves a step's distribution by at most
         this total variation (needs value ranges; 0 scores all k).
+    kl_budget: nats per token, or None. When set, each step's beta is the largest one up to
+        `beta` whose tilt stays within this KL of plain top-k sampling at that step, so an
+        answer of T tokens adds at most T * kl_budget nats over plain top-k sampling.
     """
 
     beta: float = 1.0
@@ -26,6 +29,7 @@ class StepSettings:
     temperature: float = 1.0
     greedy: bool = False
     candidate_epsilon: float = 0.0
+    kl_budget: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.top_k, int) and self.top_k >= 1):
@@ -34,5 +38,8 @@ class StepSettings:
             raise MavisError(f"temperature={self.temperature} must be a finite number > 0")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise MavisError(f"beta={self.beta} must be a finite number >= 0")
+        if self.kl_budget is not None and not (math.isfinite(self.kl_budget)
+                                                and self.kl_budget >= 0):
+            raise MavisError(f"kl_budget={self.kl_budget} must be a finite number >= 0")
         if not 0 <= self.candidate_epsilon < 1:
             raise MavisError(f"candidate_epsilon={self.candidate_epsilon} must be in [0, 1)")

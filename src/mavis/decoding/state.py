@@ -29,7 +29,13 @@ import torch
 
 from mavis.decoding.guide import ActiveValueModel, ValueGuide
 from mavis.decoding.settings import StepSettings
-from mavis.decoding.tilt import candidates_to_score, mavis_logprobs, top_k_candidates
+from mavis.decoding.tilt import (
+    beta_for_kl,
+    candidates_to_score,
+    mavis_logprobs,
+    top_k_candidates,
+    weighted_values,
+)
 from mavis.models.cache import keep_rows, model_forward, new_cache, replace_tail_with_choice
 from mavis.models.masks import candidate_mask, positions_from_mask
 
@@ -65,6 +71,7 @@ class DecodingState:
         self.ref_logprobs = torch.zeros(batch, 0, device=device)
         self.topk_logprobs = torch.zeros(batch, 0, device=device)
         self.tv = torch.zeros(batch, 0, device=device)
+        self.betas = torch.zeros(batch, 0, device=device)
         self.value = torch.full((batch,), float("nan"), device=device)
         self.ref_cache = new_cache(reference)
         logits, self.ref_cache = model_forward(
@@ -96,11 +103,28 @@ class DecodingState:
         if self.active:
             candidates = self.skip(candidates)
             values = self.score(candidates.ids)
-        policy = mavis_logprobs(candidates.logprobs, values, self.weights, self.settings.beta,
+        beta = self.step_beta(candidates, values)
+        policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)
         choice = self.sample(policy, generator)
         self.record_divergence(policy, top_k, choice)
         return self.keep(candidates, policy, values, choice)
+
+    def step_beta(self, candidates: Candidates, values: torch.Tensor | None) -> torch.Tensor:
+        """Each row's beta for this step: the setting, or with a KL budget the largest beta up
+        to it that keeps the step within the budget (`beta_for_kl`); recorded in `betas`."""
+        beta = torch.full((self.batch_size,), float(self.settings.beta),
+                          device=candidates.logprobs.device)
+        if values is None:
+            beta.zero_()
+        elif self.settings.kl_budget is not None:
+            logprobs = candidates.logprobs
+            if candidates.scored is not None:
+                logprobs = logprobs.masked_fill(~candidates.scored, float("-inf"))
+            beta = beta_for_kl(logprobs, weighted_values(values, self.weights),
+                               self.settings.kl_budget, self.settings.beta)
+        self.betas = torch.cat([self.betas, beta[:, None]], dim=1)
+        return beta
 
     def candidates(self) -> Candidates:
         logprobs, ids = top_k_candidates(self.next_logits, self.settings.top_k,
@@ -185,5 +209,5 @@ class DecodingState:
         for cache in self.value_caches:
             keep_rows(cache, rows)
         for name in ("attention_mask", "next_position", "tokens", "logprobs", "ref_logprobs",
-                     "topk_logprobs", "tv", "value", "next_logits"):
+                     "topk_logprobs", "tv", "betas", "value", "next_logits"):
             setattr(self, name, getattr(self, name)[rows])

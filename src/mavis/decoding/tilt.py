@@ -96,3 +96,37 @@ def tv_bound(candidate_logprobs: torch.Tensor, scored: torch.Tensor, beta: float
     kept = (probs * scored).sum(-1)
     boost = math.exp(min(beta * value_spread, 700.0))
     return dropped * boost / (dropped * boost + kept)
+
+
+def step_kl(candidate_logprobs: torch.Tensor, bonus: torch.Tensor,
+            beta: torch.Tensor) -> torch.Tensor:
+    """KL(pi_beta || pi_k) per row, where pi_k is top-k sampling (softmax of the candidates'
+    log-probabilities) and pi_beta its tilt by exp(beta * bonus). [B, k], [B, k], [B] -> [B]."""
+    reference = torch.log_softmax(candidate_logprobs.float(), dim=-1)
+    tilted = torch.log_softmax(reference + beta[:, None] * bonus.float(), dim=-1)
+    return (tilted.exp() * (tilted - reference)).nansum(-1)
+
+
+def beta_for_kl(candidate_logprobs: torch.Tensor, bonus: torch.Tensor, budget: float,
+                beta_max: float, steps: int = 40) -> torch.Tensor:
+    """Per row, the largest beta in [0, beta_max] whose tilt moves this step's distribution at
+    most `budget` nats away from top-k sampling (KL(pi_beta || pi_k) <= budget).
+
+    The step KL grows with beta (its derivative is beta * Var_pi_beta(bonus) >= 0), so a
+    bisection finds it; rows that stay within the budget at beta_max get beta_max. By the chain
+    rule, the KL of a whole answer against top-k sampling is then at most `budget` per token.
+    candidate_logprobs, bonus: [B, k] (bonus: the weighted values of the candidates). -> [B].
+    """
+    rows = candidate_logprobs.shape[0]
+    high = torch.full((rows,), float(beta_max), device=candidate_logprobs.device)
+    if budget <= 0:
+        return torch.zeros_like(high)
+    bonus = torch.nan_to_num(bonus.float())
+    fits = step_kl(candidate_logprobs, bonus, high) <= budget
+    low = torch.zeros_like(high)
+    for _ in range(steps):
+        middle = (low + high) / 2
+        over = step_kl(candidate_logprobs, bonus, middle) > budget
+        high = torch.where(over, middle, high)
+        low = torch.where(over, low, middle)
+    return torch.where(fits, torch.full_like(low, float(beta_max)), low)

@@ -34,6 +34,8 @@ class PolicyEvaluation:
     kl_topk_se: float = 0.0
     tv: float = 0.0  # mean per-step total variation between plain top-k sampling and the policy
     kl_is_bound: bool = False  # best-of-N: measured part + the analytic log N - (N-1)/N bound
+    kl_budget: float | None = None  # nats per token, when a KL budget chose each step's beta
+    mean_beta: float = 0.0  # the beta used, averaged over steps and answers
     mean_tokens: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
 def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                     objectives: Sequence[str], *,
                     weights: Mapping[str, float] | None = None, beta: float = 0.0,
+                    kl_budget: float | None = None,
                     settings: EvaluationSettings = EvaluationSettings(), label: str = "",
                     progress: bool = False,
                     on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
@@ -75,7 +78,8 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                                num_samples=settings.num_samples,
                                temperature=settings.temperature, seed=settings.seed,
                                batch_size=settings.batch_size,
-                               candidate_epsilon=settings.candidate_epsilon, progress=progress,
+                               candidate_epsilon=settings.candidate_epsilon,
+                               kl_budget=kl_budget, progress=progress,
                                on_rows=on_rows)
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
     result = PolicyEvaluation(
@@ -83,11 +87,12 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                                                       (weights or {}).items())).strip(),
         weights=dict(outputs[0].weights) if outputs and outputs[0].weights else dict(
             weights or {}),
-        beta=beta, prompts=len(prompts), samples=len(outputs),
+        beta=beta, prompts=len(prompts), samples=len(outputs), kl_budget=kl_budget,
         mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1))
     for name in objectives:
         result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
     result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])
     result.kl_topk, result.kl_topk_se = mean_and_se([o.kl_topk for o in outputs])
     result.tv = mean_and_se([o.mean_tv for o in outputs])[0]
+    result.mean_beta = mean_and_se([o.mean_beta for o in outputs])[0]
     return result

@@ -39,6 +39,7 @@ class SweepPoint:
     weights: dict[str, float] = field(default_factory=dict)
     beta: float = 0.0
     n: int = 0  # best-of-N's N
+    kl_budget: float | None = None  # nats per token; beta is then the largest allowed
 
     @property
     def label(self) -> str:
@@ -49,19 +50,23 @@ class SweepPoint:
     def key(self) -> str:
         """What identifies the point in the store."""
         beta = f" beta={self.beta:g}" if self.method == "MAVIS" else ""
+        if self.method == "MAVIS" and self.kl_budget is not None:
+            beta += f" kl_budget={self.kl_budget:g}"
         return f"{self.method} {self.label}{beta}".strip()
 
 
 def sweep_points(pair: Sequence[str], lambdas: Sequence[float], *,
                  betas: float | Mapping[float, float] = 8.0,
-                 best_of: Sequence[int] = (), reference: bool = True) -> list[SweepPoint]:
+                 best_of: Sequence[int] = (), reference: bool = True,
+                 kl_budget: float | None = None) -> list[SweepPoint]:
     """MAVIS at weights (lambda, 1 - lambda) over `pair` for every lambda (beta per lambda when
     `betas` maps lambdas to betas, the paper's table 9), pi_ref, and best-of-N for every N."""
     first, second = pair
     points = []
     for lam in lambdas:
         beta = betas[lam] if isinstance(betas, Mapping) else betas
-        points.append(SweepPoint("MAVIS", {first: lam, second: 1.0 - lam}, float(beta)))
+        points.append(SweepPoint("MAVIS", {first: lam, second: 1.0 - lam}, float(beta),
+                                 kl_budget=kl_budget))
     if reference:
         points.append(SweepPoint(REFERENCE))
     for n in best_of:
@@ -148,7 +153,8 @@ def evaluate_point(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
     guided = point.method != REFERENCE
     return evaluate_policy(decoder, prompts, objectives,
                            weights=point.weights if guided else None,
-                           beta=point.beta if guided else 0.0, settings=settings,
+                           beta=point.beta if guided else 0.0,
+                           kl_budget=point.kl_budget if guided else None, settings=settings,
                            label=point.label or REFERENCE, on_rows=on_rows)
 
 
