@@ -541,3 +541,24 @@ def test_cli_trains_and_resumes(tmp_path, tiny_lm, small_trees, capsys):
     assert student.objectives == ["a_rate"]
     # the student's range is its teacher's trained range
     assert student.config.value_range == report["value_range"]
+
+
+def test_sibling_difference_loss_by_hand():
+    from mavis.training.loss import sibling_difference_mse
+
+    predicted = torch.tensor([[1.0], [2.0], [0.0], [5.0]])
+    targets = torch.tensor([[0.0], [3.0], [1.0], [float("nan")]])
+    parent = torch.tensor([7, 7, 7, 7])
+    # pairs (0,1): (-1) - (-3) = 2; (0,2): 1 - (-1) = 2; (1,2): 2 - 2 = 0; pairs with 3: NaN
+    loss = sibling_difference_mse(predicted, targets, parent)
+    assert loss.item() == pytest.approx((4 + 4 + 0) / 3)
+    # a constant shift of all predictions costs nothing: only differences count
+    shifted = sibling_difference_mse(predicted + 10, targets, parent)
+    assert shifted.item() == pytest.approx(loss.item())
+    assert sibling_difference_mse(predicted, targets, torch.tensor([1, 2, 3, -1])).item() == 0
+
+
+def test_sibling_weight_trains(tmp_path, tiny_lm, small_trees):
+    report = train(fast_config(tiny_lm, objectives=["a_rate"], sibling_weight=1.0, epochs=1,
+                               max_steps=3), small_trees, tmp_path / "vm")
+    assert report["steps"] == 3 and report["config"]["sibling_weight"] == 1.0

@@ -78,6 +78,9 @@ def train_command(
     = _T.max_steps,
     max_length: Annotated[int | None, typer.Option(help="Longest prompt + response.")]
     = _T.max_length,
+    sibling_weight: Annotated[float, typer.Option(
+        help="Weight of the sibling-difference term beside equation 6 (0: the paper's loss).")]
+    = _T.sibling_weight,
     select_best_by: Annotated[str, typer.Option(
         help="Keep the checkpoint with the lowest val_loss or the highest sibling_accuracy.")]
     = _T.select_best_by,
@@ -102,6 +105,7 @@ def train_command(
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,
+        sibling_weight=sibling_weight,
         eval_every=eval_every or None, seed=seed,
     )
     report = train(config, data, out, resume=resume)

@@ -56,6 +56,13 @@ class TrainConfig:
             Longest prompt + response sequence. Longer prompts lose their beginning; nodes
             whose response alone is longer are dropped (and counted in the report).
 
+        sibling_weight (`float`, default `0.0`):
+            Weight of a second loss term beside equation 6's: the squared error of the
+            predicted difference between two siblings (continuations of one prefix) against
+            their observed difference (`loss.sibling_difference_mse`). An extension of the
+            paper, for objectives whose values differ far more between prompts than between
+            the continuations of one prompt; 0 trains on equation 6 alone, as the paper.
+
     Optimisation (appendix F.4)
         lr (`float`, default `2e-5`):
             Peak learning rate of Adafactor (no relative step, no parameter scaling). Tiny
@@ -118,6 +125,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     validation_without_leaves: bool = False
     max_length: int | None = None
+    sibling_weight: float = 0.0
 
     lr: float = 2e-5
     weight_decay: float = 0.002
@@ -145,6 +153,7 @@ class TrainConfig:
         checks = [
             (self.lr > 0, "lr must be positive"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.sibling_weight >= 0, "sibling_weight must be >= 0"),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),

@@ -20,3 +20,25 @@ def masked_mse(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     valid = ~torch.isnan(targets)
     diff = torch.where(valid, predicted - torch.nan_to_num(targets), torch.zeros_like(predicted))
     return diff.pow(2).sum() / valid.sum().clamp(min=1)
+
+
+def sibling_difference_mse(predicted: torch.Tensor, targets: torch.Tensor,
+                           parent: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of siblings (reads with the same parent >= 0) and objectives of
+    ((p_i - p_j) - (t_i - t_j))^2: how far the predicted difference between two continuations
+    of one prefix is from the observed one. The tilt only uses such differences, and a model
+    can fit equation 6 well on average by learning which prompts score high while ordering
+    the continuations of one prompt no better than chance; this term asks for the differences.
+
+    predicted, targets: [K, M] (NaN targets count nothing); parent: [K]. 0 without pairs.
+    """
+    same = (parent[:, None] == parent[None, :]) & (parent[:, None] >= 0)
+    pairs = torch.triu(same, diagonal=1)
+    if not pairs.any():
+        return predicted.sum() * 0.0
+    i, j = pairs.nonzero(as_tuple=True)
+    dt = targets[i] - targets[j]
+    valid = ~torch.isnan(dt)
+    error = torch.where(valid, (predicted[i] - predicted[j]) - torch.nan_to_num(dt),
+                        torch.zeros_like(dt))
+    return error.pow(2).sum() / valid.sum().clamp(min=1)

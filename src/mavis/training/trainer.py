@@ -54,7 +54,7 @@ from mavis.training.checkpoint import (
     write_json,
 )
 from mavis.training.config import TrainConfig
-from mavis.training.loss import masked_mse
+from mavis.training.loss import masked_mse, sibling_difference_mse
 from mavis.training.packing import Unit, collate, plan_batches, predict
 from mavis.training.samples import Samples, prepare_samples
 from mavis.training.validation import evaluate
@@ -269,10 +269,16 @@ def train_epoch(run: Run) -> bool:
 
 
 def train_step(run: Run, units: list[Unit]) -> None:
-    """One optimiser step on a batch of units (equation 6's MSE on their reads)."""
+    """One optimiser step on a batch of units: equation 6's MSE on their reads (plus, with
+    `sibling_weight`, the error of the predicted differences between siblings)."""
     started = time.perf_counter()
     batch = collate(units, run.dtype).to(run.accelerator.device)
-    loss = masked_mse(predict(run.model, batch), batch.targets)
+    predicted = predict(run.model, batch)
+    loss = masked_mse(predicted, batch.targets)
+    if run.config.sibling_weight:
+        parent = torch.from_numpy(run.samples.parent).to(batch.nodes.device)[batch.nodes]
+        loss = loss + run.config.sibling_weight * sibling_difference_mse(
+            predicted, batch.targets, parent)
     run.accelerator.backward(loss)
     if run.config.max_grad_norm is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
