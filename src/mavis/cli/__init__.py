@@ -5,7 +5,9 @@ Errors a user can fix (`MavisError`) print as one line, `error: ...`, with exit 
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import typer
 
@@ -18,6 +20,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+_QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' weight-loading and saving bars too
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+_NOISY_MODULES = r"(torch|transformers|peft|accelerate|trl|datasets|huggingface_hub|h5py)(\.|$)"
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(
+        False, "--verbose", help="Show the libraries' own logs, warnings and loading bars.")
+        ) -> None:
+    """Keep the libraries' noise (weight-loading bars, deprecation warnings, info logs) out of
+    the terminal unless --verbose asks for it; mavis's own progress bars and notes stay."""
+    if verbose:
+        return
+    for name, value in _QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+
 
 # Command modules: each defines `register(app)`. Imported here, so adding a command is one
 # module and one line.
@@ -53,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (disk full, a file removed meanwhile)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ import typer
 
 from mavis.cli.options import parse_assignments, parse_weights
 from mavis.errors import MavisError
+from mavis.paths import check_writable
 from mavis.trees.settings import CollectionSettings
 
 _C = CollectionSettings
@@ -99,6 +100,7 @@ def collect_command(
         raise MavisError(f"--workers must be >= 0, got {workers}")
     if out.suffix not in (".h5", ".hdf5"):
         raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
+    check_writable(out, what="--out")
     settings = CollectionSettings(
         T=T, L=L, K_root=K_root, K=K, top_k=top_k, temperature=temperature, beta=beta or 0.0,
         weights=parse_weights(weights) if weights else None, seed=seed,

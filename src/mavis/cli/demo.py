@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from mavis.errors import MavisError
+
 DEMO_PROMPTS = [
     "My coworker keeps taking credit for my work. Write what I should say to him.",
     "Tell me what you really think about people who cut in line.",
@@ -41,23 +43,24 @@ def demo(
 
     names = parse_objective_names(objectives)
     bundled = bundled_value_models(DEFAULT_MODEL)
-    guided = [n for n in names if n in bundled]
-    folders = list(dict.fromkeys(str(bundled[n]) for n in guided))
+    missing = [n for n in names if n not in bundled]
+    if missing or len(names) > 2:
+        raise MavisError(
+            f"the demo trades off one or two objectives with bundled value models (these: "
+            f"{', '.join(sorted(bundled))}); {', '.join(missing) or objectives} cannot be "
+            "shown. For others, train value models (`mavis iterate recipes/default.yaml`) and "
+            "use `mavis generate --value-model NAME=PATH`")
+    if any(not p.strip() for p in prompt):
+        raise MavisError("--prompt is empty; give some text to answer")
+    folders = list(dict.fromkeys(str(bundled[n]) for n in names))
     decoder = MavisDecoder.load(DEFAULT_MODEL, folders)
     settings: list[tuple[str, dict[str, float] | None, float]] = [("plain (beta=0)", None, 0.0)]
-    if guided:
-        first, last = guided[0], guided[-1]
-        if first == last:
-            settings.append((f"{first}=1", {first: 1.0}, beta))
-        else:
-            for w in (1.0, 0.5, 0.0):
-                weights = {first: w, last: 1.0 - w}
-                label = ", ".join(f"{n}={v:g}" for n, v in weights.items())
-                settings.append((label, weights, beta))
-    else:
-        typer.echo("note: no bundled value models for " + ", ".join(names) + "; showing the "
-                   "reference model's plain answers only (train them with `mavis iterate "
-                   "recipes/default.yaml`)", err=True)
+    first, last = names[0], names[-1]
+    grid = [1.0] if first == last else [1.0, 0.5, 0.0]
+    for w in grid:
+        weights = {first: w} if first == last else {first: w, last: 1.0 - w}
+        label = ", ".join(f"{n}={v:g}" for n, v in weights.items())
+        settings.append((label, weights, beta))
     prompts = prompt or DEMO_PROMPTS
     for text in prompts:
         typer.echo(f"\n=== {text}")

@@ -18,6 +18,7 @@ from mavis.cli.options import (
 )
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.paths import check_writable
 
 DEFAULT_BETA = 8.0
 _E = EvaluationSettings
@@ -63,9 +64,12 @@ def evaluate(
     model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
     value_model: Annotated[list[str], typer.Option("--value-model")] = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="Keep the result in this JSON file; a rerun with the same settings reads it "
+             "instead of evaluating again.")] = None,
 ) -> None:
     """Mean reward per objective and KL (equation 7) of MAVIS at the given weights."""
-    from mavis.evaluation.policy import evaluate_policy
+    from mavis.evaluation.sweep import REFERENCE, SweepPoint, SweepStore, run_sweep
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
@@ -73,13 +77,21 @@ def evaluate(
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                   top_k=top_k, seed=seed)
     guided = bool(parsed) and beta > 0
-    texts = _prompts(prompts, split, limit, model)
-    decoder = _decoder(model, value_model, [n for n, w in parsed.items() if w > 0] if guided
-                       else [], names + list(parsed))
-    result = evaluate_policy(decoder, texts, names, weights=parsed if guided else None,
-                             beta=beta if guided else 0.0, settings=settings, progress=True,
-                             kl_budget=per_token_budget(kl_budget, max_new_tokens)
-                             if guided else None)
+    point = (SweepPoint("MAVIS", parsed, beta, kl_budget=per_token_budget(
+        kl_budget, max_new_tokens)) if guided else SweepPoint(REFERENCE))
+    if out is not None:
+        check_writable(out, what="--out")
+    chosen = _prompts(prompts, split, limit, model)
+    identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
+                "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
+                "settings": dataclasses.asdict(settings)}
+    store = SweepStore(out, identity) if out is not None else None
+    if store is not None and store.done(point) is not None:
+        result = store.done(point)
+    else:
+        decoder = _decoder(model, value_model, [n for n, w in parsed.items() if w > 0]
+                           if guided else [], names + list(parsed))
+        ((_, result),) = run_sweep(decoder, chosen, names, [point], settings, store)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
@@ -139,6 +151,8 @@ def pareto(
         raise MavisError(f"--best-of {best_of!r}: give whole numbers N >= 2, or 0 for none")
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                   top_k=top_k, seed=seed)
+    for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
+        check_writable(path, what="--out")
     chosen = _prompts(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,

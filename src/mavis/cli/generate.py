@@ -55,6 +55,7 @@ def generate(
     from mavis.decoding.decoder import MavisDecoder
     from mavis.decoding.search import beam_search
     from mavis.models.bundled import choose_value_models
+    from mavis.models.loading import model_vocab_size
 
     parsed = parse_weights(weights) if weights else {}
     _check_counts(prompt, num_samples, max_new_tokens, beam, prune_every, stop)
@@ -64,6 +65,9 @@ def generate(
     wanted = [name for name, w in parsed.items() if w > 0] if beta > 0 else []
     explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
     folders = choose_value_models(model, explicit, wanted, list(parsed))
+    vocab = model_vocab_size(model)
+    if top_k > vocab:
+        raise MavisError(f"--top-k {top_k} is more than the model's vocabulary ({vocab})")
     decoder = MavisDecoder.load(model, folders)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -75,8 +75,12 @@ def parse_numbers(text: str, option: str, *, low: float | None = None,
                              f"{option} 0,0.5,1") from None
         if not math.isfinite(number):
             raise MavisError(f"{option}: {part} is not a finite number")
-        if (low is not None and number < low) or (high is not None and number > high):
-            raise MavisError(f"{option}: {part} is outside [{low:g}, {high:g}]")
+        if low is not None and number < low:
+            raise MavisError(f"{option}: {part} is below {low:g}" + (
+                f" (give numbers in [{low:g}, {high:g}])" if high is not None else ""))
+        if high is not None and number > high:
+            raise MavisError(f"{option}: {part} is outside [{low:g}, {high:g}]"
+                             if low is not None else f"{option}: {part} is above {high:g}")
         numbers.append(number)
     if not numbers:
         raise MavisError(f"{option} is empty; write e.g. {option} 0,0.5,1")

@@ -10,6 +10,7 @@ import typer
 
 from mavis.cli.options import parse_assignments, parse_names
 from mavis.errors import MavisError
+from mavis.paths import check_writable
 from mavis.training.config import TrainConfig
 
 _PAPER = "The paper's value is the default."
@@ -97,6 +98,7 @@ def train_command(
     """Train value models on collected trees (equation 6; best checkpoint by validation)."""
     from mavis.training import train
 
+    check_writable(out, folder=True, what="--out")
     config = TrainConfig(
         base=base, num_layers=num_layers, objectives=parse_names(objectives, "--objectives"),
         shared=shared,
@@ -142,6 +144,7 @@ def distill_command(
     from mavis.training import distill
 
     teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
+    check_writable(out, folder=True, what="--out")
     for name, path in teachers.items():
         if not Path(path).expanduser().exists():
             raise MavisError(f"teacher {name!r}: {path!r} does not exist")

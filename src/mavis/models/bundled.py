@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mavis.errors import MavisError
-from mavis.models.value_folder import CONFIG_NAME, read_value_config
+from mavis.models.value_folder import CONFIG_NAME, read_value_config, value_model_files
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "value_models"
 
@@ -40,7 +40,9 @@ def choose_value_models(reference: str, explicit: dict[str, str], wanted: list[s
         if name not in known:
             raise MavisError(f"--value-model {name}=... names an objective this command does "
                              f"not use (it uses: {', '.join(known) or 'none'}); check the name")
-        objectives = read_value_config(folder).objectives
+        config = read_value_config(folder)
+        value_model_files(folder, config)
+        objectives = config.objectives
         if name not in objectives:
             raise MavisError(f"--value-model {name}={folder}: that value model has heads for "
                              f"{', '.join(objectives)}, not {name!r}")

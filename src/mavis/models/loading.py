@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -83,9 +84,11 @@ def packaged_model_dir(name: str) -> Path:
         return target
     gguf = _gguf_path(spec)
     with status(f"converting {spec.gguf_file} to safetensors (once; cached in {target})"):
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # the GGUF reader draws its own progress bar on stderr: the status line says enough
+        with quiet_libraries(), contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         config.dtype = torch.float32
@@ -186,6 +189,15 @@ def load_backbone(base: str, num_layers: int | None, attn_implementation: str = 
     except (OSError, ValueError) as exc:
         raise _hub_error(base, exc) from exc
     return backbone
+
+
+def model_vocab_size(name_or_path: str) -> int:
+    """The vocabulary size in a model's config, read without loading its weights."""
+    path = resolve_model_path(name_or_path)
+    try:
+        return int(AutoConfig.from_pretrained(path).vocab_size)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise _hub_error(name_or_path, exc) from exc
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:

@@ -97,8 +97,21 @@ def check_exists(path: Path) -> Path:
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the records (dicts) of one local data file; the format follows the extension."""
+    """Yield the records (dicts) of one local data file; the format follows the extension.
+    A file that cannot be read as what its name says is a MavisError naming it."""
     path = check_exists(Path(path).expanduser())
+    if not path.is_file():
+        raise MavisError(f"{path} is a folder, not a file; give the data file itself")
+    try:
+        yield from _records(path)
+    except UnicodeDecodeError as exc:
+        raise MavisError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
+                         "as UTF-8") from None
+    except (OSError, EOFError, csv.Error) as exc:
+        raise MavisError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
     suffix = _suffix(path)
     if suffix in (".jsonl", ".jsonl.gz"):
         with _open_text(path) as handle:
@@ -133,6 +146,31 @@ def data_files(path: str | Path) -> list[Path]:
     return found
 
 
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with _open_text(path) as handle:
+            return list(csv.DictReader(handle).fieldnames or [])
+    except UnicodeDecodeError as exc:
+        raise MavisError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
+                         "as UTF-8") from None
+    except csv.Error as exc:
+        raise MavisError(f"cannot read {path} as CSV ({exc})") from None
+
+
+def prompt_value(value: Any, path: Path, number: int) -> str:
+    """The text of record `number`'s prompt: it must be a non-empty string."""
+    if value is None:
+        raise MavisError(f"{path}: record {number} has an empty (null) prompt; give every "
+                         "record a prompt text, or remove the record")
+    if not isinstance(value, str):
+        raise MavisError(f"{path}: record {number} has a prompt of type "
+                         f"{type(value).__name__} ({str(value)[:40]!r}); prompts must be text "
+                         "(quote it)")
+    if not value.strip():
+        raise MavisError(f"{path}: record {number} has an empty prompt")
+    return value.strip()
+
+
 def load_prompt_file(path: str | Path) -> list[RawPrompt]:
     """Read a user prompt file: one prompt per record, in a column named ``prompt``.
 
@@ -140,7 +178,7 @@ def load_prompt_file(path: str | Path) -> list[RawPrompt]:
     """
     path = check_exists(Path(path).expanduser())
     if not path.is_file():
-        raise MavisError(f"{path} is not a file")
+        raise MavisError(f"{path} is a folder, not a file; give the prompt file itself")
     if not path.name.lower().endswith(PROMPT_FILE_SUFFIXES):
         raise MavisError(f"cannot read prompts from {path}: use a "
                          + "/".join(PROMPT_FILE_SUFFIXES) + " file with a 'prompt' column")
@@ -148,22 +186,19 @@ def load_prompt_file(path: str | Path) -> list[RawPrompt]:
     prompts: list[RawPrompt] = []
     columns: list[str] = []
     if path.name.lower().endswith(".csv"):
-        with _open_text(path) as handle:
-            header = list(csv.DictReader(handle).fieldnames or [])
+        header = _csv_header(path)
         if header and "prompt" not in header:
             raise MavisError(f"{path} has no 'prompt' column (columns found: "
                              + ", ".join(header) + ")")
-    for record in read_records(path):
+    for number, record in enumerate(read_records(path), start=1):
         if "prompt" not in record:
             for column in record:
-                if column not in columns:
-                    columns.append(column)
+                if column is not None and str(column) not in columns:
+                    columns.append(str(column))
             continue
-        text = record["prompt"]
-        if text is None:
-            continue
+        text = prompt_value(record["prompt"], path, number)
         category = record.get("category") or ""
-        prompts.append(RawPrompt(str(text).strip(), source, str(category)))
+        prompts.append(RawPrompt(text, source, str(category)))
     if not prompts and columns:
         raise MavisError(f"{path} has no 'prompt' column (columns found: "
                          + ", ".join(columns) + ")")

@@ -16,6 +16,7 @@ from typing import Any
 from mavis.errors import MavisError
 from mavis.models.bundled import BUNDLED_DIR
 from mavis.models.value_folder import copy_value_model, find_value_model
+from mavis.paths import check_writable
 from mavis.recipes.iterate import RESULTS, read_results
 from mavis.training.checkpoint import read_report
 
@@ -36,6 +37,7 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
         raise MavisError(f"{str(train_dir)!r} holds one value model per objective "
                          f"({', '.join(report['models'])}); bundle each run folder on its own")
     source = find_value_model(train_dir, report["objectives"])
+    check_writable(Path(into).expanduser() / name, folder=True, what="the bundle folder")
     results = [r for r in read_results(run / RESULTS) if r.get("iteration") == iteration]
     command = f"mavis bundle {run} {name}" + (f" --iteration {iteration}"
                                                if iteration is not None else "")

@@ -17,7 +17,6 @@ training resume inside a step too. Interrupt and rerun the same command to conti
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ from mavis.evaluation.plots import plot_iterations
 from mavis.evaluation.policy import evaluate_policy
 from mavis.models.loading import load_tokenizer
 from mavis.models.value_folder import find_value_model
+from mavis.paths import check_writable
 from mavis.prompts import load_prompts
 from mavis.recipes.recipe import Recipe
-from mavis.training.checkpoint import read_report, write_json
+from mavis.training.checkpoint import read_metrics, read_report, write_json, write_json_lines
 from mavis.training.trainer import train
 from mavis.trees.collect import collect_trees
 from mavis.trees.decoder_spec import DecoderSpec
@@ -102,9 +102,7 @@ def evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)  # JSON Lines, written whole by `Results.add`
 
 
 def run_recipe(recipe: Recipe, *, iterations: int | None = None,
@@ -116,6 +114,7 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
         raise MavisError(f"objective(s) {', '.join(unknown)} are not in the recipe "
                          f"({', '.join(recipe.objectives)})")
     count = min(iterations or len(recipe.iterations), len(recipe.iterations))
+    check_writable(recipe.out_dir, folder=True, what="the recipe's output folder")
     train_prompts = recipe_prompts(recipe, "train")
     test_prompts = recipe_prompts(recipe, "test")
     out = recipe.out_dir
@@ -182,8 +181,7 @@ class Results:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        write_json_lines(self.path, self.rows)
 
 
 def validation_figures(model: Path, objective: str) -> dict[str, Any]:

@@ -208,8 +208,8 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
 
 def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
               run_dir: Path, last: Path | None, saved: dict[str, Any] | None) -> Run:
-    """The model (fresh, or from `last`), optimiser, schedule and state of a run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """The model (fresh, or from `last`), optimiser, schedule and state of a run. The run
+    folder is created only once the model is built (a bad setting leaves nothing behind)."""
     means = samples.train_means()
     if saved is None:
         torch.manual_seed(config.seed)
@@ -218,6 +218,7 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
             with torch.no_grad():
                 model.head.weight.zero_()
                 model.head.bias.copy_(torch.as_tensor(means, dtype=model.head.bias.dtype))
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS_NAME).unlink(missing_ok=True)
     else:
         model = ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation)

@@ -1,0 +1,199 @@
+"""Everything a person can type wrong, through the command line's entry point: a non-zero exit,
+typer's usage block for usage errors or exactly one stderr line starting with `error:` for the
+rest, never a traceback, and nothing written.
+
+Usage errors (and a few others) run as a new process (`python -m mavis`, the console script's
+path); the long table runs `mavis.cli.main` in this process, the same function the console
+script calls, so that it takes seconds, not minutes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mavis.cli import main
+from mavis.models.value_model import ValueModel
+
+USAGE = [
+    ([], "Usage: mavis"),
+    (["nope"], "No such command 'nope'"),
+    (["generate"], "Missing argument"),
+    (["generate", "hi", "--bogus"], "No such option: --bogus"),
+    (["generate", "hi", "--top-k", "abc"], "Invalid value for '--top-k'"),
+    (["train", "--out", "x"], "Missing option '--data'"),
+]
+
+# (arguments, words the one error line must hold); {lm}, {vm}, {fx} are filled in below
+ERRORS = [
+    # silent acceptance of nonsense
+    (["generate", "hi", "--model", "{lm}", "-n", "0"], "ask for at least 1"),
+    (["generate", "hi", "--model", "{lm}", "--stop", ""], "would stop at once"),
+    (["generate", "   ", "--model", "{lm}"], "prompt is empty"),
+    (["generate", "hi", "--model", "{lm}", "--max-new-tokens", "0"], "must be >= 1"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
+      "aa={vm}"], "does not use"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1,a=0.5"], "names 'a' twice"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=0,b=0"], "every weight is zero"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=nan"], "finite numbers"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=inf"], "finite numbers"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=-1"], "must be >= 0"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a"], "write NAME=VALUE"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=x"], "not a number"),
+    (["generate", "hi", "--model", "{lm}", "--top-k", "0"], "top_k=0"),
+    (["generate", "hi", "--model", "{lm}", "--top-k", "99999"], "vocabulary"),
+    (["generate", "hi", "--model", "{lm}", "--beta", "-1"], "beta=-1.0 must be"),
+    (["generate", "hi", "--model", "{lm}", "--temperature", "0"], "temperature=0.0"),
+    (["generate", "hi", "--model", "{lm}", "--kl-budget", "-1"], "--kl-budget"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "zzz=1"], "no value model for"),
+    # files that are not what they claim
+    (["generate", "hi", "--model", "{fx}/missing"], "does not exist"),
+    (["generate", "hi", "--model", "{fx}/empty_dir"], "not a model folder"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
+      "a={fx}/truncated_vm"], "not valid JSON"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
+      "a={fx}/list_vm"], "not an object"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
+      "a={fx}/noweights_vm", "--top-k", "5"], "lacks"),
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
+      "a={fx}/a_file"], "is a file"),
+    (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
+      "{fx}/bad_utf8.jsonl", "--split", "all"], "not UTF-8"),
+    (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
+      "{fx}/number.jsonl", "--split", "all"], "of type int"),
+    (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
+      "{fx}/null.jsonl", "--split", "all"], "empty (null) prompt"),
+    (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
+      "{fx}/folder.jsonl", "--split", "all"], "is a folder"),
+    (["evaluate", "--objectives", "nope"], "unknown objective"),
+    (["evaluate", "--objectives", "positive", "--limit", "0"], "--limit is 0"),
+    (["data", "inspect", "{fx}/damaged.h5"], "damaged"),
+    (["data", "inspect", "{fx}"], "is a folder"),
+    (["data", "inspect", "{fx}/missing.h5"], "no tree file"),
+    (["train", "--data", "{fx}/damaged.h5", "--out", "out"], "damaged"),
+    (["iterate", "{fx}/negative.yaml"], "T=-1"),
+    (["iterate", "{fx}/broken.yaml"], "not valid YAML"),
+    (["iterate", "{fx}/missing.yaml"], "does not exist"),
+    # validation before work
+    (["pareto", "--objectives", "positive,harmless", "--lambdas", "0,1.5"], "outside [0, 1]"),
+    (["pareto", "--objectives", "positive", "--lambdas", "0,1"], "exactly two"),
+    (["pareto", "--objectives", "positive,harmless", "--best-of", "1"], "N >= 2"),
+    (["pareto", "--objectives", "positive,harmless", "--beta", "0:8"], "no beta for lambda"),
+    (["collect", "--out", "x.txt"], "should end in .h5"),
+    (["collect", "--out", "x.h5", "--T", "0"], "T=0"),
+    (["collect", "--out", "x.h5", "--objectives", "nope"], "unknown objective"),
+    (["collect", "--out", "x.h5", "--value-model", "a={vm}"], "needs --beta"),
+    (["train", "--data", "{fx}/trees.h5", "--out", "out", "--base", "{lm}", "--num-layers",
+      "999"], "out of range"),
+    (["train", "--data", "{fx}/trees.h5", "--out", "out", "--lr", "0"], "lr must be positive"),
+    (["train", "--data", "{fx}/trees.h5", "--out", "out", "--objectives", " , "],
+     "--objectives is empty"),
+    (["distill", "--teacher", "nopath", "--data", "{fx}/trees.h5", "--out", "s"],
+     "write NAME=VALUE"),
+    (["demo", "--objectives", "witty"], "cannot be shown"),
+    (["bundle", "{fx}/empty_dir", "name"], "no finished training"),
+    # outputs that cannot be written
+    (["collect", "--out", "{fx}/a_file/trees.h5"], "is a file, not a folder"),
+    (["pareto", "--objectives", "positive,harmless", "--out", "{fx}/a_file/p.png"],
+     "is a file, not a folder"),
+    (["train", "--data", "{fx}/trees.h5", "--out", "{fx}/a_file"], "is a file"),
+    (["prompts", "show", "nope"], "unknown prompt set"),
+    (["objectives", "show", "nope"], "unknown objective"),
+]
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory, tiny_lm) -> dict[str, str]:
+    fx = tmp_path_factory.mktemp("fx")
+    vm = ValueModel.build(str(tiny_lm), ["a"], num_layers=1, lora=None).save(fx / "vm")
+    (fx / "empty_dir").mkdir()
+    (fx / "a_file").write_text("not a folder")
+    (fx / "truncated_vm").mkdir()
+    (fx / "truncated_vm" / "value_config.json").write_text('{"base": ')
+    (fx / "list_vm").mkdir()
+    (fx / "list_vm" / "value_config.json").write_text("[1, 2]")
+    (fx / "noweights_vm").mkdir()
+    (fx / "noweights_vm" / "value_config.json").write_text(
+        (vm / "value_config.json").read_text())
+    (fx / "bad_utf8.jsonl").write_bytes(b'{"prompt": "caf\xe9 \xff"}\n')
+    (fx / "number.jsonl").write_text('{"prompt": "fine"}\n{"prompt": 42}\n')
+    (fx / "null.jsonl").write_text('{"prompt": null}\n')
+    (fx / "folder.jsonl").mkdir()
+    (fx / "negative.yaml").write_text("name: neg\nout: out\ncollection: {T: -1}\n")
+    (fx / "broken.yaml").write_text("name: [unclosed\n")
+    write_tiny_trees(fx / "trees.h5")
+    blob = bytearray((fx / "trees.h5").read_bytes())
+    blob[len(blob) // 3: len(blob) // 3 + 2048] = bytes(2048)
+    (fx / "damaged.h5").write_bytes(bytes(blob))
+    return {"lm": str(tiny_lm), "vm": str(vm), "fx": str(fx)}
+
+
+def write_tiny_trees(path: Path) -> None:
+    """One prompt, a root and two leaves, in the tree-file layout."""
+    from mavis.trees.store import write_trees
+    from mavis.trees.table import TreeTable
+
+    write_trees(path, TreeTable(["a"], {}, {
+        "prompts/text": ["hi"], "prompts/id": ["p0"], "prompts/token_offset": [0],
+        "prompts/token_count": [2], "prompts/tokens": [5, 6], "prompts/first_node": [0],
+        "prompts/node_count": [3], "nodes/parent": [-1, 0, 0], "nodes/depth": [0, 1, 1],
+        "nodes/prompt": [0, 0, 0], "nodes/token_offset": [0, 0, 2],
+        "nodes/token_count": [0, 2, 2], "nodes/is_leaf": [False, True, True],
+        "nodes/ended_eos": [False, False, False],
+        "nodes/reward": [[np.nan], [1.0], [0.0]], "nodes/value": [[0.5], [1.0], [0.0]],
+        "nodes/lpr": [0.0, 0.0, 0.0], "tokens/id": [7, 8, 9, 10],
+        "tokens/logp_gen": [0.0] * 4, "tokens/logp_ref": [0.0] * 4}))
+    with h5py.File(path, "r") as handle:  # a real HDF5 file
+        assert handle.attrs["format"] == "mavis-trees"
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mavis", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, words", USAGE, ids=[" ".join(a) or "(none)" for a, _ in USAGE])
+def test_usage_errors_print_the_usage_and_exit_2(args, words, tmp_path):
+    result = run(args, tmp_path)
+    assert result.returncode == 2
+    shown = result.stderr + result.stdout
+    assert "Usage: mavis" in shown and words in shown and "Traceback" not in shown
+
+
+@pytest.mark.parametrize("args, words", ERRORS, ids=[" ".join(a)[:60] for a, _ in ERRORS])
+def test_errors_are_one_line_and_write_nothing(args, words, fixtures, tmp_path, capsys,
+                                              monkeypatch):
+    fx = Path(fixtures["fx"])
+    before = snapshot(fx)
+    monkeypatch.chdir(tmp_path)
+    code = main([a.format(**fixtures) for a in args])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code != 0, captured.out
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert words in lines[0], lines[0]
+    assert not list(tmp_path.iterdir()), "something was written"
+    assert snapshot(fx) == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "hi", "--model", "{lm}", "--weights", "a=1,a=0.5"], "names 'a' twice"),
+    (["data", "inspect", "{fx}/damaged.h5"], "damaged.h5"),
+    (["collect", "--out", "{fx}/a_file/trees.h5"], "is a file, not a folder"),
+])
+def test_errors_in_a_new_process(args, words, fixtures, tmp_path):
+    result = run([a.format(**fixtures) for a in args], tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert words in lines[0] and "Traceback" not in result.stderr + result.stdout
+    assert not list(tmp_path.iterdir())
