@@ -67,7 +67,7 @@ ERRORS = [
     (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
       "{fx}/number.jsonl", "--split", "all"], "of type int"),
     (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
-      "{fx}/null.jsonl", "--split", "all"], "empty (null) prompt"),
+      "{fx}/null.jsonl", "--split", "all"], "null prompt"),
     (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
       "{fx}/folder.jsonl", "--split", "all"], "is a folder"),
     (["evaluate", "--objectives", "nope"], "unknown objective"),

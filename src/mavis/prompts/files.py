@@ -158,16 +158,16 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def prompt_value(value: Any, path: Path, number: int) -> str:
-    """The text of record `number`'s prompt: it must be a non-empty string."""
+    """The text of record `number`'s prompt (stripped). It must be a string: null and other
+    JSON types are errors that name the record; a blank string is skipped later, like a
+    blank line."""
     if value is None:
-        raise MavisError(f"{path}: record {number} has an empty (null) prompt; give every "
-                         "record a prompt text, or remove the record")
+        raise MavisError(f"{path}: record {number} has a null prompt; give every record a "
+                         "prompt text, or remove the record")
     if not isinstance(value, str):
         raise MavisError(f"{path}: record {number} has a prompt of type "
                          f"{type(value).__name__} ({str(value)[:40]!r}); prompts must be text "
                          "(quote it)")
-    if not value.strip():
-        raise MavisError(f"{path}: record {number} has an empty prompt")
     return value.strip()
 
 
@@ -175,6 +175,7 @@ def load_prompt_file(path: str | Path) -> list[RawPrompt]:
     """Read a user prompt file: one prompt per record, in a column named ``prompt``.
 
     An optional ``category`` column is kept. The source (and id prefix) is the file's stem.
+    Blank prompts are skipped; a null or non-text prompt is an error naming its record.
     """
     path = check_exists(Path(path).expanduser())
     if not path.is_file():
