@@ -84,7 +84,7 @@ def test_values_are_divided_by_each_objectives_scale(tiny_lm):
     expected = torch.stack([raw[..., 0].clamp(-1, 1) / 0.25, raw[..., 1].clamp(-10, 10) / 4.0],
                            dim=-1)
     torch.testing.assert_close(normalised, expected)
-    assert state.spread == pytest.approx(0.5 * 2 / 0.25 + 0.5 * 20 / 4.0)
+    assert state.guide.spread(state.weights)[0] == pytest.approx(0.5 * 2 / 0.25 + 0.5 * 20 / 4.0)
     vm.config.value_scale, vm.config.value_range = {}, {}
 
 
@@ -236,8 +236,76 @@ def test_bad_input_errors(decoder, tiny_lm, other_tokenizer_lm):
 def test_zero_weight_value_models_are_not_run(decoder):
     batch = decoder.encode(["hi"])
     state, weights = decoder.start(batch, {"a": 1.0, "c": 0.0}, StepSettings(beta=1.0, top_k=4))
-    assert len(state.active) == 1 and state.active[0].model.objectives == ["a", "b"]
+    assert state.active == [0] and decoder.guide.entries[0].model.objectives == ["a", "b"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert weights == {"a": 1.0, "c": 0.0}
-    assert math.isinf(state.spread)  # untrained models: no value range, so no skipping
+    assert math.isinf(state.guide.spread(state.weights)[0])  # no value range: no skipping
+
+
+def run_rows(decoder, prompts, requests, steps, join_at=None):
+    """Decode `requests` (RowRequest per prompt) together for `steps` steps; with `join_at`,
+    the second half of the rows joins the first half's running state after that many steps
+    (continuous batching). Returns each row's tokens."""
+    half = len(prompts) // 2 if join_at is not None else len(prompts)
+    state = decoder.start_rows(decoder.encode(prompts[:half]), requests[:half])
+    with torch.inference_mode():
+        for step in range(steps):
+            if join_at is not None and step == join_at:
+                state.merge(decoder.start_rows(decoder.encode(prompts[half:]), requests[half:]))
+            state.choose()
+            state.advance()
+    return [state.generated(row) for row in range(state.batch_size)]
+
+
+def requests_for(decoder, count):
+    from mavis.decoding.decoder import RowRequest
+
+    grid = [({"a": 1.0}, 2.0, 5, 1.0), ({"c": 1.0}, 4.0, 3, 0.7), (None, 0.0, 6, 1.3),
+            ({"a": 0.3, "b": 0.3, "c": 0.4}, 8.0, 4, 1.0)]
+    out = []
+    for i in range(count):
+        weights, beta, top_k, temperature = grid[i % len(grid)]
+        settings = StepSettings(beta=beta, top_k=top_k, temperature=temperature,
+                                kl_budget=0.1 if i % 3 == 2 else None)
+        out.append(RowRequest(settings, weights, torch.Generator().manual_seed(100 + i)))
+    return out
+
+
+def test_every_row_its_own_request_same_tokens_alone_or_together(decoder):
+    prompts = ["hello there", "hi", "how are you doing today", "abc", "a b c d", "ok"]
+    together = run_rows(decoder, prompts, requests_for(decoder, 6), steps=6)
+    for i, prompt in enumerate(prompts):
+        alone = run_rows(decoder, [prompt], requests_for(decoder, 6)[i:i + 1], steps=6)
+        assert alone[0] == together[i], i
+    # different weights and settings give different answers (the rows are not all alike)
+    assert len({tuple(t) for t in together}) > 3
+
+
+def test_rows_that_join_a_running_batch_answer_as_if_alone(decoder):
+    prompts = ["hello there", "abc", "how are you doing today", "hi"]
+    requests = requests_for(decoder, 4)
+    # rows 0-1 run 3 steps alone, then rows 2-3 join (their prompts longer and shorter)
+    joined = run_rows(decoder, prompts, requests, steps=6, join_at=3)
+    for i in range(4):
+        alone = run_rows(decoder, [prompts[i]], requests_for(decoder, 4)[i:i + 1],
+                         steps=6 if i < 2 else 3)
+        assert joined[i] == alone[0], i
+
+
+def test_a_value_model_no_row_weights_is_not_run_until_one_does(decoder):
+    from mavis.decoding.decoder import RowRequest
+
+    plain = [RowRequest(StepSettings(beta=2.0, top_k=4), {"a": 1.0})]
+    state = decoder.start_rows(decoder.encode(["hi"]), plain)
+    assert state.active == [0]  # only the model with heads a, b
+    with torch.inference_mode():
+        state.choose()
+        state.advance()
+        newcomer = decoder.start_rows(decoder.encode(["hello"]),
+                                      [RowRequest(StepSettings(beta=2.0, top_k=4), {"c": 1.0})])
+        state.merge(newcomer)
+        assert state.active == [0, 1]  # the second model now runs, for both rows
+        state.choose()
+        state.select(torch.tensor([0]))  # the row that used model 1 leaves
+    assert state.active == [0]

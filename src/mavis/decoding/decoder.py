@@ -80,6 +80,16 @@ class GeneratedSequence:
 
 
 @dataclass
+class RowRequest:
+    """One row of a batch whose rows differ: its settings, its weights (resolved; None: plain
+    top-k sampling) and its random generator (None: the batch's)."""
+
+    settings: StepSettings
+    weights: dict[str, float] | None = None
+    generator: torch.Generator | None = None
+
+
+@dataclass
 class Batch:
     """Tokenised, left-padded prompts."""
 
@@ -181,18 +191,29 @@ class MavisDecoder:
 
     def start(self, batch: Batch, weights: Mapping[str, float] | None,
               settings: StepSettings) -> tuple[DecodingState, dict[str, float]]:
-        """A fresh decoding state for `batch` (the building block of every decoding mode)."""
+        """A fresh decoding state for `batch`, every row with the same weights and settings
+        (the building block of generation, beam search and tree collection)."""
         resolved: dict[str, float] = {}
-        active = []
+        matrix = torch.zeros(batch.input_ids.shape[0], self.guide.width)
         if settings.beta != 0.0 and (weights or self.guide.objectives):
             resolved = resolve_weights(weights or {}, self.guide.objectives)
-            active = self.guide.activate(resolved)
+            matrix[:] = self.guide.weight_row(resolved)
         elif weights:
             resolved = resolve_weights(weights, self.guide.objectives or list(weights))
         with torch.inference_mode():
-            state = DecodingState(self.reference, active, batch.input_ids,
-                                  batch.attention_mask, settings)
+            state = DecodingState(self.reference, self.guide, batch.input_ids,
+                                  batch.attention_mask, [settings] * matrix.shape[0], matrix)
         return state, resolved
+
+    def start_rows(self, batch: Batch, rows: Sequence[RowRequest]) -> DecodingState:
+        """A fresh decoding state whose rows each have their own settings, weights (already
+        resolved: see `resolve_weights`) and random generator (the server's way)."""
+        matrix = torch.stack([self.guide.weight_row(row.weights) for row in rows]) if rows \
+            else torch.zeros(0, self.guide.width)
+        with torch.inference_mode():
+            return DecodingState(self.reference, self.guide, batch.input_ids,
+                                 batch.attention_mask, [row.settings for row in rows], matrix,
+                                 [row.generator for row in rows])
 
     @torch.inference_mode()
     def generate(self, prompts: str | Sequence[str | Prompt], *,
@@ -255,7 +276,8 @@ class MavisDecoder:
                 reason = None
                 if int(tokens[row]) in eos:
                     reason = "eos"
-                elif stop_strings and _hits_stop(self.tokenizer, state.tokens[row], stop_strings):
+                elif stop_strings and hits_stop(self.tokenizer, state.generated(row),
+                                                stop_strings):
                     reason = "stop"
                 elif step == max_new_tokens - 1:
                     reason = "length"
@@ -280,19 +302,20 @@ class MavisDecoder:
                       ) -> GeneratedSequence:
         """The finished row `row` of `state` as a returned sequence (text cut at a stop
         string when that is why it ended)."""
-        ids = state.tokens[row].tolist()
+        ids = state.generated(row)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if reason == "stop":
             cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
+        settings = state.settings[row]
         value = float(state.value[row]) if state.active else None
         return GeneratedSequence(
-            prompt=prompt, text=text, token_ids=ids, logprobs=state.logprobs[row].tolist(),
-            ref_logprobs=state.ref_logprobs[row].tolist(), finish_reason=reason,
-            weights=weights, beta=state.settings.beta, top_k=state.settings.top_k, value=value,
-            topk_logprobs=state.topk_logprobs[row].tolist(), tv=state.tv[row].tolist(),
-            betas=state.betas[row].tolist())
+            prompt=prompt, text=text, token_ids=ids, logprobs=state.generated(row, "logprobs"),
+            ref_logprobs=state.generated(row, "ref_logprobs"), finish_reason=reason,
+            weights=weights, beta=settings.beta, top_k=settings.top_k, value=value,
+            topk_logprobs=state.generated(row, "topk_logprobs"),
+            tv=state.generated(row, "tv"), betas=state.generated(row, "betas"))
 
 
 def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:
@@ -308,6 +331,7 @@ def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:
     return ids
 
 
-def _hits_stop(tokenizer: Any, tokens: torch.Tensor, stop_strings: Sequence[str]) -> bool:
-    text = tokenizer.decode(tokens[-32:].tolist(), skip_special_tokens=True)
+def hits_stop(tokenizer: Any, tokens: Sequence[int], stop_strings: Sequence[str]) -> bool:
+    """Whether the text of the last tokens holds one of `stop_strings`."""
+    text = tokenizer.decode(list(tokens[-32:]), skip_special_tokens=True)
     return any(s in text for s in stop_strings)

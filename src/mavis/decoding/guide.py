@@ -60,17 +60,17 @@ def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> d
 
 
 @dataclass
-class ActiveValueModel:
-    """A value model that guides a decoding run: its heads' weights and clamp ranges."""
+class GuideModel:
+    """A value model among those that can guide a decoding run: its heads' columns in the
+    guide's value vector, and each head's clamp range and scale."""
 
     model: ValueModel
-    weights: torch.Tensor  # [M_model], lambda for each head
+    columns: slice  # this model's heads among the guide's objectives
     low: torch.Tensor  # [M_model] clamp range of each head (-inf/inf when unknown)
     high: torch.Tensor
     scale: torch.Tensor  # [M_model] each head's typical sibling difference (1 when unknown)
 
     def to(self, device: torch.device) -> None:
-        self.weights = self.weights.to(device)
         self.low, self.high = self.low.to(device), self.high.to(device)
         self.scale = self.scale.to(device)
 
@@ -81,50 +81,69 @@ class ActiveValueModel:
 
 
 class ValueGuide:
-    """A set of value models that together cover the objectives to be weighted."""
+    """Value models that together cover the objectives to be weighted. Their heads form one
+    value vector of `width` columns (in the order of `objectives`); a weight matrix gives each
+    row of a batch its own lambda over those columns."""
 
     def __init__(self, value_models: Sequence[ValueModel]) -> None:
         self.value_models = list(value_models)
         self.owner: dict[str, tuple[int, int]] = {}
+        self.entries: list[GuideModel] = []
         for i, model in enumerate(self.value_models):
             for j, name in enumerate(model.objectives):
                 if name in self.owner:
                     raise MavisError(f"two value models both provide objective {name!r}; "
                                      "load only one per objective")
                 self.owner[name] = (i, j)
+            start = len(self.owner) - len(model.objectives)
+            self.entries.append(self._entry(model, slice(start, len(self.owner))))
+
+    @staticmethod
+    def _entry(model: ValueModel, columns: slice) -> GuideModel:
+        ranges = [model.config.value_range.get(name) for name in model.objectives]
+        low = torch.tensor([r[0] if r else -math.inf for r in ranges])
+        high = torch.tensor([r[1] if r else math.inf for r in ranges])
+        scale = torch.tensor([float(model.config.value_scale.get(name) or 1.0)
+                              for name in model.objectives])
+        return GuideModel(model, columns, low, high, scale)
 
     @property
     def objectives(self) -> list[str]:
         return list(self.owner)
 
-    def activate(self, weights: Mapping[str, float]) -> list[ActiveValueModel]:
-        """The value models that have a nonzero weight, with their weight vectors."""
-        active = []
-        for model in self.value_models:
-            lam = torch.tensor([float(weights.get(name, 0.0)) for name in model.objectives])
-            if not torch.any(lam > 0):
-                continue
-            ranges = [model.config.value_range.get(name) for name in model.objectives]
-            low = torch.tensor([r[0] if r else -math.inf for r in ranges])
-            high = torch.tensor([r[1] if r else math.inf for r in ranges])
-            scale = torch.tensor([float(model.config.value_scale.get(name) or 1.0)
-                                  for name in model.objectives])
-            active.append(ActiveValueModel(model, lam, low, high, scale))
-        return active
+    @property
+    def width(self) -> int:
+        return len(self.owner)
+
+    def to(self, device: torch.device) -> None:
+        for entry in self.entries:
+            entry.model.to(device)
+            entry.to(device)
+
+    def weight_row(self, weights: Mapping[str, float] | None) -> torch.Tensor:
+        """One row's lambda over the guide's columns ([width]; zeros for None)."""
+        row = torch.zeros(self.width)
+        for name, value in (weights or {}).items():
+            row[list(self.owner).index(name)] = float(value)
+        return row
+
+    def used(self, weights: torch.Tensor) -> list[int]:
+        """Indices of the value models some row weights (the others are not run)."""
+        return [i for i, entry in enumerate(self.entries)
+                if bool((weights[:, entry.columns] != 0).any())]
+
+    def spread(self, weights: torch.Tensor) -> torch.Tensor:
+        """Per row, the width of the interval the weighted, normalised value can take (inf
+        when a weighted head has no known range): [B]."""
+        spread = torch.zeros(weights.shape[0], device=weights.device)
+        for entry in self.entries:
+            width = ((entry.high - entry.low) / entry.scale).to(weights.device)
+            lam = weights[:, entry.columns]
+            spread = spread + torch.where(lam > 0, lam * width, torch.zeros_like(lam)).sum(-1)
+        return spread
 
     def scaled(self) -> bool:
         """Whether every value model carries a scale for each of its objectives (then beta is
         in units of a typical sibling difference, the same for every objective)."""
         return all(all(name in vm.config.value_scale for name in vm.objectives)
                    for vm in self.value_models)
-
-    @staticmethod
-    def value_spread(active: Sequence[ActiveValueModel]) -> float:
-        """Width of the interval the weighted, normalised value can take (inf when a range is
-        unknown)."""
-        spread = 0.0
-        for entry in active:
-            used = entry.weights > 0
-            width = ((entry.high - entry.low) / entry.scale)[used]
-            spread += float((entry.weights[used] * width).sum())
-        return spread

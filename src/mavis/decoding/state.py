@@ -1,33 +1,39 @@
-"""The decoding state machine shared by sampling, beam search and tree data collection.
+"""The decoding state machine shared by sampling, beam search, tree data collection and the
+server.
 
 A `DecodingState` holds a batch of rows (left-padded prompts plus what was generated so far),
-the KV cache of the reference model and of every active value model, and the reference's
-next-token logits. `choose()` adds one token to every row; `select(rows)` keeps, reorders or
-duplicates rows (finished rows leave, beams branch); `advance()` runs the reference model on
-the chosen tokens.
+the KV cache of the reference model and of every value model some row uses, and the
+reference's next-token logits. Every row carries its own settings (`StepSettings`: beta,
+top-k, temperature, greedy, KL budget), its own objective weights (a row of `weights`, over the
+guide's columns) and optionally its own random generator, so one batch can serve requests with
+different trade-offs. `choose()` adds one token to every row; `select(rows)` keeps, reorders
+or duplicates rows (finished rows leave, beams branch); `advance()` runs the reference model
+on the chosen tokens; `merge(other)` lets the rows of another state join (continuous batching).
 
 One step of `choose`, each part its own method:
     candidates   the top-k tokens of pi_ref (after temperature) and their log-probabilities
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
-    score        every active value model reads all candidates in one forward over its cache
+    score        every value model in use reads all candidates in one forward over its cache
     tilt         pi_ref * exp(beta * sum_m lambda_m V_m), renormalised (`mavis.decoding.tilt`)
     sample       one candidate per row (or the most likely one)
     keep         the chosen candidate's keys and values stay in the value caches; the rest go
 
-Cost per token: one reference forward of one token, plus, per active value model, one forward
+Cost per token: one reference forward of one token, plus, per value model in use, one forward
 of the scored candidates over the cached prefix (each candidate at the same position, seeing
-the prefix and itself only). The chosen candidate's keys and values are kept from that pass,
-so the chosen token needs no second value forward.
+the prefix and itself only). A value model no row weights is not run; one that some rows use
+runs for the whole batch, weighted by zero for the others.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from mavis.decoding.guide import ActiveValueModel, ValueGuide
+from mavis.decoding.guide import ValueGuide
 from mavis.decoding.settings import StepSettings
 from mavis.decoding.tilt import (
     beta_for_kl,
@@ -36,8 +42,21 @@ from mavis.decoding.tilt import (
     top_k_candidates,
     weighted_values,
 )
-from mavis.models.cache import keep_rows, model_forward, new_cache, replace_tail_with_choice
+from mavis.models.cache import (
+    keep_rows,
+    left_padded,
+    model_forward,
+    new_cache,
+    replace_tail_with_choice,
+    stacked,
+)
 from mavis.models.masks import candidate_mask, positions_from_mask
+
+# Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
+_ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
+                "weights", "beta", "top_k", "temperature", "greedy", "kl_budget", "lengths")
+_HISTORY = {"tokens": -1, "logprobs": 0.0, "ref_logprobs": 0.0, "topk_logprobs": 0.0,
+            "tv": 0.0, "betas": 0.0}
 
 
 @dataclass
@@ -50,28 +69,30 @@ class Candidates:
 
 
 class DecodingState:
-    def __init__(self, reference: torch.nn.Module, active: Sequence[ActiveValueModel],
-                 input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 settings: StepSettings) -> None:
-        self.reference = reference
-        self.settings = settings
-        self.active = list(active) if settings.beta != 0.0 else []
+    def __init__(self, reference: torch.nn.Module, guide: ValueGuide, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, settings: Sequence[StepSettings],
+                 weights: torch.Tensor,
+                 generators: Sequence[torch.Generator | None] | None = None) -> None:
+        """`settings`: one per row; `weights`: [B, guide.width], each row's lambda (ignored
+        for rows with beta 0); `generators`: one per row (a request with a seed gets the same
+        answer alone or beside others), or None to sample with the generator `choose` gets."""
+        self.reference, self.guide = reference, guide
         device = input_ids.device
-        for entry in self.active:
-            entry.to(device)
-        self.spread = ValueGuide.value_spread(self.active) if self.active else 0.0
-        self.weights = (torch.cat([entry.weights for entry in self.active]) if self.active
-                        else None)
+        self.settings = list(settings)
+        self._row_settings(device)
+        self.weights = torch.where(self.beta[:, None] > 0, weights.to(device).float(),
+                                   torch.zeros((), device=device))
+        self.generators = list(generators) if generators is not None else None
+        self.epsilon = max(s.candidate_epsilon for s in self.settings)
         self.attention_mask = attention_mask.long()
+        self.sequence = input_ids
         positions = positions_from_mask(self.attention_mask)
         self.next_position = positions[:, -1] + 1
         batch = input_ids.shape[0]
-        self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
-        self.logprobs = torch.zeros(batch, 0, device=device)
-        self.ref_logprobs = torch.zeros(batch, 0, device=device)
-        self.topk_logprobs = torch.zeros(batch, 0, device=device)
-        self.tv = torch.zeros(batch, 0, device=device)
-        self.betas = torch.zeros(batch, 0, device=device)
+        for name, fill in _HISTORY.items():
+            dtype = torch.long if name == "tokens" else torch.float32
+            setattr(self, name, torch.full((batch, 0), fill, dtype=dtype, device=device))
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
         self.value = torch.full((batch,), float("nan"), device=device)
         self.ref_cache = new_cache(reference)
         logits, self.ref_cache = model_forward(
@@ -79,20 +100,43 @@ class DecodingState:
             position_ids=positions, cache=self.ref_cache, use_cache=True,
             return_logits=True, logits_to_keep=1)
         self.next_logits = logits[:, -1].float()
-        self.value_caches = [self._prefill(entry, input_ids, positions)
-                             for entry in self.active]
+        self.value_caches = {i: self.prefill(i) for i in guide.used(self.weights)}
 
-    def _prefill(self, entry: ActiveValueModel, input_ids: torch.Tensor,
-                 positions: torch.Tensor) -> object:
-        """A value model's KV cache over the prompts."""
+    def _row_settings(self, device: torch.device) -> None:
+        """The per-row settings as tensors."""
+        def column(values: list, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        self.beta = column([float(s.beta) for s in self.settings], torch.float32)
+        self.top_k = column([s.top_k for s in self.settings], torch.long)
+        self.temperature = column([float(s.temperature) for s in self.settings], torch.float32)
+        self.greedy = column([bool(s.greedy) for s in self.settings], torch.bool)
+        self.kl_budget = column([math.nan if s.kl_budget is None else float(s.kl_budget)
+                                 for s in self.settings], torch.float32)
+
+    def prefill(self, model_index: int) -> Any:
+        """Value model `model_index`'s KV cache over every row's sequence so far."""
+        entry = self.guide.entries[model_index]
         cache = new_cache(entry.model.backbone)
-        _, cache = entry.model(input_ids, attention_mask=self.attention_mask,
-                               position_ids=positions, cache=cache, use_cache=True)
+        _, cache = entry.model(self.sequence, attention_mask=self.attention_mask,
+                               position_ids=positions_from_mask(self.attention_mask),
+                               cache=cache, use_cache=True)
         return cache
 
     @property
     def batch_size(self) -> int:
-        return self.tokens.shape[0]
+        return self.sequence.shape[0]
+
+    @property
+    def active(self) -> list[int]:
+        """The value models being run (indices into `guide.entries`)."""
+        return sorted(self.value_caches)
+
+    def generated(self, row: int, name: str = "tokens") -> list:
+        """Row `row`'s part of a history tensor (its tokens, log-probs, ...), oldest first."""
+        length = int(self.lengths[row])
+        history = getattr(self, name)[row]
+        return history[history.shape[0] - length:].tolist()
 
     # -- one step ---------------------------------------------------------------------------
     def choose(self, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -100,7 +144,7 @@ class DecodingState:
         candidates = self.candidates()
         top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
         values = None
-        if self.active:
+        if self.value_caches:
             candidates = self.skip(candidates)
             values = self.score(candidates.ids)
         beta = self.step_beta(candidates, values)
@@ -110,54 +154,76 @@ class DecodingState:
         self.record_divergence(policy, top_k, choice)
         return self.keep(candidates, policy, values, choice)
 
-    def step_beta(self, candidates: Candidates, values: torch.Tensor | None) -> torch.Tensor:
-        """Each row's beta for this step: the setting, or with a KL budget the largest beta up
-        to it that keeps the step within the budget (`beta_for_kl`); recorded in `betas`."""
-        beta = torch.full((self.batch_size,), float(self.settings.beta),
-                          device=candidates.logprobs.device)
-        if values is None:
-            beta.zero_()
-        elif self.settings.kl_budget is not None:
-            logprobs = candidates.logprobs
-            if candidates.scored is not None:
-                logprobs = logprobs.masked_fill(~candidates.scored, float("-inf"))
-            beta = beta_for_kl(logprobs, weighted_values(values, self.weights),
-                               self.settings.kl_budget, self.settings.beta)
-        self.betas = torch.cat([self.betas, beta[:, None]], dim=1)
-        return beta
-
     def candidates(self) -> Candidates:
-        logprobs, ids = top_k_candidates(self.next_logits, self.settings.top_k,
-                                         self.settings.temperature)
+        """Each row's top-k tokens after its temperature; a row with a smaller k than the
+        widest gets no mass on the extra columns."""
+        width = int(self.top_k.max())
+        logprobs, ids = top_k_candidates(self.next_logits, width, self.temperature[:, None])
+        if bool((self.top_k < width).any()):
+            beyond = torch.arange(width, device=ids.device)[None, :] >= self.top_k[:, None]
+            logprobs = logprobs.masked_fill(beyond, float("-inf"))
         return Candidates(logprobs, ids)
 
     def skip(self, candidates: Candidates) -> Candidates:
         """Drop the least likely candidates while the total-variation bound allows it
         (`candidates_to_score`); the batch keeps the widest row's number of columns."""
-        scored = candidates_to_score(candidates.logprobs, self.settings.beta, self.spread,
-                                     self.settings.candidate_epsilon)
+        scored = candidates_to_score(candidates.logprobs, self.beta,
+                                     self.guide.spread(self.weights), self.epsilon)
+        scored &= torch.isfinite(candidates.logprobs) | (torch.arange(
+            scored.shape[1], device=scored.device) == 0)
         width = int(scored.sum(-1).max())
         return Candidates(candidates.logprobs[:, :width], candidates.ids[:, :width],
                           scored[:, :width])
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
-        """Every active objective's value of every candidate: [B, k, M_active], one forward
-        per value model over its cached prefix, normalised (`ActiveValueModel.normalise`)."""
+        """Every objective's normalised value of every candidate: [B, k, guide.width], one
+        forward per value model in use over its cached prefix (zeros for the others)."""
         batch, width = ids.shape
         positions = self.next_position[:, None].expand(batch, width)
-        columns = []
-        for entry, cache in zip(self.active, self.value_caches, strict=True):
+        values = torch.zeros(batch, width, self.guide.width, device=ids.device)
+        for index, cache in self.value_caches.items():
+            entry = self.guide.entries[index]
             mask = candidate_mask(self.attention_mask, width, entry.model.head.weight.dtype)
-            values, _ = entry.model(ids, attention_mask=mask, position_ids=positions,
-                                    cache=cache, use_cache=True)
-            columns.append(entry.normalise(values.float()))
-        return torch.cat(columns, dim=-1)
+            raw, _ = entry.model(ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                 use_cache=True)
+            values[..., entry.columns] = entry.normalise(raw.float())
+        return values
+
+    def step_beta(self, candidates: Candidates, values: torch.Tensor | None) -> torch.Tensor:
+        """Each row's beta for this step: its setting, or with a KL budget the largest beta
+        up to it that keeps the step within the budget (`beta_for_kl`); recorded in
+        `betas`. Rows without weights get 0."""
+        beta = torch.where(self.weights.abs().sum(-1) > 0, self.beta,
+                           torch.zeros_like(self.beta)) if values is not None else (
+            torch.zeros_like(self.beta))
+        budgeted = ~torch.isnan(self.kl_budget)
+        if values is not None and bool(budgeted.any()):
+            logprobs = candidates.logprobs
+            if candidates.scored is not None:
+                logprobs = logprobs.masked_fill(~candidates.scored, float("-inf"))
+            chosen = beta_for_kl(logprobs, weighted_values(values, self.weights),
+                                 torch.nan_to_num(self.kl_budget), beta)
+            beta = torch.where(budgeted, chosen, beta)
+        self.betas = torch.cat([self.betas, beta[:, None]], dim=1)
+        return beta
 
     def sample(self, policy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """One candidate index per row from `policy` (log-probabilities [B, k])."""
-        if self.settings.greedy:
-            return policy.argmax(-1)
-        return torch.multinomial(policy.exp(), 1, generator=generator).squeeze(-1)
+        """One candidate index per row from `policy` (log-probabilities [B, k]): the most
+        likely for greedy rows; with per-row generators, each row draws one uniform number
+        of its own (so its tokens do not depend on the other rows)."""
+        best = policy.argmax(-1)
+        if bool(self.greedy.all()):
+            return best
+        probs = policy.exp()
+        if self.generators is None:
+            drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            cdf = probs.cumsum(-1)
+            uniforms = torch.stack([torch.rand((), generator=g, device=probs.device)
+                                    for g in self.generators])
+            drawn = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).squeeze(-1)
+            drawn = torch.minimum(drawn, (probs > 0).long().cumsum(-1).argmax(-1))
+        return torch.where(self.greedy, best, drawn)
 
     def record_divergence(self, policy: torch.Tensor, top_k: torch.Tensor,
                           choice: torch.Tensor) -> None:
@@ -178,36 +244,86 @@ class DecodingState:
         rows = torch.arange(self.batch_size, device=choice.device)
         token = candidates.ids[rows, choice]
         if values is not None:
-            for cache in self.value_caches:
+            for cache in self.value_caches.values():
                 replace_tail_with_choice(cache, candidates.ids.shape[1], choice)
-            self.value = values[rows, choice] @ self.weights
+            self.value = (values[rows, choice] * self.weights).sum(-1)
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
-        self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         # greedy decoding is a point mass: the chosen token has probability 1
-        chosen = (torch.zeros_like(policy[:, 0]) if self.settings.greedy
-                  else policy[rows, choice])
+        chosen = torch.where(self.greedy, torch.zeros_like(policy[:, 0]), policy[rows, choice])
+        self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self.logprobs = torch.cat([self.logprobs, chosen[:, None]], dim=1)
         self.ref_logprobs = torch.cat([self.ref_logprobs, ref_full[rows, token][:, None]], dim=1)
+        self.sequence = torch.cat([self.sequence, token[:, None]], dim=1)
         self.attention_mask = torch.cat(
             [self.attention_mask, torch.ones_like(self.attention_mask[:, :1])], dim=1)
+        self.lengths = self.lengths + 1
         return token
 
     # -- between steps ----------------------------------------------------------------------
     def advance(self) -> None:
         """Feed the last chosen tokens to the reference model (next-token logits)."""
         logits, self.ref_cache = model_forward(
-            self.reference, input_ids=self.tokens[:, -1:], attention_mask=self.attention_mask,
+            self.reference, input_ids=self.sequence[:, -1:], attention_mask=self.attention_mask,
             position_ids=self.next_position[:, None], cache=self.ref_cache, use_cache=True,
             return_logits=True, logits_to_keep=1)
         self.next_logits = logits[:, -1].float()
         self.next_position = self.next_position + 1
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep `rows` (indices, repeats allowed) in that order; caches follow."""
-        rows = rows.to(self.tokens.device)
+        """Keep `rows` (indices, repeats allowed) in that order; caches follow. A value model
+        that no remaining row weights stops being run."""
+        rows = rows.to(self.sequence.device)
         keep_rows(self.ref_cache, rows)
-        for cache in self.value_caches:
+        for cache in self.value_caches.values():
             keep_rows(cache, rows)
-        for name in ("attention_mask", "next_position", "tokens", "logprobs", "ref_logprobs",
-                     "topk_logprobs", "tv", "betas", "value", "next_logits"):
+        for name in (*_ROW_TENSORS, *_HISTORY):
             setattr(self, name, getattr(self, name)[rows])
+        order = rows.tolist()
+        self.settings = [self.settings[r] for r in order]
+        if self.generators is not None:
+            self.generators = [self.generators[r] for r in order]
+        used = set(self.guide.used(self.weights)) if len(order) else set()
+        self.value_caches = {i: c for i, c in self.value_caches.items() if i in used}
+
+    def merge(self, other: DecodingState) -> None:
+        """Let the rows of `other` (a state of the same decoder, between steps) join this one,
+        after its rows: the shorter side is left-padded (caches, masks, histories), and a value
+        model that only one side ran is first run over the other side's rows."""
+        for index in set(other.value_caches) - set(self.value_caches):
+            self.value_caches[index] = self.prefill(index)
+        for index in set(self.value_caches) - set(other.value_caches):
+            other.value_caches[index] = other.prefill(index)
+        own = self.batch_size
+        width = max(self.attention_mask.shape[1], other.attention_mask.shape[1])
+        steps = max(self.tokens.shape[1], other.tokens.shape[1])
+        for state in (self, other):
+            state._pad(width, steps)
+        self.ref_cache = stacked(self.ref_cache, other.ref_cache)
+        for index in self.value_caches:
+            self.value_caches[index] = stacked(self.value_caches[index],
+                                               other.value_caches[index])
+        for name in (*_ROW_TENSORS, *_HISTORY):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        self.settings += other.settings
+        self.epsilon = max(self.epsilon, other.epsilon)
+        if self.generators is not None or other.generators is not None:
+            self.generators = ((self.generators or [None] * own)
+                               + (other.generators or [None] * other.batch_size))
+
+    def _pad(self, width: int, steps: int) -> None:
+        """Left-pad to `width` sequence positions and `steps` history columns."""
+        extra = width - self.attention_mask.shape[1]
+        if extra:
+            left = torch.zeros(self.batch_size, extra, dtype=torch.long,
+                               device=self.sequence.device)
+            self.attention_mask = torch.cat([left, self.attention_mask], dim=1)
+            self.sequence = torch.cat([left, self.sequence], dim=1)
+            self.ref_cache = left_padded(self.ref_cache, extra)
+            self.value_caches = {i: left_padded(c, extra) for i, c in self.value_caches.items()}
+        more = steps - self.tokens.shape[1]
+        if more:
+            for name, fill in _HISTORY.items():
+                history = getattr(self, name)
+                pad = torch.full((self.batch_size, more), fill, dtype=history.dtype,
+                                 device=history.device)
+                setattr(self, name, torch.cat([pad, history], dim=1))

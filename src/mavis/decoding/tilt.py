@@ -15,12 +15,13 @@ import math
 import torch
 
 
-def top_k_candidates(logits: torch.Tensor, k: int,
-                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k_candidates(logits: torch.Tensor, k: int, temperature: float | torch.Tensor = 1.0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k most likely tokens of each row and their log-probabilities under the
     temperature-scaled full-vocabulary distribution, sorted from most to least likely.
 
-    logits: [B, V]. Returns (logprobs [B, k], token ids [B, k]).
+    logits: [B, V]; temperature: a float or [B, 1] (one per row). Returns (logprobs [B, k],
+    token ids [B, k]).
     """
     logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
     return torch.topk(logprobs, k, dim=-1, sorted=True)
@@ -58,8 +59,21 @@ def mavis_logprobs(candidate_logprobs: torch.Tensor, candidate_values: torch.Ten
     return torch.log_softmax(tilted, dim=-1)
 
 
-def candidates_to_score(candidate_logprobs: torch.Tensor, beta: float, value_spread: float,
-                        epsilon: float) -> torch.Tensor:
+def _boost(beta: float | torch.Tensor, value_spread: float | torch.Tensor,
+           like: torch.Tensor) -> torch.Tensor:
+    """e^(beta * D) per row ([B, 1]), capped so that it stays finite (inf where D is)."""
+    product = (torch.as_tensor(beta, dtype=torch.float64, device=like.device)
+               * torch.as_tensor(value_spread, dtype=torch.float64, device=like.device))
+    product = torch.where(torch.isnan(product), torch.zeros_like(product), product)
+    boost = torch.exp(torch.clamp(product, max=700.0))
+    boost = torch.where(torch.isinf(torch.as_tensor(value_spread, dtype=torch.float64,
+                                                    device=like.device)),
+                        torch.full_like(boost, math.inf), boost)
+    return boost.reshape(-1, 1) if boost.dim() else boost
+
+
+def candidates_to_score(candidate_logprobs: torch.Tensor, beta: float | torch.Tensor,
+                        value_spread: float | torch.Tensor, epsilon: float) -> torch.Tensor:
     """Which candidates must be scored so that dropping the rest moves the MAVIS distribution
     by at most `epsilon` in total variation.
 
@@ -71,30 +85,31 @@ def candidates_to_score(candidate_logprobs: torch.Tensor, beta: float, value_spr
 
     Candidates are dropped from the least likely end while that bound stays <= epsilon. The most
     likely candidate is always kept. candidate_logprobs must be sorted descending per row
-    ([B, k], as `top_k_candidates` returns). Returns bool [B, k], True = score it.
+    ([B, k], as `top_k_candidates` returns); beta and value_spread are floats or [B] (one per
+    row; an infinite spread keeps every candidate). Returns bool [B, k], True = score it.
     """
     batch, k = candidate_logprobs.shape
     keep_all = torch.ones(batch, k, dtype=torch.bool, device=candidate_logprobs.device)
-    if epsilon <= 0.0 or not math.isfinite(value_spread) or k == 1:
+    if epsilon <= 0.0 or k == 1:
         return keep_all
     probs = candidate_logprobs.double().exp()
     # tail[:, j] = mass of candidates j..k-1 (what is dropped when keeping the first j)
     tail = probs.flip(-1).cumsum(-1).flip(-1)
     head = probs.sum(-1, keepdim=True) - tail
-    boost = math.exp(min(beta * value_spread, 700.0))
+    boost = _boost(beta, value_spread, probs)
     bound = tail * boost / (tail * boost + head)
-    droppable = bound <= epsilon
+    droppable = (bound <= epsilon) & torch.isfinite(boost).expand_as(bound)
     droppable[:, 0] = False
     return ~droppable
 
 
-def tv_bound(candidate_logprobs: torch.Tensor, scored: torch.Tensor, beta: float,
-             value_spread: float) -> torch.Tensor:
+def tv_bound(candidate_logprobs: torch.Tensor, scored: torch.Tensor,
+             beta: float | torch.Tensor, value_spread: float | torch.Tensor) -> torch.Tensor:
     """The total-variation bound of `candidates_to_score` for a given choice of scored set."""
     probs = candidate_logprobs.double().exp()
     dropped = (probs * (~scored)).sum(-1)
     kept = (probs * scored).sum(-1)
-    boost = math.exp(min(beta * value_spread, 700.0))
+    boost = _boost(beta, value_spread, probs).reshape(-1)
     return dropped * boost / (dropped * boost + kept)
 
 
@@ -107,26 +122,28 @@ def step_kl(candidate_logprobs: torch.Tensor, bonus: torch.Tensor,
     return (tilted.exp() * (tilted - reference)).nansum(-1)
 
 
-def beta_for_kl(candidate_logprobs: torch.Tensor, bonus: torch.Tensor, budget: float,
-                beta_max: float, steps: int = 40) -> torch.Tensor:
+def beta_for_kl(candidate_logprobs: torch.Tensor, bonus: torch.Tensor,
+                budget: float | torch.Tensor, beta_max: float | torch.Tensor,
+                steps: int = 40) -> torch.Tensor:
     """Per row, the largest beta in [0, beta_max] whose tilt moves this step's distribution at
     most `budget` nats away from top-k sampling (KL(pi_beta || pi_k) <= budget).
 
     The step KL grows with beta (its derivative is beta * Var_pi_beta(bonus) >= 0), so a
     bisection finds it; rows that stay within the budget at beta_max get beta_max. By the chain
     rule, the KL of a whole answer against top-k sampling is then at most `budget` per token.
-    candidate_logprobs, bonus: [B, k] (bonus: the weighted values of the candidates). -> [B].
+    candidate_logprobs, bonus: [B, k] (bonus: the weighted values of the candidates); budget
+    and beta_max: floats or [B]. -> [B].
     """
-    rows = candidate_logprobs.shape[0]
-    high = torch.full((rows,), float(beta_max), device=candidate_logprobs.device)
-    if budget <= 0:
-        return torch.zeros_like(high)
+    rows, device = candidate_logprobs.shape[0], candidate_logprobs.device
+    budget = torch.as_tensor(budget, dtype=torch.float32, device=device).expand(rows)
+    high = torch.as_tensor(beta_max, dtype=torch.float32, device=device).expand(rows).clone()
     bonus = torch.nan_to_num(bonus.float())
-    fits = step_kl(candidate_logprobs, bonus, high) <= budget
+    fits = (step_kl(candidate_logprobs, bonus, high) <= budget) & (budget > 0)
+    top = high.clone()
     low = torch.zeros_like(high)
     for _ in range(steps):
         middle = (low + high) / 2
         over = step_kl(candidate_logprobs, bonus, middle) > budget
         high = torch.where(over, middle, high)
         low = torch.where(over, low, middle)
-    return torch.where(fits, torch.full_like(low, float(beta_max)), low)
+    return torch.where(fits, top, torch.where(budget > 0, low, torch.zeros_like(low)))

@@ -77,3 +77,22 @@ def replace_tail_with_choice(cache: Any, num_candidates: int, choice: torch.Tens
     crop_last(cache, num_candidates)
     for index, (keys, values) in enumerate(kept):
         cache.update(keys, values, index)
+
+
+def left_padded(cache: Any, count: int) -> Any:
+    """A cache like `cache` with `count` empty positions before every row's cached ones (the
+    attention mask marks them as padding), so that it can join a cache of a longer sequence."""
+    if count <= 0:
+        return cache
+    layers = []
+    for layer in cache.layers:
+        pad = layer.keys.new_zeros(*layer.keys.shape[:2], count, layer.keys.shape[3])
+        layers.append((torch.cat([pad, layer.keys], dim=2),
+                       torch.cat([layer.values.new_zeros(pad.shape), layer.values], dim=2)))
+    return DynamicCache(layers)
+
+
+def stacked(first: Any, second: Any) -> Any:
+    """One cache holding the rows of `first`, then those of `second` (same length)."""
+    return DynamicCache([(torch.cat([a.keys, b.keys]), torch.cat([a.values, b.values]))
+                         for a, b in zip(first.layers, second.layers, strict=True)])
