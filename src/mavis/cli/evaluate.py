@@ -12,6 +12,7 @@ import typer
 from mavis.cli.options import (
     parse_assignments,
     parse_betas,
+    parse_names,
     parse_numbers,
     parse_weights,
     per_token_budget,
@@ -39,11 +40,16 @@ def _decoder(model: str, value_model: list[str], objectives: list[str], known: l
 
 
 def _prompts(prompts: str, split: str, limit: int, model: str) -> list:
+    """The prompts of one set or file, or of several ("chitchat,harmful": `limit` from each)."""
+    from mavis.models.loading import load_tokenizer
     from mavis.prompts import load_prompts
 
     if limit < 1:
         raise MavisError(f"--limit is {limit}; evaluate at least 1 prompt")
-    return load_prompts(prompts, split, tokenizer=model, limit=limit)
+    names = parse_names(prompts, "--prompts") or []
+    tokenizer = load_tokenizer(model) if len(names) > 1 else model
+    return [p for name in names for p in load_prompts(name, split, tokenizer=tokenizer,
+                                                      limit=limit)]
 
 
 def evaluate(
@@ -54,9 +60,10 @@ def evaluate(
         "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
         "sampling: each step's beta is then the largest up to --beta that stays within "
         "budget / max-new-tokens.")] = None,
-    prompts: Annotated[str, typer.Option(help="Prompt set or file.")] = "chitchat",
+    prompts: Annotated[str, typer.Option(
+        help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "chitchat",
     split: Annotated[str, typer.Option()] = "test",
-    limit: Annotated[int, typer.Option()] = 32,
+    limit: Annotated[int, typer.Option(help="Prompts per set.")] = 32,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
     top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
@@ -124,9 +131,10 @@ def pareto(
     best_of: Annotated[str, typer.Option(
         "--best-of", help="Also best-of-N from pi_ref at each weight, e.g. 4 or 4,16 (0: off).")]
     = "0",
-    prompts: Annotated[str, typer.Option()] = "harmful",
+    prompts: Annotated[str, typer.Option(
+        help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "harmful",
     split: Annotated[str, typer.Option()] = "test",
-    limit: Annotated[int, typer.Option()] = 16,
+    limit: Annotated[int, typer.Option(help="Prompts per set.")] = 16,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
     top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
