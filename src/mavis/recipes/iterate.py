@@ -64,10 +64,11 @@ def collect(recipe: Recipe, prompts: list[Any], objectives: list[str], out: Path
     """Collect the trees of one iteration (from pi_ref at iteration 0, else from MAVIS)."""
     it = recipe.iterations[iteration]
     two_layer = it.two_layer_guarantee if it.two_layer_guarantee is not None else iteration > 0
+    guide = recipe.iterations[iteration - 1].kl_budget if iteration > 0 else None
     settings = dataclasses.replace(
         recipe.collection, K_root=it.K_root or recipe.collection.K_root, beta=beta,
         weights=weights, seed=recipe.collection.seed + iteration,
-        two_layer_guarantee=two_layer)
+        two_layer_guarantee=two_layer, kl_budget=guide)
     meta = {"iteration": iteration, "recipe": recipe.name, "prompt_sets": recipe.prompts.sets}
     if settings.workers > 1:
         return collect_trees_distributed(recipe.reference, prompts, objectives, out, settings,
@@ -91,13 +92,16 @@ def train_step(recipe: Recipe, trees: Path, objectives: list[str], out: Path, ze
 
 
 def evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
-             value_model: Path | None, beta: float) -> dict[str, Any]:
+             value_model: Path | None, beta: float, kl_budget: float | None = None
+             ) -> dict[str, Any]:
     """Reward and KL on the test prompts of pi_ref (no value model) or of the
     single-objective MAVIS policy of `value_model` for objectives[0]."""
     decoder = MavisDecoder.load(recipe.reference, [value_model] if value_model else [])
     result = evaluate_policy(decoder, prompts, objectives,
                              weights={objectives[0]: 1.0} if value_model else None,
-                             beta=beta if value_model else 0.0, settings=recipe.evaluation)
+                             beta=beta if value_model else 0.0, settings=recipe.evaluation,
+                             kl_budget=None if kl_budget is None or not value_model
+                             else kl_budget / recipe.evaluation.max_new_tokens)
     return result.to_dict()
 
 
@@ -209,8 +213,10 @@ def evaluate_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str]
     for name in pending:
         beta = recipe.iterations[i].beta_for(name)
         _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, beta={beta:g})")
-        mav = evaluate(recipe, prompts, [name], models[name], beta)
+        mav = evaluate(recipe, prompts, [name], models[name], beta,
+                       recipe.iterations[i].kl_budget)
         row = {"iteration": i, "objective": name, "beta": beta,
+               "kl_budget": recipe.iterations[i].kl_budget, "mean_beta": mav["mean_beta"],
                "zeta": recipe.iterations[i].zeta, "value_model": str(models[name]),
                "reference_reward": results.reference[name]["reference_reward"],
                "reference_reward_se": results.reference[name]["reference_reward_se"],

@@ -55,12 +55,16 @@ class IterationSettings:
     beta (`float | dict[str, float]`, default `8.0`): guidance for evaluating V^i and for
         collecting the trees of iteration i+1 (one number, or one per objective).
     zeta (`float`, default `0.0`): KL multiplier of equation 6 when training V^i.
+    kl_budget (`float | None`): nats per answer the guided policy may add over plain top-k
+        sampling, for evaluating V^i and collecting iteration i+1; beta is then the largest
+        allowed at each step (None: beta as given).
     K_root (`int | None`): overrides collection.K_root (the paper: 2 after iteration 0).
     two_layer_guarantee (`bool | None`): default on after iteration 0 (appendix C).
     """
 
     beta: float | dict[str, float] = 8.0
     zeta: float = 0.0
+    kl_budget: float | None = None
     K_root: int | None = None
     two_layer_guarantee: bool | None = None
 
@@ -69,6 +73,9 @@ class IterationSettings:
         if not all(isinstance(b, int | float) and b >= 0 for b in betas):
             raise MavisError(f"iteration beta={self.beta!r} must be a number >= 0 (or one per "
                              "objective)")
+        if self.kl_budget is not None and (not isinstance(self.kl_budget, int | float)
+                                           or self.kl_budget < 0):
+            raise MavisError(f"iteration kl_budget={self.kl_budget!r} must be a number >= 0")
         if not isinstance(self.zeta, int | float) or self.zeta < 0:
             raise MavisError(f"iteration zeta={self.zeta!r} must be a number >= 0")
         if self.K_root is not None and (not isinstance(self.K_root, int) or self.K_root < 1):

@@ -165,7 +165,7 @@ def collection_meta(records: Sequence[PromptRecord], objectives: Sequence[str],
     return json.loads(json.dumps(meta, sort_keys=True))
 
 
-_UNCHECKED = ("mavis_version",)
+_UNCHECKED = ("mavis_version", "recipe")  # provenance: they do not change the trees
 
 
 def identity(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -109,8 +109,9 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
 
 def collection_step_settings(decoder: Any, settings: CollectionSettings) -> Any:
     """The decoding settings of the sampling policy (checked against the decoder's model)."""
+    per_token = None if settings.kl_budget is None else settings.kl_budget / settings.T
     return decoder.settings(beta=settings.beta, top_k=settings.top_k,
-                            temperature=settings.temperature)
+                            temperature=settings.temperature, kl_budget=per_token)
 
 
 def split_first_layer(nodes: list[Node], rng: np.random.Generator, children: int

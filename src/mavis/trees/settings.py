@@ -32,6 +32,9 @@ class CollectionSettings:
             iterations).
         weights (`dict[str, float] | None`, default `None`): objective weights of the guided
             policy (None: equal weights over the value models' objectives).
+        kl_budget (`float | None`, default `None`): nats per answer that the guided policy
+            may add over plain top-k sampling; each step's beta is then the largest up to
+            `beta` within budget / T (see `StepSettings.kl_budget`).
         seed (`int`, default `0`): with the group index, seeds every group's random streams,
             so a group gives the same trees whichever process collects it.
 
@@ -55,6 +58,7 @@ class CollectionSettings:
     temperature: float = 1.0
     beta: float = 0.0
     weights: dict[str, float] | None = None
+    kl_budget: float | None = None
     seed: int = 0
     two_layer_guarantee: bool = False
     extra_children: int | None = None
@@ -78,6 +82,10 @@ class CollectionSettings:
         if not (isinstance(self.beta, int | float) and math.isfinite(self.beta)
                 and self.beta >= 0):
             raise MavisError(f"collection setting beta={self.beta!r} must be >= 0")
+        if self.kl_budget is not None and not (isinstance(self.kl_budget, int | float)
+                                                and math.isfinite(self.kl_budget)
+                                                and self.kl_budget >= 0):
+            raise MavisError(f"collection setting kl_budget={self.kl_budget!r} must be >= 0")
         if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
                 and self.temperature > 0):
             raise MavisError(f"collection setting temperature={self.temperature!r} must be "
@@ -99,4 +107,6 @@ class CollectionSettings:
         data["beta"] = float(self.beta)
         data["temperature"] = float(self.temperature)
         data["extra_children"] = self.split_children if self.two_layer_guarantee else None
+        if self.kl_budget is None:
+            del data["kl_budget"]  # files collected without one keep their identity
         return data
