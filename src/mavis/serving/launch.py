@@ -3,6 +3,7 @@ a loopback port (tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -35,10 +36,9 @@ def serve_forever(app: Any, sock: socket.socket, log_level: str = "warning") -> 
     responses for up to 5 seconds, stops the engine and returns."""
     config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
                             timeout_graceful_shutdown=5)
-    try:
+    # uvicorn re-raises the signal it handled once it has stopped: that is the normal end
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the signal it handled, once it has stopped
-        pass
 
 
 class BackgroundServer:
