@@ -90,6 +90,7 @@ def _information_routes(app: FastAPI, decoder: MavisDecoder, spec: ServerSpec, e
     model = {"id": spec.name, "object": "model", "created": started, "owned_by": "mavis",
              "root": spec.model}
     objectives = objective_table(decoder, spec)
+    vocab = int(decoder.reference.config.vocab_size)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -106,8 +107,8 @@ def _information_routes(app: FastAPI, decoder: MavisDecoder, spec: ServerSpec, e
     async def list_objectives() -> dict[str, Any]:
         limits = spec.limits
         return {"object": "list", "data": objectives, "default_beta": limits.default_beta,
-                "default_top_k": limits.default_top_k, "max_tokens": limits.max_tokens,
-                "default_max_tokens": limits.default_max_tokens}
+                "default_top_k": min(limits.default_top_k, vocab), "max_top_k": vocab,
+                "max_tokens": limits.max_tokens, "default_max_tokens": limits.default_max_tokens}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

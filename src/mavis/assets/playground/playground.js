@@ -55,6 +55,7 @@ async function loadServer() {
     }
     $("beta").value = objectives.default_beta;
     $("top-k").value = objectives.default_top_k;
+    $("top-k").max = objectives.max_top_k;
     $("max-tokens").value = Math.min(64, objectives.max_tokens);
     $("beta-value").textContent = $("beta").value;
     setStatus("ready");
