@@ -102,8 +102,6 @@ def test_playground_moves_a_slider_generates_and_shows_scores(server, browser):
     weights = {row.get_attribute("data-objective"): row.find_elements(By.TAG_NAME, "td")[1].text
                for row in browser.find_elements(By.CSS_SELECTOR, "#scores tbody tr")}
     assert weights == {"harmless": "0", "positive": "1.00"}
-    if os.environ.get("MAVIS_PLAYGROUND_SCREENSHOT"):
-        browser.save_screenshot(os.environ["MAVIS_PLAYGROUND_SCREENSHOT"])
 
 
 def test_playground_shows_the_servers_error(server, browser):
