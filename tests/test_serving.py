@@ -388,6 +388,28 @@ def test_full_queue_429_and_disconnects_free_their_rows(models, decoder):
         assert httpx.post(server.url + "/v1/completions", json=GOOD).status_code == 200
 
 
+def test_a_failed_step_fails_its_requests_and_the_server_goes_on(models, decoder):
+    app = create_app(decoder, spec_for(models))
+    engine = app.state.engine
+    real_step = engine._step
+    failures = iter([RuntimeError("out of memory")])
+
+    def failing_step() -> None:  # the first step fails, as an out-of-memory would
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_step()
+
+    engine._step = failing_step
+    with BackgroundServer(app) as server:
+        failed = httpx.post(server.url + "/v1/completions", json=GOOD)
+        assert failed.status_code == 500
+        assert failed.json()["error"]["code"] == "decoding_failed"
+        assert "out of memory" in failed.json()["error"]["message"]
+        assert httpx.post(server.url + "/v1/completions", json=GOOD).status_code == 200
+        assert httpx.get(server.url + "/health").json()["running_rows"] == 0
+
+
 def test_api_key_is_enforced_when_set(models, decoder):
     spec = spec_for(models, api_key="s3cret-key")
     with BackgroundServer(create_app(decoder, spec)) as server:

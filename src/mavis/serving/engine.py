@@ -70,6 +70,7 @@ class Engine:
         self._wake = threading.Condition()
         self._state: DecodingState | None = None
         self._slots: list[Slot] = []
+        self._joining: list[Job] = []  # taken from the queue, not yet in the batch
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -115,15 +116,14 @@ class Engine:
     def _run(self) -> None:
         with torch.inference_mode():
             while self._wait_for_work():
-                admitted: list[Job] = []
                 try:
                     self._drop_cancelled()
-                    admitted = self._admit()
+                    self._admit()
                     if self._state is not None:
                         self._step()
                 except Exception as exc:  # a bug or an out-of-memory: fail the batch, go on
                     log.exception("decoding step failed")
-                    self._fail_running(admitted, exc)
+                    self._fail_running(exc)
                 self.metrics.batch_size.set(len(self._slots))
         self._fail_everything()
 
@@ -144,9 +144,9 @@ class Engine:
             self.metrics.cancelled_rows.inc(len(self._slots) - len(keep))
             self._keep(keep)
 
-    def _admit(self) -> list[Job]:
+    def _admit(self) -> None:
         """Queued jobs that fit join the batch, in arrival order (cancelled ones are dropped)."""
-        jobs: list[Job] = []
+        jobs = self._joining = []
         room = self.limits.max_batch - len(self._slots)
         with self._wake:
             while self._pending and (self._pending[0].size <= room or self._pending[0].cancelled):
@@ -159,7 +159,7 @@ class Engine:
                     room -= job.size
             self.metrics.queue_length.set(self._pending_rows)
         if not jobs:
-            return jobs
+            return
         state = self.decoder.start_rows(self._prompt_batch(jobs),
                                         [row for job in jobs for row in job.rows])
         self.metrics.prompt_tokens.inc(sum(len(ids) for job in jobs for ids in job.prompt_ids))
@@ -168,7 +168,7 @@ class Engine:
         else:
             self._state.merge(state)
         self._slots += [Slot(job, index) for job in jobs for index in range(job.size)]
-        return jobs
+        self._joining = []
 
     def _prompt_batch(self, jobs: list[Job]) -> Batch:
         """Every row's prompt tokens, left-padded into one batch."""
@@ -250,13 +250,14 @@ class Engine:
             self._state.select(torch.tensor(rows))
 
     # -- failures ---------------------------------------------------------------------------
-    def _fail_running(self, admitted: list[Job], exc: Exception) -> None:
+    def _fail_running(self, exc: Exception) -> None:
+        """Fail every job in the batch or joining it (500); the queue goes on."""
         error = APIError(500, f"decoding failed ({type(exc).__name__}: {exc}); the request "
                          "can be retried", code="decoding_failed")
-        jobs = {id(s.job): s.job for s in self._slots} | {id(j): j for j in admitted}
+        jobs = {id(s.job): s.job for s in self._slots} | {id(j): j for j in self._joining}
         for job in jobs.values():
             job.send(Failed(error))
-        self._state, self._slots = None, []
+        self._state, self._slots, self._joining = None, [], []
 
     def _fail_everything(self) -> None:
         error = APIError(503, "the server is shutting down; try again later",
