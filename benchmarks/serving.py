@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (default: start mavis serve)")
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=64)  # the server's default
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--threads", type=int, help="torch threads of the started server")
     parser.add_argument("--max-batch", type=int, default=16)
