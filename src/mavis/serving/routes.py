@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mavis.serving.engine import Engine
+from mavis.serving.errors import APIError
 from mavis.serving.jobs import Delta, Done, Failed, Job
 from mavis.serving.planner import Planner
 from mavis.serving.responses import (
@@ -100,7 +101,11 @@ class Generation:
                 if isinstance(event, Failed):
                     yield sse(event.error.body())
                     break
-                piece = await self._chunk(job, envelope, event, score, offsets)
+                try:
+                    piece = await self._chunk(job, envelope, event, score, offsets)
+                except APIError as error:  # scoring failed: say so in the stream, and end it
+                    yield sse(error.body())
+                    break
                 if isinstance(event, Done):
                     finished[event.index] = event.sequence
                 yield sse(envelope.body([piece], None, chunk=True))
