@@ -1,0 +1,45 @@
+"""The API key check: with a key set (MAVIS_API_KEY), every request outside the public paths
+must carry `Authorization: Bearer <key>`, compared in constant time; others get a 401 in
+OpenAI's error shape.
+
+Public: the playground page and its files (a browser cannot add the header to a page load;
+the page holds nothing secret and asks for the key before calling the API) and `/health` (load
+balancers probe it without credentials).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mavis.serving.errors import APIError
+
+PUBLIC_PATHS = frozenset({"/", "/health", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/playground/",)
+
+
+class APIKeyMiddleware:
+    """ASGI middleware (pure, so streaming responses and disconnects pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http" or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"authorization"),
+                     b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        message = ("no API key given; send the header 'Authorization: Bearer <key>'" if not given
+                   else "the API key given is not this server's key")
+        error = APIError(401, message, code="invalid_api_key")
+        await error.response({"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)

@@ -1,0 +1,135 @@
+"""The request bodies the server accepts: OpenAI's fields for /v1/completions and
+/v1/chat/completions, and mavis's own (sent by the `openai` client as `extra_body`).
+
+Types are strict (a number given as a string, a boolean as a number, an unknown field are
+errors, as OpenAI's API has them); ranges and what the loaded models allow are checked in
+`planner.py`, where the model is known. `read_json` reads a body within the size cap, and
+`parse` turns a validation error into a 400 naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+
+from mavis.serving.errors import APIError, bad_request
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class SamplingRequest(_Strict):
+    """The fields both endpoints share."""
+
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # mavis's fields
+    objective_weights: dict[str, float] | None = None
+    beta: float | None = None
+    top_k: int | None = None
+    kl_budget: float | None = None  # nats of KL per answer over plain top-k sampling
+    score: bool = False  # add every loaded objective's reward to each choice
+    ignore_eos: bool = False  # keep going past the end-of-sequence token (fixed lengths)
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str]
+    logprobs: int | None = None
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatRequest(SamplingRequest):
+    messages: list[Message]
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+
+def parse(model: type[Model], data: Any) -> Model:
+    """`data` (decoded JSON) as a `model`; a 400 naming the first field at fault otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = [str(part) for part in error["loc"] if not _is_type_tag(part)]
+        param = where[0] if where else None
+        path = ".".join(where) or "the request body"
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        message = {"missing": f"{path} is required",
+                   "extra_forbidden": f"unknown field {path!r}; this server takes OpenAI's "
+                   "fields and objective_weights, beta, top_k, kl_budget, score, ignore_eos"
+                   }.get(error["type"], f"{path}: {error['msg']} (got {got})")
+        if param is None and error["type"] == "model_type":
+            message = "the request body must be a JSON object"
+        raise bad_request(message, param, error["type"]) from None
+
+
+def _is_type_tag(part: Any) -> bool:
+    """Whether a location part names a member of a union ('str', 'list[str]') rather than a
+    field or key."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool"}
+                                       or part.startswith(("list[", "dict[", "function-")))
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's body decoded as JSON: 413 when it is over `limit` bytes (checked before
+    and while reading), 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc})", None,
+                          "invalid_json") from None
+
+
+def _too_large(size: int, limit: int) -> APIError:
+    return APIError(413, f"the request body has {size} bytes or more; this server takes at most "
+                    f"{limit}", code="body_too_large")
