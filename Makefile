@@ -14,6 +14,7 @@ demo: install
 
 ## test: the test suite (tiny models built by the tests; a few use the packaged defaults)
 test: install
+	bash scripts/install.sh --browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest
 

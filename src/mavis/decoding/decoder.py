@@ -136,14 +136,16 @@ class MavisDecoder:
         model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
                                           attn_implementation=attn_implementation)
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
-        loaded = [ValueModel.load(p, attn_implementation=attn_implementation,
-                                  dtype=value_dtype or dtype or torch.float32) for p in paths]
+        folders = list(dict.fromkeys(str(p) for p in paths))  # a shared model loads once
+        loaded = {folder: ValueModel.load(folder, attn_implementation=attn_implementation,
+                                          dtype=value_dtype or dtype or torch.float32)
+                  for folder in folders}
         if isinstance(value_models, Mapping):
-            for (name, path), vm in zip(value_models.items(), loaded, strict=True):
-                if name not in vm.objectives:
+            for name, path in value_models.items():
+                if name not in loaded[str(path)].objectives:
                     raise MavisError(f"value model {str(path)!r} was trained for "
-                                     f"{', '.join(vm.objectives)}, not {name!r}")
-        return cls(model, tokenizer, loaded)
+                                     f"{', '.join(loaded[str(path)].objectives)}, not {name!r}")
+        return cls(model, tokenizer, list(loaded.values()))
 
     @property
     def objectives(self) -> list[str]:
