@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_support import OBJECTIVES, build_serving_models, library_answer
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET
 from mavis.objectives import score_all
 from mavis.serving.app import create_app
 from mavis.serving.launch import BackgroundServer
@@ -128,8 +129,10 @@ def test_greedy_answers_equal_mavis_decoder_generate(client, decoder, weights):
     served = client.chat.completions.create(
         model=NAME, messages=[{"role": "user", "content": "what is up"}], max_tokens=24,
         temperature=0, extra_body={"objective_weights": weights})
-    local = decoder.generate(["what is up"], weights=weights, beta=8.0, top_k=36,
-                             max_new_tokens=24, greedy=True)[0]
+    # the server's defaults: beta up to DEFAULT_BETA under DEFAULT_KL_BUDGET nats per answer
+    local = decoder.generate(["what is up"], weights=weights, beta=DEFAULT_BETA, top_k=36,
+                             max_new_tokens=24, greedy=True,
+                             kl_budget=DEFAULT_KL_BUDGET / 24)[0]
     assert served.choices[0].message.content == local.text
     assert served.choices[0].kl == pytest.approx(local.kl, abs=1e-4)
 
@@ -328,7 +331,7 @@ def test_models_objectives_health_and_the_page(server, client, models):
         assert entry["description"] and entry["scorable"]
         assert entry["value_model"]["path"] == str(models[1])
         assert entry["value_model"]["objectives"] == OBJECTIVES
-    assert objectives["default_beta"] == 8.0
+    assert objectives["default_beta"] == DEFAULT_BETA
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["model"] == NAME
     page = httpx.get(server.url + "/")

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from mavis.cli.options import per_token_budget
+from mavis.decoding.settings import guidance
 from mavis.errors import MavisError
 
 DEMO_PROMPTS = [
@@ -28,7 +30,11 @@ def demo(
     objectives: Annotated[str, typer.Option(
         help="Two objectives to trade off (bundled value models are used).")]
     = "relevant,harmless",
-    beta: Annotated[float, typer.Option()] = 8.0,
+    beta: Annotated[float | None, typer.Option(
+        help="Guidance strength (the most, under a KL budget).")] = None,
+    kl_budget: Annotated[float | None, typer.Option(
+        "--kl-budget", help="Nats of KL per answer steering may add (default 10 without "
+        "--beta).")] = None,
     top_k: Annotated[int, typer.Option("--top-k")] = 40,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
     seed: Annotated[int, typer.Option()] = 0,
@@ -42,6 +48,7 @@ def demo(
     from mavis.objectives import parse_objective_names, score_all
 
     names = parse_objective_names(objectives)
+    beta, kl_budget = guidance(beta, kl_budget)
     bundled = bundled_value_models(DEFAULT_MODEL)
     missing = [n for n in names if n not in bundled]
     if missing or len(names) > 2:
@@ -66,6 +73,7 @@ def demo(
         typer.echo(f"\n=== {text}")
         for label, weights, b in settings:
             seq = decoder.generate([text], weights=weights, beta=b, top_k=top_k,
+                                   kl_budget=per_token_budget(kl_budget, max_new_tokens),
                                    max_new_tokens=max_new_tokens, seed=seed)[0]
             scores = score_all(names, [text], [seq.text])
             line = "  ".join(f"{n} {scores[n][0]:+.3f}" for n in names)

@@ -17,11 +17,11 @@ from mavis.cli.options import (
     parse_weights,
     per_token_budget,
 )
+from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET, guidance
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.paths import check_writable
 
-DEFAULT_BETA = 8.0
 _E = EvaluationSettings
 
 
@@ -55,11 +55,14 @@ def _prompts(prompts: str, split: str, limit: int, model: str) -> list:
 def evaluate(
     objectives: Annotated[str, typer.Option(help="Objectives to score, e.g. relevant,harmless")],
     weights: Annotated[str, typer.Option(help="Guidance weights (empty: pi_ref).")] = "",
-    beta: Annotated[float, typer.Option()] = DEFAULT_BETA,
+    beta: Annotated[float | None, typer.Option(
+        help="Guidance strength (the most, under a KL budget). Default: 16 under a KL budget "
+             "of 10 nats per answer.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
         "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
-        "sampling: each step's beta is then the largest up to --beta that stays within "
-        "budget / max-new-tokens.")] = None,
+        "sampling: each step's beta is the largest up to --beta within budget / "
+        "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
+    = None,
     prompts: Annotated[str, typer.Option(
         help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "chitchat",
     split: Annotated[str, typer.Option()] = "test",
@@ -80,6 +83,7 @@ def evaluate(
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
+    beta, kl_budget = guidance(beta, kl_budget)
     parsed = parse_weights(weights) if weights else {}
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                   top_k=top_k, seed=seed)
@@ -120,13 +124,14 @@ def pareto(
     = Path("runs/pareto.png"),
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
-    beta: Annotated[str, typer.Option(
-        help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8.")]
-    = str(DEFAULT_BETA),
+    beta: Annotated[str | None, typer.Option(
+        help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8. "
+             "Default: 16 under a KL budget of 10 nats per answer.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
         "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
-        "sampling: each step's beta is then the largest up to --beta that stays within "
-        "budget / max-new-tokens.")] = None,
+        "sampling: each step's beta is the largest up to --beta within budget / "
+        "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
+    = None,
 
     best_of: Annotated[str, typer.Option(
         "--best-of", help="Also best-of-N from pi_ref at each weight, e.g. 4 or 4,16 (0: off).")]
@@ -150,6 +155,9 @@ def pareto(
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
+    if beta is None:
+        beta = str(DEFAULT_BETA)
+        kl_budget = DEFAULT_KL_BUDGET if kl_budget is None else kl_budget
     if len(names) != 2:
         raise MavisError(f"pareto needs exactly two objectives, got {len(names)}")
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)

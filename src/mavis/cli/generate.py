@@ -9,10 +9,8 @@ from typing import Annotated
 import typer
 
 from mavis.cli.options import parse_assignments, parse_weights, per_token_budget
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.settings import StepSettings, guidance
 from mavis.errors import MavisError
-
-DEFAULT_BETA = 8.0
 
 
 def register(app: typer.Typer) -> None:
@@ -23,12 +21,14 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="The user prompt (chat template applied).")],
     weights: Annotated[str, typer.Option(
         help="Objective weights, e.g. relevant=0.6,harmless=0.4 (normalised to sum 1).")] = "",
-    beta: Annotated[float, typer.Option(help="Guidance strength; 0 = plain top-k.")]
-    = DEFAULT_BETA,
+    beta: Annotated[float | None, typer.Option(
+        help="Guidance strength (the most, under a KL budget); 0 = plain top-k. Default: 16 "
+             "under a KL budget of 10 nats per answer.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
         "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
-        "sampling: each step's beta is then the largest up to --beta that stays within "
-        "budget / max-new-tokens.")] = None,
+        "sampling: each step's beta is the largest up to --beta within budget / "
+        "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
+    = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Candidates scored per step.")]
     = StepSettings.top_k,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
@@ -59,6 +59,7 @@ def generate(
 
     parsed = parse_weights(weights) if weights else {}
     _check_counts(prompt, num_samples, max_new_tokens, beam, prune_every, stop)
+    beta, kl_budget = guidance(beta, kl_budget)
     per_token = per_token_budget(kl_budget, max_new_tokens)
     StepSettings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
                  candidate_epsilon=epsilon, kl_budget=per_token)  # checked before loading

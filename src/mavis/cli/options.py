@@ -104,10 +104,11 @@ def per_token_budget(kl_budget: float | None, max_new_tokens: int,
                      option: str = "--kl-budget") -> float | None:
     """A KL budget per answer (what users think in) as the budget per token the decoder
     keeps at every step."""
-    if kl_budget is None:
+    if kl_budget is None or kl_budget == math.inf:  # inf: no budget, a fixed beta
         return None
     if not math.isfinite(kl_budget) or kl_budget < 0:
-        raise MavisError(f"{option} is {kl_budget}; give the nats per answer, a number >= 0")
+        raise MavisError(f"{option} is {kl_budget}; give the nats per answer, a number >= 0 "
+                         "(inf: no budget)")
     return kl_budget / max(max_new_tokens, 1)
 
 

@@ -8,6 +8,21 @@ from dataclasses import dataclass
 
 from mavis.errors import MavisError
 
+# The guidance every command and the server use when told neither a beta nor a KL budget: up to
+# DEFAULT_BETA (values are in units of each objective's typical sibling difference), lowered at
+# each step so that steering adds at most DEFAULT_KL_BUDGET nats per answer over plain top-k
+# sampling. Chosen on validation prompts (reports/steering).
+DEFAULT_BETA = 16.0
+DEFAULT_KL_BUDGET = 10.0
+
+
+def guidance(beta: float | None, kl_budget: float | None) -> tuple[float, float | None]:
+    """(beta, KL budget per answer) from what a user gave: nothing gives the defaults above;
+    a beta alone is a fixed beta; a budget alone caps the default beta."""
+    if beta is None and kl_budget is None:
+        return DEFAULT_BETA, DEFAULT_KL_BUDGET
+    return (DEFAULT_BETA if beta is None else beta), kl_budget
+
 
 @dataclass(frozen=True)
 class StepSettings:

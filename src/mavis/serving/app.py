@@ -107,6 +107,7 @@ def _information_routes(app: FastAPI, decoder: MavisDecoder, spec: ServerSpec, e
     async def list_objectives() -> dict[str, Any]:
         limits = spec.limits
         return {"object": "list", "data": objectives, "default_beta": limits.default_beta,
+                "default_kl_budget": limits.default_kl_budget,
                 "default_top_k": min(limits.default_top_k, vocab), "max_top_k": vocab,
                 "max_tokens": limits.max_tokens, "default_max_tokens": limits.default_max_tokens}
 

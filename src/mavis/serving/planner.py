@@ -4,9 +4,11 @@ Every check names the field at fault (`param`) and says what would work. What Op
 and mavis cannot do (top_p, penalties, logit_bias, echo, suffix, best_of > 1) is refused rather
 than ignored, so that a client never gets an answer made differently from what it asked.
 
-Sampling: `temperature: 0` is greedy decoding; `beta` defaults to the server's (8) and
-`top_k` to 40 (or the vocabulary, when smaller); `kl_budget` is nats per answer, kept as
-`kl_budget / max_tokens` per token (see `StepSettings.kl_budget`). Without
+Sampling: `temperature: 0` is greedy decoding; a request with neither `beta` nor `kl_budget`
+gets the server's defaults (beta up to 16 under a KL budget of 10 nats per answer), a `beta`
+alone is a fixed beta, and `top_k` defaults to 40 (or the vocabulary, when smaller);
+`kl_budget` is nats per answer, kept as `kl_budget / max_tokens` per token (see
+`StepSettings.kl_budget`). Without
 `objective_weights`, every loaded objective gets the same weight. With a `seed`, choice i
 samples from its own generator seeded with `numpy.random.SeedSequence([seed mod 2**64, i])`,
 so it gets the same tokens alone or beside any other requests; without one, from a generator
@@ -142,7 +144,10 @@ class Planner:
         if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
             raise bad_request(f"temperature is {temperature}; give a number from 0 (greedy) to "
                               f"{MAX_TEMPERATURE:g}", "temperature")
-        beta = self.limits.default_beta if request.beta is None else request.beta
+        beta, budget = request.beta, request.kl_budget
+        if beta is None and budget is None:  # the defaults; a beta alone is a fixed beta
+            budget = self.limits.default_kl_budget
+        beta = self.limits.default_beta if beta is None else beta
         if not (math.isfinite(beta) and beta >= 0):
             raise bad_request(f"beta is {beta}; give a finite number >= 0 (0: plain top-k "
                               "sampling from the reference model)", "beta")
@@ -151,7 +156,6 @@ class Planner:
         if not 1 <= top_k <= self.vocab:
             raise bad_request(f"top_k is {top_k}; give a whole number from 1 to the "
                               f"vocabulary size ({self.vocab})", "top_k")
-        budget = request.kl_budget
         if budget is not None and not (math.isfinite(budget) and budget >= 0):
             raise bad_request(f"kl_budget is {budget}; give the nats of KL per answer, a "
                               "number >= 0", "kl_budget")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET
 from mavis.errors import MavisError
 
 API_KEY_VARIABLE = "MAVIS_API_KEY"
@@ -24,7 +25,9 @@ class ServerLimits:
     max_prompt_chars: characters of prompt text per request at most (before tokenising).
     max_body_bytes: size of a request body at most (413 beyond).
     max_stop: stop strings per request at most (OpenAI's cap).
-    default_beta: guidance strength when a request gives none.
+    default_beta: guidance strength when a request gives none (the most, under a KL budget).
+    default_kl_budget: nats of KL per answer steering may add when a request gives no
+        kl_budget (None: a fixed beta).
     default_top_k: candidates per step when a request gives none.
     """
 
@@ -37,7 +40,8 @@ class ServerLimits:
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 1_000_000
     max_stop: int = 4
-    default_beta: float = 8.0
+    default_beta: float = DEFAULT_BETA
+    default_kl_budget: float | None = DEFAULT_KL_BUDGET
     default_top_k: int = 40
 
     def __post_init__(self) -> None:

@@ -54,6 +54,7 @@ async function loadServer() {
       $("sliders").innerHTML = '<p class="hint">no value models loaded: plain sampling</p>';
     }
     $("beta").value = objectives.default_beta;
+    $("kl-budget").value = objectives.default_kl_budget ?? "";
     $("top-k").value = objectives.default_top_k;
     $("top-k").max = objectives.max_top_k;
     $("max-tokens").value = Math.min(64, objectives.max_tokens);
@@ -86,6 +87,7 @@ function requestBody() {
   if (Object.keys(chosen).length) body.objective_weights = chosen;
   else if (document.querySelector("#sliders input")) body.beta = 0;  // every slider at 0
   if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("kl-budget").value !== "") body.kl_budget = Number($("kl-budget").value);
   return body;
 }
 
