@@ -562,3 +562,20 @@ def test_sibling_weight_trains(tmp_path, tiny_lm, small_trees):
     report = train(fast_config(tiny_lm, objectives=["a_rate"], sibling_weight=1.0, epochs=1,
                                max_steps=3), small_trees, tmp_path / "vm")
     assert report["steps"] == 3 and report["config"]["sibling_weight"] == 1.0
+
+
+def test_gradient_checkpointing_and_bf16_autocast_train_the_same_way(tmp_path, tiny_lm,
+                                                                      small_trees):
+    """Gradient checkpointing recomputes exactly what plain training keeps; bf16 autocast (the
+    GPU default) trains too, to nearly the same losses."""
+    common = dict(objectives=["a_rate"], epochs=1, max_steps=3, eval_every=3)
+    plain = train(fast_config(tiny_lm, **common), small_trees, tmp_path / "plain")
+    checkpointed = train(fast_config(tiny_lm, gradient_checkpointing=True, **common),
+                         small_trees, tmp_path / "gc")
+    assert checkpointed["final"]["val_loss"] == pytest.approx(plain["final"]["val_loss"],
+                                                              rel=1e-4)
+    bf16 = train(fast_config(tiny_lm, mixed_precision="bf16", **common), small_trees,
+                 tmp_path / "bf16")
+    assert bf16["final"]["val_loss"] == pytest.approx(plain["final"]["val_loss"], rel=0.05)
+    with pytest.raises(MavisError, match="device must be"):
+        fast_config(tiny_lm, device="tpu")

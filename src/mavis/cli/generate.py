@@ -50,6 +50,8 @@ def generate(
         "bundled ones.")] = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sequence.")]
     = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
+    = None,
 ) -> None:
     """Generate an answer guided by the value models, with the weights you choose."""
     from mavis.decoding.decoder import MavisDecoder
@@ -69,7 +71,7 @@ def generate(
     vocab = model_vocab_size(model)
     if top_k > vocab:
         raise MavisError(f"--top-k {top_k} is more than the model's vocabulary ({vocab})")
-    decoder = MavisDecoder.load(model, folders)
+    decoder = MavisDecoder.load(model, folders, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if beam:

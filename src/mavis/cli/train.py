@@ -79,6 +79,13 @@ def train_command(
     = _T.max_steps,
     max_length: Annotated[int | None, typer.Option(help="Longest prompt + response.")]
     = _T.max_length,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
+    = _T.device,
+    mixed_precision: Annotated[str, typer.Option(
+        help="auto (bf16 autocast on a GPU), no or bf16.")] = _T.mixed_precision,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Recompute activations in the backward pass (less "
+        "memory, more compute).")] = False,
     sibling_weight: Annotated[float, typer.Option(
         help="Weight of the sibling-difference term beside equation 6 (0: the paper's loss).")]
     = _T.sibling_weight,
@@ -107,7 +114,8 @@ def train_command(
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,
-        sibling_weight=sibling_weight,
+        sibling_weight=sibling_weight, device=device, mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing,
         eval_every=eval_every or None, seed=seed,
     )
     report = train(config, data, out, resume=resume)

@@ -83,6 +83,13 @@ class TrainConfig:
         max_grad_norm (`float | None`, default `1.0`): gradient clipping (None: off).
 
     Efficiency
+        device (`str`, default `"auto"`): "auto" (a GPU when there is one), "cpu" or "cuda".
+        mixed_precision (`str`, default `"auto"`): "auto" (bf16 autocast on a GPU that has
+            it, none on a CPU), "no" or "bf16" (the forward passes run under bf16 autocast;
+            weights, gradients and the optimiser stay in fp32).
+        gradient_checkpointing (`bool`, default `False`): recompute the backbone's activations
+            in the backward pass instead of keeping them: less memory for long packs or many
+            layers on a GPU, about a third more compute.
         packed (`bool`, default `True`):
             Pack each tree (prompt + every node's segment) into one sequence with a tree
             attention mask, so one forward yields every node's value; False: one sequence per
@@ -135,6 +142,9 @@ class TrainConfig:
     max_steps: int | None = None
     max_grad_norm: float | None = 1.0
 
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
     packed: bool = True
     max_pack_tokens: int = 2048
     attn_implementation: str = "sdpa"
@@ -167,6 +177,9 @@ class TrainConfig:
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be >= 1"),
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.num_layers is None or self.num_layers >= 1, "num_layers must be >= 1"),
+            (self.device in ("auto", "cpu", "cuda"), "device must be 'auto', 'cpu' or 'cuda'"),
+            (self.mixed_precision in ("auto", "no", "bf16"),
+             "mixed_precision must be 'auto', 'no' or 'bf16'"),
             (self.select_best_by in ("val_loss", "sibling_accuracy"),
              "select_best_by must be 'val_loss' or 'sibling_accuracy'"),
             (self.attn_implementation in ("sdpa", "eager"),

@@ -18,6 +18,7 @@ models keep their head.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -115,6 +116,25 @@ def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
         narrowed.head.weight.copy_(model.head.weight[rows])
         narrowed.head.bias.copy_(model.head.bias[rows])
     return narrowed
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """Accelerate on the configured device (a GPU when there is one, unless told "cpu")."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise MavisError("device 'cuda' was asked for, but torch sees no GPU; use 'auto' or "
+                         "'cpu', or install a CUDA build of torch (the `gpu` extra)")
+    return Accelerator(cpu=config.device == "cpu")
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward passes when the settings ask for it ("auto": on a GPU
+    that has bf16), else nothing."""
+    wanted = config.mixed_precision == "bf16" or (
+        config.mixed_precision == "auto" and device.type == "cuda"
+        and torch.cuda.is_bf16_supported())
+    if not wanted:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -224,7 +244,10 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
         model = ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation)
     model.config.value_range = dict(samples.value_range)
     model.config.value_scale = dict(samples.value_scale)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(config)
+    if config.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     plans = epoch_plans(samples.train, config, accelerator.num_processes,
                         accelerator.process_index)
     optimizer = make_optimizer(model, config)
@@ -274,7 +297,8 @@ def train_step(run: Run, units: list[Unit]) -> None:
     `sibling_weight`, the error of the predicted differences between siblings)."""
     started = time.perf_counter()
     batch = collate(units, run.dtype).to(run.accelerator.device)
-    predicted = predict(run.model, batch)
+    with autocast(run.config, run.accelerator.device):
+        predicted = predict(run.model, batch).float()
     loss = masked_mse(predicted, batch.targets)
     if run.config.sibling_weight:
         parent = torch.from_numpy(run.samples.parent).to(batch.nodes.device)[batch.nodes]
@@ -324,8 +348,9 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
     }
     state.losses.clear()
     if run.samples.val:
-        record.update(evaluate(run.model, run.samples, run.config.batch_size, run.accelerator,
-                               run.objectives, run.dtype))
+        with autocast(run.config, run.accelerator.device):
+            record.update(evaluate(run.model, run.samples, run.config.batch_size,
+                                   run.accelerator, run.objectives, run.dtype))
         score = selection_score(record, run.config.select_best_by)
         if state.best.get("score") is None or score > state.best["score"]:
             state.best.update({key: record[key] for key in _BEST_KEYS}, step=state.step,
