@@ -18,9 +18,17 @@ from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.prompts.base import Prompt
 
+# What a PolicyEvaluation's `kl` is (every kind is against the same pi_ref, equation 7):
+KL_ESTIMATE = "estimate"  # mean over sampled answers of sum_t log pi/pi_ref: an unbiased estimate
+KL_WITH_BOUND = "estimate + bound"  # best-of-N: its sampler's estimate + log N - (N-1)/N
+KL_PATH = "path log-ratio"  # beam search, no sampling policy: the chosen answers' log-ratio
+
 
 @dataclass
 class PolicyEvaluation:
+    """Mean reward per objective (with standard errors) and KL of one policy over the
+    answers it gave; `kl_kind` says what `kl` is (`KL_ESTIMATE`, `KL_WITH_BOUND`, `KL_PATH`)."""
+
     label: str
     weights: dict[str, float]
     beta: float
@@ -37,6 +45,7 @@ class PolicyEvaluation:
     kl_budget: float | None = None  # nats per token, when a KL budget chose each step's beta
     mean_beta: float = 0.0  # the beta used, averaged over steps and answers
     mean_tokens: float = 0.0
+    kl_kind: str = KL_ESTIMATE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +53,10 @@ class PolicyEvaluation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyEvaluation:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        result = cls(**{k: v for k, v in data.items() if k in known})
+        if "kl_kind" not in data and result.kl_is_bound:  # saved before kl_kind existed
+            result.kl_kind = KL_WITH_BOUND
+        return result
 
     def weighted_reward(self, weights: Mapping[str, float]) -> float:
         return sum(w * self.reward[name] for name, w in weights.items())
