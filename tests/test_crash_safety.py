@@ -137,6 +137,12 @@ def test_training_killed_resumes_to_the_same_model(workspace, tiny_lm):
     assert b[-1]["val_loss"] == pytest.approx(a[-1]["val_loss"], rel=1e-4)
 
 
+def untimed(points: dict) -> dict:
+    """Saved points without their decoding times (which differ from run to run)."""
+    return {key: {k: v for k, v in point.items() if k != "seconds"}
+            for key, point in points.items()}
+
+
 def test_pareto_killed_keeps_finished_points(workspace, tiny_lm):
     from mavis.models.value_model import ValueModel
 
@@ -160,8 +166,8 @@ def test_pareto_killed_keeps_finished_points(workspace, tiny_lm):
     done = points()
     assert 1 <= done < 4
     assert main([*args, "--out", str(out)]) == 0
-    a = json.loads((workspace / "whole.json").read_text())["points"]
-    b = json.loads(out.with_suffix(".json").read_text())["points"]
+    a = untimed(json.loads((workspace / "whole.json").read_text())["points"])
+    b = untimed(json.loads(out.with_suffix(".json").read_text())["points"])
     assert a.keys() == b.keys() and a == b
 
 
@@ -200,5 +206,5 @@ def test_comparison_killed_keeps_finished_points(workspace, tiny_lm):
     assert main([*args, "--out", str(out)]) == 0
     a = json.loads((workspace / "whole.json").read_text())
     b = json.loads(out.with_suffix(".json").read_text())
-    assert a["points"].keys() == b["points"].keys() and a["points"] == b["points"]
+    assert untimed(a["points"]) == untimed(b["points"])
     assert a["fronts"] == b["fronts"]

@@ -39,7 +39,7 @@ def _decoder(model: str, value_model: list[str], objectives: list[str], known: l
     return MavisDecoder.load(model, folders)
 
 
-def _prompts(prompts: str, split: str, limit: int, model: str) -> list:
+def load_prompt_sets(prompts: str, split: str, limit: int, model: str) -> list:
     """The prompts of one set or file, or of several ("chitchat,harmful": `limit` from each)."""
     from mavis.models.loading import load_tokenizer
     from mavis.prompts import load_prompts
@@ -88,7 +88,7 @@ def evaluate(
         kl_budget, max_new_tokens)) if guided else SweepPoint(REFERENCE))
     if out is not None:
         check_writable(out, what="--out")
-    chosen = _prompts(prompts, split, limit, model)
+    chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
                 "settings": dataclasses.asdict(settings)}
@@ -190,7 +190,7 @@ def pareto(
         check_writable(path, what="--out")
     baselines = _baselines(chosen_methods, names, recipe, baselines_dir or out.parent /
                            "baselines", model, prompts)
-    chosen = _prompts(prompts, split, limit, model)
+    chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
                 "settings": dataclasses.asdict(settings)}

@@ -14,6 +14,7 @@ labelled `KL_PATH`: how far from pi_ref the tilted steps that built those answer
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ def evaluate_beam(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
     resolved = resolve_weights(weights, list(objectives))
     groups: list[list[GeneratedSequence]] = []
     texts: list[str] = []
+    started = time.perf_counter()
     for prompt in prompts:
         for sample in range(settings.num_samples):
             groups.append(beam_search(
@@ -70,11 +72,13 @@ def evaluate_beam(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
             texts.append(prompt_text(prompt))
             if on_rows is not None:
                 on_rows(1)
+    seconds = time.perf_counter() - started
     chosen, rewards = _best_by_reward(groups, texts, objectives, resolved)
     result = PolicyEvaluation(
         label=label or ",".join(f"{k}={v:g}" for k, v in resolved.items()),
         weights=dict(resolved), beta=beta, prompts=len(prompts), samples=len(chosen),
-        kl_kind=KL_PATH, mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])))
+        kl_kind=KL_PATH, mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])),
+        seconds=seconds)
     for name in objectives:
         result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
     result.kl, result.kl_se = mean_and_se([a.kl for a in chosen])

@@ -9,6 +9,7 @@ extra. Rewards come from the objectives (reward functions) themselves.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -46,6 +47,12 @@ class PolicyEvaluation:
     mean_beta: float = 0.0  # the beta used, averaged over steps and answers
     mean_tokens: float = 0.0
     kl_kind: str = KL_ESTIMATE
+    seconds: float = 0.0  # wall-clock time of the decoding (not the scoring)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Answer tokens decoded per second of `seconds` (0 when not timed)."""
+        return self.samples * self.mean_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +92,7 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
 
     Prompts are framed as collection frames them (`frame_prompt`); the objectives score each
     answer against the prompt's own words."""
+    started = time.perf_counter()
     outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=settings.top_k,
                                max_new_tokens=settings.max_new_tokens,
                                num_samples=settings.num_samples,
@@ -93,6 +101,7 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                                candidate_epsilon=settings.candidate_epsilon,
                                kl_budget=kl_budget, progress=progress,
                                on_rows=on_rows)
+    seconds = time.perf_counter() - started
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
     result = PolicyEvaluation(
         label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in
@@ -100,7 +109,8 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
         weights=dict(outputs[0].weights) if outputs and outputs[0].weights else dict(
             weights or {}),
         beta=beta, prompts=len(prompts), samples=len(outputs), kl_budget=kl_budget,
-        mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1))
+        mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1),
+        seconds=seconds)
     for name in objectives:
         result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
     result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])
