@@ -164,7 +164,7 @@ class Baselines:
         settings, less those that only change how a run is shown or saved."""
         learned = {k: v for k, v in self.settings.to_dict().items()
                    if k not in ("progress", "save_every", "keep_checkpoints", "objectives")}
-        return {method: {"morlhf": learned, "folder": str(self.folder.resolve())}
+        return {method: {"morlhf": learned}
                 for method in (MORLHF, RSOUP, MOD)}
 
 

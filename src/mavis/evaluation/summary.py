@@ -83,12 +83,12 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
                      summary: FrontSummary | None = None) -> Path:
     """One row per point: method, weights, beta, N, rewards with standard errors, KL (and
     what kind of figure it is), KL over plain top-k sampling, TV, answer length, answers,
-    and with a summary the method's hypervolume and the point's dominance."""
+    decoding seconds, and with a summary the method's hypervolume and the point's dominance."""
     path = Path(path)
     names = list(objectives)
     header = ["method", "weights", *[f"w_{n}" for n in names], "beta", "n",
               *[f"{n}{s}" for n in names for s in ("", "_se")], "kl", "kl_se", "kl_kind",
-              "kl_topk", "tv", "mean_tokens", "samples"]
+              "kl_topk", "tv", "mean_tokens", "samples", "seconds"]
     if summary is not None:
         header += ["hypervolume", "dominated_in_method", "dominated_overall"]
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -99,7 +99,8 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
             row = [point.method, point.label, *[point.weights.get(n, "") for n in names],
                    point.beta, point.n or point.beams or "",
                    *[v for n in names for v in (p.reward[n], p.reward_se.get(n, ""))],
-                   p.kl, p.kl_se, p.kl_kind, p.kl_topk, p.tv, p.mean_tokens, p.samples]
+                   p.kl, p.kl_se, p.kl_kind, p.kl_topk, p.tv, p.mean_tokens, p.samples,
+                   p.seconds]
             if summary is not None:
                 row += [summary.hypervolume[point.method],
                         summary.dominated_in_method[point.key],
