@@ -237,3 +237,21 @@ def test_baselines_name_their_policy_folders(tmp_path):
     points = [SweepPoint("MORLHF", {"a": 0.5, "b": 0.5}), SweepPoint("MOD", {"a": 0.5, "b": 0.5}),
               SweepPoint("RSoup", {"a": 0.0, "b": 1.0}), SweepPoint("MAVIS", {"a": 1.0})]
     assert baselines.needed(points) == [{"a": 0.5, "b": 0.5}, {"a": 1.0}, {"b": 1.0}]
+
+
+def test_pareto_over_three_objectives_sweeps_a_simplex_grid(workspace, tiny_lm):
+    names = [VOWELS, SPACES, "python:cmp_rewards:length"]
+    (workspace / "cmp_rewards.py").write_text(
+        REWARDS + "def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n")
+    vm = ValueModel.build(str(tiny_lm), names, num_layers=1, lora=None).save(workspace / "vm3")
+    out = workspace / "three.png"
+    assert main(["pareto", "--objectives", ",".join(names), "--methods", "mavis,bon",
+                 "--lambdas", "0,0.5,1", "--beta", "2", "--best-of", "2",
+                 "--prompts", str(workspace / "p.jsonl"), "--split", "all", "--limit", "2",
+                 "--top-k", "5", "--max-new-tokens", "3", "--model", str(tiny_lm),
+                 *[f"--value-model={n}={vm}" for n in names], "--out", str(out)]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    mavis = [p for p in saved["points"].values() if p["method"] == "MAVIS"]
+    assert len(mavis) == 6 and all(len(p["weights"]) == 3 for p in mavis)
+    assert set(saved["fronts"]["reference_point"]) == set(names)
+    assert out.stat().st_size > 5000
