@@ -27,6 +27,8 @@ REWARDS = (
     "    return [sum(c in 'aeiou' for c in r) / max(len(r), 1) for r in responses]\n"
     "def spaces(prompts, responses):\n"
     "    return [r.count(' ') / max(len(r), 1) for r in responses]\n"
+    "def length(prompts, responses):\n"
+    "    return [len(r) / 10 for r in responses]\n"
 )
 VOWELS, SPACES = "python:cmp_rewards:vowels", "python:cmp_rewards:spaces"
 WORDS = ["hi", "yes", "no", "ok", "sun", "sky", "sea", "cat", "dog", "red", "big", "far"]
@@ -241,8 +243,6 @@ def test_baselines_name_their_policy_folders(tmp_path):
 
 def test_pareto_over_three_objectives_sweeps_a_simplex_grid(workspace, tiny_lm):
     names = [VOWELS, SPACES, "python:cmp_rewards:length"]
-    (workspace / "cmp_rewards.py").write_text(
-        REWARDS + "def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n")
     vm = ValueModel.build(str(tiny_lm), names, num_layers=1, lora=None).save(workspace / "vm3")
     out = workspace / "three.png"
     assert main(["pareto", "--objectives", ",".join(names), "--methods", "mavis,bon",
