@@ -66,7 +66,8 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
             front.scatter([x for x, h in zip(xs, hollow, strict=True) if h],
                           [y for y, h in zip(ys, hollow, strict=True) if h],
                           facecolors="white", edgecolors=color, zorder=3)
-        _kl_panel(kl_ax, method, [points[i] for i in order], first, color)
+        shift = 0.008 * (index - (len(series) - 1) / 2)  # methods side by side, not on top
+        _kl_panel(kl_ax, method, [points[i] for i in order], first, color, shift)
     front.set_xlabel(f"{first} reward")
     front.set_ylabel(f"{second} reward")
     front.set_title("mean reward (hollow: dominated within its method)", fontsize=8)
@@ -82,14 +83,15 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
 
 
 def _kl_panel(ax, method: str, points: Sequence[PolicyEvaluation], first: str,
-              color: str) -> None:
-    """One method's KL by the weight of `first` (pi_ref: a horizontal line)."""
+              color: str, shift: float = 0.0) -> None:
+    """One method's KL by the weight of `first`, moved by `shift` on that axis so that
+    methods at the same weight stay apart (pi_ref: a horizontal line)."""
     kinds = {p.kl_kind for p in points}
     style = "-" if kinds == {KL_ESTIMATE} else (":" if KL_PATH in kinds else "--")
     if not points[0].weights:
         ax.axhline(points[0].kl, color=color, linestyle=":", alpha=0.7, label=method)
         return
-    ax.errorbar([p.weights.get(first, 0.0) for p in points], [p.kl for p in points],
+    ax.errorbar([p.weights.get(first, 0.0) + shift for p in points], [p.kl for p in points],
                 yerr=[p.kl_se for p in points], color=color, linestyle=style, marker="o",
                 capsize=2, markersize=4, label=method)
 
