@@ -105,7 +105,8 @@ def test_imports_at_the_top_outside_the_command_line():
     assert not lazy, "imports inside functions:\n" + "\n".join(lazy)
 
 
-@pytest.mark.parametrize("module", ["mavis.cli", "mavis.training.config",
+@pytest.mark.parametrize("module", ["mavis.cli", "mavis.training.config", "mavis.baselines.config",
+                                    "mavis.recipes.recipe",
                                     "mavis.trees.settings", "mavis.evaluation.settings"])
 def test_command_line_and_settings_load_without_torch(module):
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mavis
 from mavis.cli import main
 from mavis.training.checkpoint import read_metrics
 
@@ -41,7 +42,10 @@ def workspace(tmp_path, monkeypatch):
 
 
 def launch(args: list[str], cwd: Path, slow: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(cwd),
+    # the workspace (reward modules), then the folder this mavis was imported from, so that
+    # the process runs the code under test whatever is installed
+    path = os.pathsep.join([str(cwd), str(Path(mavis.__file__).resolve().parents[1])])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
            "MAVIS_TEST_SLEEP": "0.3" if slow else "0"}
     return subprocess.Popen([sys.executable, "-m", "mavis", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -133,6 +137,12 @@ def test_training_killed_resumes_to_the_same_model(workspace, tiny_lm):
     assert b[-1]["val_loss"] == pytest.approx(a[-1]["val_loss"], rel=1e-4)
 
 
+def untimed(points: dict) -> dict:
+    """Saved points without their decoding times (which differ from run to run)."""
+    return {key: {k: v for k, v in point.items() if k != "seconds"}
+            for key, point in points.items()}
+
+
 def test_pareto_killed_keeps_finished_points(workspace, tiny_lm):
     from mavis.models.value_model import ValueModel
 
@@ -156,6 +166,45 @@ def test_pareto_killed_keeps_finished_points(workspace, tiny_lm):
     done = points()
     assert 1 <= done < 4
     assert main([*args, "--out", str(out)]) == 0
-    a = json.loads((workspace / "whole.json").read_text())["points"]
-    b = json.loads(out.with_suffix(".json").read_text())["points"]
+    a = untimed(json.loads((workspace / "whole.json").read_text())["points"])
+    b = untimed(json.loads(out.with_suffix(".json").read_text())["points"])
     assert a.keys() == b.keys() and a == b
+
+
+def test_comparison_killed_keeps_finished_points(workspace, tiny_lm):
+    """`mavis pareto --methods ...` killed among the fine-tuned baselines' points: the rerun
+    keeps what was saved and ends with the same points as a run never interrupted."""
+    from mavis.models.value_model import ValueModel
+
+    vowels = "python:crash_rewards:vowels"
+    vm = ValueModel.build(str(tiny_lm), [vowels, "positive"], num_layers=1,
+                          lora=None).save(workspace / "vm")
+    (workspace / "recipe.yaml").write_text(yaml.safe_dump({
+        "name": "cmp", "reference": str(tiny_lm), "objectives": [vowels, "positive"],
+        "prompts": {"sets": [str(workspace / "prompts.jsonl")]},
+        "baselines": {"prompt_limit": 4, "max_prompt_tokens": None, "lora_r": 4,
+                      "lora_alpha": 8, "lora_target_modules": ["q_proj"], "num_generations": 2,
+                      "prompts_per_step": 2, "max_new_tokens": 5, "learning_rate": 5e-2,
+                      "max_steps": 1}}))
+    args = ["pareto", "--objectives", f"{vowels},positive", "--methods", "mavis,morlhf,mod",
+            "--lambdas", "0,0.5,1", "--recipe", str(workspace / "recipe.yaml"),
+            "--prompts", str(workspace / "prompts.jsonl"), "--split", "all", "--limit", "4",
+            "--top-k", "5", "--max-new-tokens", "5", "--model", str(tiny_lm),
+            "--value-model", f"{vowels}={vm}", "--value-model", f"positive={vm}"]
+    assert main([*args, "--out", str(workspace / "whole.png")]) == 0  # trains the policies
+    out = workspace / "killed.png"
+
+    def points() -> int:
+        try:
+            return len(json.loads(out.with_suffix(".json").read_text())["points"])
+        except (OSError, ValueError):
+            return 0
+
+    # killed after the MAVIS and pi_ref points, among MORLHF's and MOD's (10 in all)
+    assert kill_when(launch([*args, "--out", str(out)], workspace), lambda: points() >= 5)
+    assert 5 <= points() < 10
+    assert main([*args, "--out", str(out)]) == 0
+    a = json.loads((workspace / "whole.json").read_text())
+    b = json.loads(out.with_suffix(".json").read_text())
+    assert untimed(a["points"]) == untimed(b["points"])
+    assert a["fronts"] == b["fronts"]

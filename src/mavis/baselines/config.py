@@ -15,16 +15,22 @@ class MorlhfSettings:
     r"""Everything that decides one MORLHF fine-tuning run, except the objective weights
     (those are the argument of `train_morlhf`: one run, one policy, per weight vector).
 
-    Defaults are sized for a CPU: SmolLM2-135M, 64 chitchat prompts, 2 prompts x 4 answers of
-    up to 32 tokens per step, one epoch (32 optimiser steps), which takes tens of minutes. The
-    paper (appendix F.3) fine-tuned Llama-2 7B with PPO on 10,000 prompts, LoRA r=64,
+    Defaults are sized for a CPU: SmolLM2-135M, 64 prompts per set, 2 prompts x 4 answers of
+    up to 32 tokens per step, one epoch (32 optimiser steps per prompt set; about 25 s a step
+    on one busy core of a 2-core machine, so 15 minutes per set and policy). The paper
+    (appendix F.3) fine-tuned Llama-2 7B with PPO on 10,000 prompts, LoRA r=64,
     alpha=128, dropout 0.05, lr 7e-6, batch 64, two epochs, an initial KL coefficient of 0.1
     and max_grad_norm 0.5.
+
+    In a recipe, the `baselines:` section holds these fields (`mavis pareto --recipe FILE`
+    reads it); fields it leaves out take the recipe's reference, objectives, prompt sets,
+    prompt seed and prompt length limit, then the defaults below.
 
     Model
         reference (`str`, default `"smollm2-135m-instruct"`):
             pi_ref: a packaged model name, a local folder or a hub id. The policy is a LoRA
             adapter on it; the KL penalty is measured against it (the adapter switched off).
+            `mavis pareto` requires it to be its --model (the evaluation's pi_ref).
         lora_r, lora_alpha, lora_dropout (default `16`, `32`, `0.0`):
             LoRA adapter on `lora_target_modules`. Dropout is off by default: the KL penalty
             compares the policy's log-probabilities with the reference's, and dropout noise in
@@ -36,7 +42,8 @@ class MorlhfSettings:
         objectives (`list[str]`, default `["harmless", "relevant"]`):
             Every objective scored on each sampled answer and logged (see `mavis.objectives`).
             The weights passed to `train_morlhf` name a subset; objectives without a weight
-            count with weight 0 (scored and logged, not optimised).
+            count with weight 0 (scored and logged, not optimised). `mavis pareto` trains
+            each policy on the objectives its weights name (it sets this list per policy).
         prompt_sets (`list[str]`, default `["chitchat"]`): prompt sets (`mavis.prompts`)
             whose `train` split is used.
         prompt_limit (`int | None`, default `64`): prompts per set, the first ones of the

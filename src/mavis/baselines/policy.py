@@ -12,6 +12,7 @@ The reference is stored as the user gave it (a packaged name, a folder or a hub 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -66,8 +67,21 @@ def load_policy(folder: str | Path, *, dtype: torch.dtype | str | None = None,
     into the weights (no adapter overhead at inference), in eval mode, and the tokenizer."""
     info = read_policy_info(folder)
     model, tokenizer = load_causal_lm(info["reference"], dtype=dtype, device=device)
+    return merged_policy(folder, model), tokenizer
+
+
+def policy_on(folder: str | Path, base: PreTrainedModel) -> PreTrainedModel:
+    """The policy of `folder` built on `base`, its reference model already loaded (for one:
+    the reference of a `MavisDecoder`): a copy of `base` with the adapter merged, in eval mode;
+    `base` itself is left as it is. Saves loading the reference again for every policy."""
+    read_policy_info(folder)
+    return merged_policy(folder, copy.deepcopy(base))
+
+
+def merged_policy(folder: str | Path, model: PreTrainedModel) -> PreTrainedModel:
+    """`model` (a fresh copy of the reference) with the adapter of `folder` merged in."""
     with quiet_libraries():
         model = PeftModel.from_pretrained(model, str(Path(folder).expanduser()))
         model = model.merge_and_unload()
     model.eval()
-    return model, tokenizer
+    return model

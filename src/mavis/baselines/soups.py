@@ -16,6 +16,7 @@ weights against the formula. The soup is thus small on disk (an adapter of rank 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -30,11 +31,13 @@ from mavis.models.loading import load_causal_lm, quiet_libraries
 
 
 def soup(policy_a: str | Path, policy_b: str | Path, lam: float,
-         out_dir: str | Path | None = None
-         ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+         out_dir: str | Path | None = None, *, base: PreTrainedModel | None = None
+         ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """The Rewarded Soup lam * policy_a + (1 - lam) * policy_b (on the weight deltas), merged
     into one causal LM in eval mode, and its tokenizer. With `out_dir`, the soup is also saved
-    as a policy folder (`load_policy` reads it)."""
+    as a policy folder (`load_policy` reads it). `base`: the policies' reference model already
+    loaded (copied, not changed; the tokenizer returned is then None), to save loading it
+    again for every lambda."""
     if not (math.isfinite(lam) and 0.0 <= lam <= 1.0):
         raise MavisError(f"lambda={lam} must be in [0, 1]")
     infos = [read_policy_info(policy_a), read_policy_info(policy_b)]
@@ -48,7 +51,10 @@ def soup(policy_a: str | Path, policy_b: str | Path, lam: float,
             raise MavisError(f"{folder}: DoRA / rsLoRA adapters are not supported by soups (their "
                              "deltas are not scaling * B @ A with the scaling the soup uses)")
 
-    model, tokenizer = load_causal_lm(infos[0]["reference"])
+    if base is None:
+        model, tokenizer = load_causal_lm(infos[0]["reference"])
+    else:
+        model, tokenizer = copy.deepcopy(base), None
     with quiet_libraries():
         peft_model = PeftModel.from_pretrained(model, str(Path(policy_a).expanduser()),
                                                adapter_name="a")

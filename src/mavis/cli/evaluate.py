@@ -39,7 +39,7 @@ def _decoder(model: str, value_model: list[str], objectives: list[str], known: l
     return MavisDecoder.load(model, folders)
 
 
-def _prompts(prompts: str, split: str, limit: int, model: str) -> list:
+def load_prompt_sets(prompts: str, split: str, limit: int, model: str) -> list:
     """The prompts of one set or file, or of several ("chitchat,harmful": `limit` from each)."""
     from mavis.models.loading import load_tokenizer
     from mavis.prompts import load_prompts
@@ -92,7 +92,7 @@ def evaluate(
         kl_budget, max_new_tokens)) if guided else SweepPoint(REFERENCE))
     if out is not None:
         check_writable(out, what="--out")
-    chosen = _prompts(prompts, split, limit, model)
+    chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
                 "settings": dataclasses.asdict(settings)}
@@ -118,10 +118,15 @@ def evaluate(
 
 
 def pareto(
-    objectives: Annotated[str, typer.Option(help="Exactly two objectives, e.g. relevant,harmless")],
+    ctx: typer.Context,
+    objectives: Annotated[str, typer.Option(
+        help="Two objectives, e.g. relevant,harmless (more: a simplex grid of weights).")],
     out: Annotated[Path, typer.Option(help="PNG file for the plot; the points are kept in a .json "
                                            "file beside it (a rerun resumes) and a .csv.")]
     = Path("runs/pareto.png"),
+    methods: Annotated[str, typer.Option(
+        help="Methods to compare: mavis, morlhf, rsoup, mod, bon, beam (pi_ref always). "
+             "morlhf/rsoup/mod train what is missing in --baselines-dir.")] = "mavis",
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
     beta: Annotated[str | None, typer.Option(
@@ -132,10 +137,23 @@ def pareto(
         "sampling: each step's beta is the largest up to --beta within budget / "
         "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
     = None,
-
     best_of: Annotated[str, typer.Option(
-        "--best-of", help="Also best-of-N from pi_ref at each weight, e.g. 4 or 4,16 (0: off).")]
-    = "0",
+        "--best-of", help="Best-of-N from pi_ref at each weight, e.g. 4,16 (default: 4,16 "
+        "with --methods bon, else none; 0: none).")] = "",
+    beams: Annotated[str, typer.Option(
+        help="With --methods beam: MAVIS beam search with N beams beside best-of-N at the same "
+             "N, for each N.")] = "2,4,8",
+    beam_expand: Annotated[int, typer.Option(help="Beam search: copies per beam.")] = 2,
+    beam_prune_every: Annotated[int, typer.Option(help="Beam search: tokens between "
+                                                       "prunings.")] = 8,
+    recipe: Annotated[Path | None, typer.Option(
+        help="Recipe whose baselines: section says how MORLHF policies are trained.")] = None,
+    baselines_dir: Annotated[Path | None, typer.Option(
+        "--baselines-dir", help="Folder of the fine-tuned policies (default: baselines/ beside "
+        "--out), shared by comparisons.")] = None,
+    hv_reference: Annotated[str, typer.Option(
+        "--hv-reference", help="Hypervolume reference point, e.g. relevant=0,harmless=0 "
+        "(default: pi_ref's rewards).")] = "",
     prompts: Annotated[str, typer.Option(
         help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "harmful",
     split: Annotated[str, typer.Option()] = "test",
@@ -147,58 +165,154 @@ def pareto(
     model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
     value_model: Annotated[list[str], typer.Option("--value-model")] = [],  # noqa: B006
 ) -> None:
-    """Sweep the weights of two objectives; plot MAVIS against pi_ref (and best-of-N).
+    """Sweep the objective weights; compare MAVIS with pi_ref and the baselines of paper
+    section 4 (fine-tuned MORLHF policies, Rewarded Soups, MOD, best-of-N, beam search).
 
-    Every finished point is saved at once; rerun the same command to resume."""
-    from mavis.evaluation.plots import plot_pareto
-    from mavis.evaluation.sweep import SweepStore, by_method, run_sweep, sweep_points
+    Every finished point is saved at once; rerun the same command to resume (or to add
+    methods). Writes the plot (fronts with hypervolumes, and KL), the points as .json and .csv
+    with the command and settings, and which points are dominated."""
+    from mavis.baselines.compare import comparison_points
+    from mavis.evaluation.beam import BeamSettings
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
     if beta is None:
         beta = str(DEFAULT_BETA)
         kl_budget = DEFAULT_KL_BUDGET if kl_budget is None else kl_budget
-    if len(names) != 2:
-        raise MavisError(f"pareto needs exactly two objectives, got {len(names)}")
+    if len(names) < 2:
+        raise MavisError(f"pareto needs two objectives or more (exactly two for rsoup and mod), "
+                         f"got {len(names)}")
+    chosen_methods = parse_names(methods, "--methods") or []
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
     betas = parse_betas(beta, grid)
-    sizes = [int(n) for n in parse_numbers(best_of, "--best-of", low=0) if n]
-    if any(n < 2 or n != int(n) for n in sizes):
-        raise MavisError(f"--best-of {best_of!r}: give whole numbers N >= 2, or 0 for none")
+    sizes = _sizes(best_of, "--best-of", default=[4, 16] if "bon" in chosen_methods else [])
+    beam_sizes = _sizes(beams, "--beams", default=[]) if "beam" in chosen_methods else []
+    beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                   top_k=top_k, seed=seed)
+    points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
+                               beams=beam_sizes,
+                               kl_budget=per_token_budget(kl_budget, max_new_tokens))
+    corner = _reference_point(hv_reference, names)
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
         check_writable(path, what="--out")
-    chosen = _prompts(prompts, split, limit, model)
+    baselines = _baselines(chosen_methods, names, recipe, baselines_dir or out.parent /
+                           "baselines", model, prompts)
+    chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
                 "settings": dataclasses.asdict(settings)}
-    store = SweepStore(out.with_suffix(".json"), identity)
-    decoder = _decoder(model, value_model, names, names)
-    points = sweep_points(names, grid, betas=betas, best_of=sizes,
-                          kl_budget=per_token_budget(kl_budget, max_new_tokens))
-    results = run_sweep(decoder, chosen, names, points, settings, store)
-    pair = (names[0], names[1])
-    path = plot_pareto(by_method(results), pair, out,
-                       title=f"{pair[0]} vs {pair[1]} ({prompts}/{split})")
-    _write_csv(out.with_suffix(".csv"), results, names)
+    _run_comparison(ctx, out, identity, points, baselines, beam, chosen, settings, corner,
+                    value_model)
+
+
+def _sizes(text: str, option: str, default: list[int]) -> list[int]:
+    """N values (best-of-N, beams): whole numbers >= 2; 0 or nothing: `default`/none."""
+    if not text.strip():
+        return default
+    sizes = [n for n in parse_numbers(text, option, low=0) if n]
+    if any(n < 2 or n != int(n) for n in sizes):
+        raise MavisError(f"{option} {text!r}: give whole numbers N >= 2, or 0 for none")
+    return [int(n) for n in sizes]
+
+
+def _reference_point(text: str, names: list[str]) -> dict[str, float] | None:
+    """--hv-reference as numbers (any sign: rewards can be negative), or None (pi_ref)."""
+    if not text.strip():
+        return None
+    pairs = parse_assignments([p for p in text.split(",") if p.strip()], "--hv-reference",
+                              "relevant=0,harmless=0")
+    corner = {}
+    for name, value in pairs.items():
+        (corner[name],) = parse_numbers(value, f"--hv-reference {name}")
+    if set(corner) != set(names):
+        raise MavisError(f"--hv-reference must give one value for each of {', '.join(names)}")
+    return corner
+
+
+def _baselines(methods: list[str], names: list[str], recipe: Path | None, folder: Path,
+               model: str, prompts: str):
+    """The fine-tuned baselines' settings and folder, or None when no method needs them."""
+    if not {"morlhf", "rsoup", "mod"} & set(methods):
+        return None
+    from mavis.baselines.compare import Baselines
+    from mavis.baselines.config import MorlhfSettings
+    from mavis.recipes.recipe import load_recipe
+
+    if recipe is not None:
+        settings = load_recipe(recipe).baselines
+        if settings.reference != model:
+            raise MavisError(f"the recipe's baselines are trained on {settings.reference!r} but "
+                             f"--model is {model!r}; give the same reference model to both")
+    else:
+        settings = MorlhfSettings(reference=model, objectives=names,
+                                  prompt_sets=parse_names(prompts, "--prompts") or [])
+    check_writable(folder, folder=True, what="--baselines-dir")
+    return Baselines(folder, settings, names)
+
+
+def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list, baselines,
+                    beam, chosen: list, settings: EvaluationSettings,
+                    corner: dict[str, float] | None, value_model: list[str]) -> None:
+    """Train what is missing, sweep what is not saved yet, write the outputs."""
+    from mavis.evaluation.sweep import MAVIS, SweepStore, run_sweep
+
+    names = identity["objectives"]
+    methods = {"beam": dataclasses.asdict(beam)}
+    if baselines is not None:
+        methods.update(baselines.method_settings())
+    store = SweepStore(out.with_suffix(".json"), identity, methods)
+    pending = [p for p in points if store.done(p) is None]
+    commands = store.notes.get("commands", [])
+    store.note("commands", [*[c for c in commands if c != _command(ctx)], _command(ctx)])
+    if baselines is not None:
+        baselines.train_missing(pending)
+    guided = any(p.method == MAVIS or p.beams for p in points)
+    decoder = _decoder(identity["model"], value_model, names if guided else [], names)
+    evaluators = (baselines.evaluators(decoder, chosen, names, settings)
+                  if baselines is not None else {})
+    results = run_sweep(decoder, chosen, names, points, settings, store, evaluators=evaluators,
+                        beam=beam)
+    _write_comparison(out, store, results, names, corner, f"{identity['prompts']}/"
+                      f"{identity['split']}, {len(chosen)} prompts x {settings.num_samples}")
+
+
+def _write_comparison(out: Path, store, results: list, names: list[str],
+                      corner: dict[str, float] | None, where: str) -> None:
+    from mavis.evaluation.plots import plot_comparison
+    from mavis.evaluation.summary import summarise_fronts, write_points_csv
+    from mavis.evaluation.sweep import by_method
+
+    summary = summarise_fronts(results, names, corner)
+    store.note("fronts", summary.to_dict())
+    write_points_csv(out.with_suffix(".csv"), results, names, summary)
+    series = by_method(results)
+    flags = {m: [summary.dominated_in_method[p.key] for p, _ in results if p.method == m]
+             for m in series}
+    path = plot_comparison(series, names, out, summary.hypervolume, flags,
+                           title=f"{' vs '.join(names)} ({where})")
     for point, p in results:
-        typer.echo(f"{point.method:<12} {p.label:<28} {pair[0]} {p.reward[pair[0]]:+.3f}  "
-                   f"{pair[1]} {p.reward[pair[1]]:+.3f}  KL {p.kl:.2f}"
-                   f"{' (bound)' if p.kl_is_bound else ''}  KL over top-k {p.kl_topk:.2f}")
-    typer.echo(f"plot: {path}; points: {store.path}")
+        rewards = "  ".join(f"{n} {p.reward[n]:+.3f}" for n in names)
+        typer.echo(f"{point.method:<12} {p.label:<28} {rewards}  KL {p.kl:.2f} ({p.kl_kind})"
+                   f"{'  dominated' if summary.dominated_overall[point.key] else ''}")
+    reference = ", ".join(f"{n}={v:.3f}" for n, v in summary.reference_point.items())
+    typer.echo("hypervolume above " + (f"pi_ref ({reference})" if summary.reference_from
+                                       == "pi_ref" else f"({reference})") + ": " + ", ".join(
+        f"{m} {hv:.4g}" for m, hv in summary.hypervolume.items()))
+    typer.echo(f"plot: {path}; points: {store.path}, {out.with_suffix('.csv')}")
 
 
-def _write_csv(path: Path, results: list, names: list[str]) -> None:
-    """One row per point: method, weights, beta, rewards with standard errors, KLs."""
-    import csv
+def _command(ctx: typer.Context) -> str:
+    """The command that ran, every option spelled out (defaults included), so that it
+    reproduces the run whatever the defaults of a later version."""
+    import shlex
 
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "weights", "beta", *[f"{n}{s}" for n in names
-                                                          for s in ("", "_se")],
-                         "kl", "kl_is_bound", "kl_topk", "tv", "samples"])
-        for point, p in results:
-            writer.writerow([point.method, p.label, point.beta,
-                             *[v for n in names for v in (p.reward[n], p.reward_se[n])],
-                             p.kl, p.kl_is_bound, p.kl_topk, p.tv, p.samples])
+    parts = ["mavis", ctx.info_name or "pareto"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or not getattr(param, "opts", None):
+            continue
+        flag = param.opts[0]
+        for item in (value if isinstance(value, list | tuple) else [value]):
+            parts += [flag, str(item)]
+    return shlex.join(parts)

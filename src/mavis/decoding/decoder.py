@@ -8,6 +8,14 @@
 Every returned sequence carries its token ids and, per token, log pi(a_t|s_t) under the
 distribution it was sampled from and log pi_ref(a_t|s_t) under the reference model
 (temperature 1, full vocabulary), so the KL of equation 7 is available for every call.
+
+Other policies on the same footing: `proposals` are causal LMs (sharing the reference's
+vocabulary) whose weighted log-probabilities replace pi_ref as the distribution sampled from,
+while log pi_ref is still read from the reference:
+
+    policy = decoder.with_proposals([(fine_tuned, 1.0)])          # a fine-tuned policy
+    mod = decoder.with_proposals([(policy_a, 0.3), (policy_b, 0.7)])  # MOD at lambda = 0.3
+    mod.generate(prompts, beta=0.0, top_k=40)    # plain top-k sampling of the combination
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from mavis.prompts.formatting import frame_prompt, prompt_text
 class GeneratedSequence:
     """One answer. Per token: `logprobs` under the policy that chose it (0 for greedy: a point
     mass), `ref_logprobs` under pi_ref (temperature 1, full vocabulary), `topk_logprobs` under
-    plain top-k sampling from pi_ref (what the same settings with beta 0 would do), and `tv`,
-    the total-variation distance between plain top-k sampling and the policy at that step."""
+    plain top-k sampling from pi_ref, or from the proposal models when the decoder has them
+    (what the same settings with beta 0 would do), and `tv`, the total-variation distance
+    between plain top-k sampling and the policy at that step."""
 
     prompt: str
     text: str
@@ -87,6 +96,7 @@ class RowRequest:
     settings: StepSettings
     weights: dict[str, float] | None = None
     generator: torch.Generator | None = None
+    proposal_weights: Sequence[float] | None = None  # None: the decoder's
 
 
 @dataclass
@@ -106,10 +116,13 @@ class Batch:
 
 
 class MavisDecoder:
-    """A reference model, its tokenizer, and the value models that can guide it."""
+    """A reference model, its tokenizer, and the value models that can guide it; optionally
+    proposal models (`(causal LM, weight)` pairs) that the candidates come from instead of the
+    reference (see `with_proposals`)."""
 
     def __init__(self, reference: torch.nn.Module, tokenizer: Any,
-                 value_models: Sequence[ValueModel] = (), *, check_tokenizers: bool = True) -> None:
+                 value_models: Sequence[ValueModel] = (), *, check_tokenizers: bool = True,
+                 proposals: Sequence[tuple[torch.nn.Module, float]] = ()) -> None:
         self.reference = reference.eval()
         self.tokenizer = tokenizer
         self.guide = ValueGuide([vm.eval() for vm in value_models])
@@ -122,6 +135,52 @@ class MavisDecoder:
                                    "vocabulary; train one on a backbone with the same tokenizer")
         for vm in self.guide.value_models:
             vm.to(self.device)
+        self.proposals, self.proposal_weights = self._checked_proposals(proposals)
+
+    def _checked_proposals(self, proposals: Sequence[tuple[torch.nn.Module, float]]
+                           ) -> tuple[list[torch.nn.Module], list[float]]:
+        """The proposal models (in eval mode, on the reference's device) and their weights:
+        finite, >= 0, not all zero, each model with the reference's vocabulary."""
+        models, weights = [], []
+        vocab = self.reference.config.vocab_size
+        for index, (model, weight) in enumerate(proposals):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise MavisError(f"proposal {index} has weight {weight}; proposal weights must "
+                                 "be finite numbers >= 0")
+            if model.config.vocab_size != vocab:
+                raise MavisError(f"proposal {index} has a vocabulary of "
+                                 f"{model.config.vocab_size} tokens, the reference {vocab}; "
+                                 "proposal models must share the reference's tokenizer")
+            models.append(model.eval().to(self.device))
+            weights.append(float(weight))
+        if models and not any(weights):
+            raise MavisError("every proposal weight is zero; give one a positive weight")
+        return models, weights
+
+    def with_proposals(self, proposals: Sequence[tuple[torch.nn.Module, float]]
+                       ) -> MavisDecoder:
+        """A decoder that shares this one's reference, tokenizer and value models, whose
+        candidates come from the weighted combination of `proposals` (`(causal LM, weight)`
+        pairs): one fine-tuned policy with weight 1, or MOD's single-objective policies with
+        weights lambda and 1 - lambda. log pi_ref is still the reference's."""
+        return MavisDecoder(self.reference, self.tokenizer, self.guide.value_models,
+                            check_tokenizers=False, proposals=proposals)
+
+    def _proposal_matrix(self, rows: Sequence[Sequence[float] | None]) -> torch.Tensor | None:
+        """Each row's proposal weights ([B, P]; None rows take the decoder's), or None
+        without proposal models."""
+        if not self.proposals:
+            if any(row is not None for row in rows):
+                raise MavisError("proposal weights given, but this decoder has no proposal "
+                                 "models; build one with with_proposals(...)")
+            return None
+        matrix = torch.tensor([list(self.proposal_weights if row is None else row)
+                               for row in rows], dtype=torch.float32).reshape(len(rows), -1)
+        if matrix.shape[1] != len(self.proposals) or not bool(torch.isfinite(matrix).all()) \
+                or bool((matrix < 0).any()) or bool((matrix.sum(-1) <= 0).any()):
+            raise MavisError(f"proposal weights must be {len(self.proposals)} finite numbers "
+                             ">= 0 per row, not all zero")
+        return matrix
 
     @classmethod
     def load(cls, reference: str,
@@ -202,9 +261,11 @@ class MavisDecoder:
             matrix[:] = self.guide.weight_row(resolved)
         elif weights:
             resolved = resolve_weights(weights, self.guide.objectives or list(weights))
+        proposal = self._proposal_matrix([None] * matrix.shape[0])
         with torch.inference_mode():
             state = DecodingState(self.reference, self.guide, batch.input_ids,
-                                  batch.attention_mask, [settings] * matrix.shape[0], matrix)
+                                  batch.attention_mask, [settings] * matrix.shape[0], matrix,
+                                  proposals=self.proposals, proposal_weights=proposal)
         return state, resolved
 
     def start_rows(self, batch: Batch, rows: Sequence[RowRequest]) -> DecodingState:
@@ -212,10 +273,12 @@ class MavisDecoder:
         resolved: see `resolve_weights`) and random generator (the server's way)."""
         matrix = torch.stack([self.guide.weight_row(row.weights) for row in rows]) if rows \
             else torch.zeros(0, self.guide.width)
+        proposal = self._proposal_matrix([row.proposal_weights for row in rows])
         with torch.inference_mode():
             return DecodingState(self.reference, self.guide, batch.input_ids,
                                  batch.attention_mask, [row.settings for row in rows], matrix,
-                                 [row.generator for row in rows])
+                                 [row.generator for row in rows], proposals=self.proposals,
+                                 proposal_weights=proposal)
 
     @torch.inference_mode()
     def generate(self, prompts: str | Sequence[str | Prompt], *,

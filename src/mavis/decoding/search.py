@@ -16,10 +16,12 @@ import torch
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder, eos_ids
 from mavis.errors import MavisError
+from mavis.prompts.base import Prompt
+from mavis.prompts.formatting import prompt_text
 
 
 @torch.inference_mode()
-def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, float],
+def beam_search(decoder: MavisDecoder, prompt: str | Prompt, *, weights: Mapping[str, float],
                 beta: float = 1.0, top_k: int = 40, num_beams: int = 4, expand: int = 2,
                 prune_every: int = 8, max_new_tokens: int = 64, temperature: float = 1.0,
                 seed: int | None = None, chat_template: bool = True,
@@ -39,10 +41,11 @@ def beam_search(decoder: MavisDecoder, prompt: str, *, weights: Mapping[str, flo
         generator.manual_seed(seed)
     eos = eos_ids(decoder.tokenizer, decoder.reference)
     pool: list[GeneratedSequence] = []
+    text = prompt_text(prompt)
 
     def finish(rows: Sequence[int], reason: str) -> None:
         for row in rows:
-            pool.append(decoder.sequence_from(prompt, state, row, reason, resolved, ()))
+            pool.append(decoder.sequence_from(text, state, row, reason, resolved, ()))
 
     step = 0
     state.select(torch.zeros(num_beams, dtype=torch.long))

@@ -10,18 +10,31 @@ different trade-offs. `choose()` adds one token to every row; `select(rows)` kee
 or duplicates rows (finished rows leave, beams branch); `advance()` runs the reference model
 on the chosen tokens; `merge(other)` lets the rows of another state join (continuous batching).
 
+Proposal models (optional) are causal LMs whose combined next-token log-probabilities
+
+    log pi_prop(a | s)  =  sum_j w_j log softmax(logits_j(s))[a]        (renormalised)
+
+replace pi_ref as the distribution that the candidates (and so plain top-k sampling) come
+from: one fine-tuned policy with weight 1 (MORLHF, a Rewarded Soup), or two single-objective
+policies with weights lambda and 1 - lambda (MOD, Shi et al. 2024). Each has its own KV cache,
+kept in step by `select`, `merge` and `advance`; the weights are per row. `reference` stays
+pi_ref: `ref_logprobs` are always read from its full softmax, so every policy's KL (equation 7)
+is against the same pi_ref. Without proposal models the candidates come from pi_ref itself.
+
 One step of `choose`, each part its own method:
-    candidates   the top-k tokens of pi_ref (after temperature) and their log-probabilities
+    candidates   the top-k tokens of pi_ref, or of the proposal models' combination (after
+                 temperature), and their log-probabilities
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
     score        every value model in use reads all candidates in one forward over its cache
-    tilt         pi_ref * exp(beta * sum_m lambda_m V_m), renormalised (`mavis.decoding.tilt`)
+    tilt         pi_ref (or pi_prop) * exp(beta * sum_m lambda_m V_m), renormalised
+                 (`mavis.decoding.tilt`)
     sample       one candidate per row (or the most likely one)
     keep         the chosen candidate's keys and values stay in the value caches; the rest go
 
-Cost per token: one reference forward of one token, plus, per value model in use, one forward
-of the scored candidates over the cached prefix (each candidate at the same position, seeing
-the prefix and itself only). A value model no row weights is not run; one that some rows use
-runs for the whole batch, weighted by zero for the others.
+Cost per token: one reference forward of one token (and one per proposal model), plus, per
+value model in use, one forward of the scored candidates over the cached prefix (each candidate
+at the same position, seeing the prefix and itself only). A value model no row weights is not
+run; one that some rows use runs for the whole batch, weighted by zero for the others.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from mavis.decoding.tilt import (
     top_k_candidates,
     weighted_values,
 )
+from mavis.errors import MavisError
 from mavis.models.cache import (
     keep_rows,
     left_padded,
@@ -55,13 +69,16 @@ from mavis.models.masks import candidate_mask, positions_from_mask
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
                 "weights", "beta", "top_k", "temperature", "greedy", "kl_budget", "lengths")
+# ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
+_PROPOSAL_TENSORS = ("proposal_weights", "proposal_logits")
 _HISTORY = {"tokens": -1, "logprobs": 0.0, "ref_logprobs": 0.0, "topk_logprobs": 0.0,
             "tv": 0.0, "betas": 0.0}
 
 
 @dataclass
 class Candidates:
-    """The candidate tokens of one step: log pi_ref (temperature applied) and ids, [B, k]."""
+    """The candidate tokens of one step: log pi_ref, or log pi_prop with proposal models
+    (temperature applied), and ids, [B, k]."""
 
     logprobs: torch.Tensor
     ids: torch.Tensor
@@ -72,11 +89,17 @@ class DecodingState:
     def __init__(self, reference: torch.nn.Module, guide: ValueGuide, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor, settings: Sequence[StepSettings],
                  weights: torch.Tensor,
-                 generators: Sequence[torch.Generator | None] | None = None) -> None:
+                 generators: Sequence[torch.Generator | None] | None = None,
+                 proposals: Sequence[torch.nn.Module] = (),
+                 proposal_weights: torch.Tensor | None = None) -> None:
         """`settings`: one per row; `weights`: [B, guide.width], each row's lambda (ignored
         for rows with beta 0); `generators`: one per row (a request with a seed gets the same
-        answer alone or beside others), or None to sample with the generator `choose` gets."""
+        answer alone or beside others), or None to sample with the generator `choose` gets;
+        `proposals`: causal LMs whose combination the candidates come from (none: pi_ref),
+        with `proposal_weights` [B, len(proposals)], each row's weight of each."""
         self.reference, self.guide = reference, guide
+        self.proposals = list(proposals)
+        self.proposal_caches: list[Any] = []
         device = input_ids.device
         self.settings = list(settings)
         self._row_settings(device)
@@ -101,6 +124,8 @@ class DecodingState:
             return_logits=True, logits_to_keep=1)
         self.next_logits = logits[:, -1].float()
         self.value_caches = {i: self.prefill(i) for i in guide.used(self.weights)}
+        if self.proposals:
+            self._prefill_proposals(positions, proposal_weights)
 
     def _row_settings(self, device: torch.device) -> None:
         """The per-row settings as tensors."""
@@ -113,6 +138,33 @@ class DecodingState:
         self.greedy = column([bool(s.greedy) for s in self.settings], torch.bool)
         self.kl_budget = column([math.nan if s.kl_budget is None else float(s.kl_budget)
                                  for s in self.settings], torch.float32)
+
+    def _prefill_proposals(self, positions: torch.Tensor,
+                           proposal_weights: torch.Tensor | None) -> None:
+        """Every proposal model's KV cache over the prompts, and its next-token logits."""
+        batch, count = self.sequence.shape[0], len(self.proposals)
+        if proposal_weights is None or tuple(proposal_weights.shape) != (batch, count):
+            raise ValueError(f"proposal_weights must be [{batch}, {count}] (rows x proposals)")
+        self.proposal_weights = proposal_weights.to(self.sequence.device).float()
+        self.proposal_caches = [new_cache(model) for model in self.proposals]
+        self._run_proposals(self.sequence, positions)
+
+    def _run_proposals(self, input_ids: torch.Tensor, positions: torch.Tensor) -> None:
+        """Feed `input_ids` to every proposal model over its cache; keep the next-token
+        logits ([B, P, V])."""
+        logits = []
+        for index, model in enumerate(self.proposals):
+            out, self.proposal_caches[index] = model_forward(
+                model, input_ids=input_ids, attention_mask=self.attention_mask,
+                position_ids=positions, cache=self.proposal_caches[index], use_cache=True,
+                return_logits=True, logits_to_keep=1)
+            logits.append(out[:, -1].float())
+        self.proposal_logits = torch.stack(logits, dim=1)
+
+    @property
+    def _row_tensors(self) -> tuple[str, ...]:
+        """The per-row tensors `select` and `merge` keep in step."""
+        return (*_ROW_TENSORS, *_PROPOSAL_TENSORS) if self.proposals else _ROW_TENSORS
 
     def prefill(self, model_index: int) -> Any:
         """Value model `model_index`'s KV cache over every row's sequence so far."""
@@ -155,14 +207,27 @@ class DecodingState:
         return self.keep(candidates, policy, values, choice)
 
     def candidates(self) -> Candidates:
-        """Each row's top-k tokens after its temperature; a row with a smaller k than the
-        widest gets no mass on the extra columns."""
+        """Each row's top-k tokens after its temperature (of pi_ref, or of the proposal
+        models' combination); a row with a smaller k than the widest gets no mass on the extra
+        columns."""
         width = int(self.top_k.max())
-        logprobs, ids = top_k_candidates(self.next_logits, width, self.temperature[:, None])
+        logprobs, ids = top_k_candidates(self.proposal_scores(), width,
+                                         self.temperature[:, None])
         if bool((self.top_k < width).any()):
             beyond = torch.arange(width, device=ids.device)[None, :] >= self.top_k[:, None]
             logprobs = logprobs.masked_fill(beyond, float("-inf"))
         return Candidates(logprobs, ids)
+
+    def proposal_scores(self) -> torch.Tensor:
+        """The next-token scores the candidates come from, [B, V]: pi_ref's logits, or with
+        proposal models sum_j w_j log softmax(logits_j) (normalised by `top_k_candidates`)."""
+        if not self.proposals:
+            return self.next_logits
+        logprobs = torch.log_softmax(self.proposal_logits, dim=-1)
+        weights = self.proposal_weights[:, :, None]
+        weighted = torch.where(weights != 0, weights * logprobs,
+                               torch.zeros((), device=weights.device))
+        return weighted.sum(dim=1)
 
     def skip(self, candidates: Candidates) -> Candidates:
         """Drop the least likely candidates while the total-variation bound allows it
@@ -261,12 +326,15 @@ class DecodingState:
 
     # -- between steps ----------------------------------------------------------------------
     def advance(self) -> None:
-        """Feed the last chosen tokens to the reference model (next-token logits)."""
+        """Feed the last chosen tokens to the reference model and every proposal model
+        (next-token logits)."""
         logits, self.ref_cache = model_forward(
             self.reference, input_ids=self.sequence[:, -1:], attention_mask=self.attention_mask,
             position_ids=self.next_position[:, None], cache=self.ref_cache, use_cache=True,
             return_logits=True, logits_to_keep=1)
         self.next_logits = logits[:, -1].float()
+        if self.proposals:
+            self._run_proposals(self.sequence[:, -1:], self.next_position[:, None])
         self.next_position = self.next_position + 1
 
     def select(self, rows: torch.Tensor) -> None:
@@ -274,9 +342,9 @@ class DecodingState:
         that no remaining row weights stops being run."""
         rows = rows.to(self.sequence.device)
         keep_rows(self.ref_cache, rows)
-        for cache in self.value_caches.values():
+        for cache in (*self.value_caches.values(), *self.proposal_caches):
             keep_rows(cache, rows)
-        for name in (*_ROW_TENSORS, *_HISTORY):
+        for name in (*self._row_tensors, *_HISTORY):
             setattr(self, name, getattr(self, name)[rows])
         order = rows.tolist()
         self.settings = [self.settings[r] for r in order]
@@ -288,7 +356,11 @@ class DecodingState:
     def merge(self, other: DecodingState) -> None:
         """Let the rows of `other` (a state of the same decoder, between steps) join this one,
         after its rows: the shorter side is left-padded (caches, masks, histories), and a value
-        model that only one side ran is first run over the other side's rows."""
+        model that only one side ran is first run over the other side's rows. Both states
+        must have the same proposal models (the rows' weights of them may differ)."""
+        if [id(m) for m in self.proposals] != [id(m) for m in other.proposals]:
+            raise MavisError("cannot merge decoding states with different proposal models; "
+                             "start both from the same decoder")
         for index in set(other.value_caches) - set(self.value_caches):
             self.value_caches[index] = self.prefill(index)
         for index in set(self.value_caches) - set(other.value_caches):
@@ -299,10 +371,12 @@ class DecodingState:
         for state in (self, other):
             state._pad(width, steps)
         self.ref_cache = stacked(self.ref_cache, other.ref_cache)
+        self.proposal_caches = [stacked(a, b) for a, b in zip(
+            self.proposal_caches, other.proposal_caches, strict=True)]
         for index in self.value_caches:
             self.value_caches[index] = stacked(self.value_caches[index],
                                                other.value_caches[index])
-        for name in (*_ROW_TENSORS, *_HISTORY):
+        for name in (*self._row_tensors, *_HISTORY):
             setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
         self.settings += other.settings
         self.epsilon = max(self.epsilon, other.epsilon)
@@ -320,6 +394,7 @@ class DecodingState:
             self.sequence = torch.cat([left, self.sequence], dim=1)
             self.ref_cache = left_padded(self.ref_cache, extra)
             self.value_caches = {i: left_padded(c, extra) for i, c in self.value_caches.items()}
+            self.proposal_caches = [left_padded(c, extra) for c in self.proposal_caches]
         more = steps - self.tokens.shape[1]
         if more:
             for name, fill in _HISTORY.items():

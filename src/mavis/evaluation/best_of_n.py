@@ -20,7 +20,7 @@ import numpy as np
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.decoding.guide import resolve_weights
-from mavis.evaluation.policy import PolicyEvaluation, mean_and_se
+from mavis.evaluation.policy import KL_WITH_BOUND, PolicyEvaluation, mean_and_se
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.prompts.base import Prompt
@@ -66,7 +66,7 @@ def pick_best(samples: BestOfNSamples, weights: Mapping[str, float], label: str 
     result = PolicyEvaluation(
         label=label or ",".join(f"{k}={v:g}" for k, v in resolved.items()),
         weights=dict(resolved), beta=0.0, prompts=len({a.prompt for a in answers}),
-        samples=len(answers), kl_is_bound=True,
+        samples=len(answers), kl_is_bound=True, kl_kind=KL_WITH_BOUND,
         mean_tokens=float(np.mean([len(a.token_ids) for a in answers])) if answers else 0.0)
     for name, rewards in samples.rewards.items():
         result.reward[name], result.reward_se[name] = mean_and_se(

@@ -1,5 +1,6 @@
 """Plots of evaluations: Pareto fronts (reward of one objective against another, one line per
-method) and the reward and KL of every iteration of Algorithm 1. PNG files only (no display)."""
+method), a comparison of methods (their fronts with hypervolumes, and their KL), and the reward
+and KL of every iteration of Algorithm 1. PNG files only (no display)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import matplotlib
 
-from mavis.evaluation.policy import PolicyEvaluation
+from mavis.evaluation.policy import KL_ESTIMATE, KL_PATH, PolicyEvaluation
 
 matplotlib.use("Agg")  # file output only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,6 +38,62 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives: Sequence[str],
+                    out: str | Path, hypervolumes: Mapping[str, float] | None = None,
+                    dominated: Mapping[str, Sequence[bool]] | None = None,
+                    title: str = "") -> Path:
+    """Every method's front on one PNG: left, the rewards of objectives[0] (x) and [1] (y),
+    one line per method (its hypervolume in the legend; points dominated within the method
+    hollow); right, each point's KL against pi_ref by the weight of objectives[0] (dashed: an
+    estimate plus a bound, best-of-N; dotted: beam search's path log-ratio, not a KL). With
+    more than two objectives the left panel shows the first two (a projection)."""
+    first, second = objectives[0], objectives[1]
+    fig, (front, kl_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for index, (method, points) in enumerate(series.items()):
+        color = f"C{index % 10}"
+        hv = f" (HV {hypervolumes[method]:.3g})" if hypervolumes and method in hypervolumes \
+            else ""
+        order = sorted(range(len(points)), key=lambda i: points[i].weights.get(first, 0.0))
+        xs = [points[i].reward[first] for i in order]
+        ys = [points[i].reward[second] for i in order]
+        hollow = [bool(dominated[method][i]) if dominated and method in dominated else False
+                  for i in order]
+        front.plot(xs, ys, color=color, linestyle="-" if len(points) > 1 else "none",
+                   marker="o", label=method + hv)
+        if any(hollow):
+            front.scatter([x for x, h in zip(xs, hollow, strict=True) if h],
+                          [y for y, h in zip(ys, hollow, strict=True) if h],
+                          facecolors="white", edgecolors=color, zorder=3)
+        shift = 0.008 * (index - (len(series) - 1) / 2)  # methods side by side, not on top
+        _kl_panel(kl_ax, method, [points[i] for i in order], first, color, shift)
+    front.set_xlabel(f"{first} reward")
+    front.set_ylabel(f"{second} reward")
+    front.set_title("mean reward (hollow: dominated within its method)", fontsize=8)
+    kl_ax.set_xlabel(f"weight of {first}")
+    kl_ax.set_ylabel("KL(pi || pi_ref), nats per answer")
+    kl_ax.set_title("KL against the same pi_ref (dashed: estimate + bound; dotted: path "
+                    "log-ratio, not a KL)", fontsize=8)
+    fig.suptitle(title or f"{first} vs {second}", fontsize=9)
+    for ax in (front, kl_ax):
+        ax.grid(alpha=0.3)
+    front.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _kl_panel(ax, method: str, points: Sequence[PolicyEvaluation], first: str,
+              color: str, shift: float = 0.0) -> None:
+    """One method's KL by the weight of `first`, moved by `shift` on that axis so that
+    methods at the same weight stay apart (pi_ref: a horizontal line)."""
+    kinds = {p.kl_kind for p in points}
+    style = "-" if kinds == {KL_ESTIMATE} else (":" if KL_PATH in kinds else "--")
+    if not points[0].weights:
+        ax.axhline(points[0].kl, color=color, linestyle=":", alpha=0.7, label=method)
+        return
+    ax.errorbar([p.weights.get(first, 0.0) + shift for p in points], [p.kl for p in points],
+                yerr=[p.kl_se for p in points], color=color, linestyle=style, marker="o",
+                capsize=2, markersize=4, label=method)
 
 
 def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:

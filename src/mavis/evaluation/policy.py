@@ -9,6 +9,7 @@ extra. Rewards come from the objectives (reward functions) themselves.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -18,9 +19,17 @@ from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.prompts.base import Prompt
 
+# What a PolicyEvaluation's `kl` is (every kind is against the same pi_ref, equation 7):
+KL_ESTIMATE = "estimate"  # mean over sampled answers of sum_t log pi/pi_ref: an unbiased estimate
+KL_WITH_BOUND = "estimate + bound"  # best-of-N: its sampler's estimate + log N - (N-1)/N
+KL_PATH = "path log-ratio"  # beam search, no sampling policy: the chosen answers' log-ratio
+
 
 @dataclass
 class PolicyEvaluation:
+    """Mean reward per objective (with standard errors) and KL of one policy over the
+    answers it gave; `kl_kind` says what `kl` is (`KL_ESTIMATE`, `KL_WITH_BOUND`, `KL_PATH`)."""
+
     label: str
     weights: dict[str, float]
     beta: float
@@ -37,6 +46,13 @@ class PolicyEvaluation:
     kl_budget: float | None = None  # nats per token, when a KL budget chose each step's beta
     mean_beta: float = 0.0  # the beta used, averaged over steps and answers
     mean_tokens: float = 0.0
+    kl_kind: str = KL_ESTIMATE
+    seconds: float = 0.0  # wall-clock time of the decoding (not the scoring)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Answer tokens decoded per second of `seconds` (0 when not timed)."""
+        return self.samples * self.mean_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +60,10 @@ class PolicyEvaluation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyEvaluation:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        result = cls(**{k: v for k, v in data.items() if k in known})
+        if "kl_kind" not in data and result.kl_is_bound:  # saved before kl_kind existed
+            result.kl_kind = KL_WITH_BOUND
+        return result
 
     def weighted_reward(self, weights: Mapping[str, float]) -> float:
         return sum(w * self.reward[name] for name, w in weights.items())
@@ -73,6 +92,7 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
 
     Prompts are framed as collection frames them (`frame_prompt`); the objectives score each
     answer against the prompt's own words."""
+    started = time.perf_counter()
     outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=settings.top_k,
                                max_new_tokens=settings.max_new_tokens,
                                num_samples=settings.num_samples,
@@ -81,6 +101,7 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                                candidate_epsilon=settings.candidate_epsilon,
                                kl_budget=kl_budget, progress=progress,
                                on_rows=on_rows)
+    seconds = time.perf_counter() - started
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
     result = PolicyEvaluation(
         label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in
@@ -88,7 +109,8 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
         weights=dict(outputs[0].weights) if outputs and outputs[0].weights else dict(
             weights or {}),
         beta=beta, prompts=len(prompts), samples=len(outputs), kl_budget=kl_budget,
-        mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1))
+        mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1),
+        seconds=seconds)
     for name in objectives:
         result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
     result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])

@@ -1,6 +1,7 @@
 """A recipe names everything of an experiment in one readable YAML file (torchtune style):
 the reference model, the objectives, the prompts, the tree shape, the guidance strength and KL
-multiplier of every iteration, the value-model training settings and the evaluation.
+multiplier of every iteration, the value-model training settings, the evaluation, and how the
+fine-tuned baselines of `mavis pareto --recipe` are trained (`baselines:`, `MorlhfSettings`).
 
 `mavis iterate RECIPE` runs it (Algorithm 1); see `recipes/*.yaml` for annotated examples.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mavis.baselines.config import MorlhfSettings
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.training.config import TrainConfig
@@ -100,6 +102,7 @@ class Recipe:
     iterations: list[IterationSettings] = field(default_factory=lambda: [IterationSettings()])
     training: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    baselines: MorlhfSettings = field(default_factory=MorlhfSettings)
     path: str = ""
 
     @property
@@ -126,6 +129,24 @@ def _build(cls: type, data: Any, where: str) -> Any:
             from None
 
 
+def _baselines(data: dict[str, Any]) -> MorlhfSettings:
+    """The `baselines:` section (`MorlhfSettings`: how `mavis pareto` trains the fine-tuned
+    baselines); what it leaves out comes from the recipe: its reference model, objectives,
+    prompt sets, prompt seed and prompt length limit."""
+    section = data.get("baselines") or {}
+    if not isinstance(section, dict):
+        raise MavisError("recipe section 'baselines' must be a mapping of MORLHF settings")
+    prompts = data["prompts"]
+    defaults = {"reference": data.get("reference", Recipe.reference),
+                "objectives": data.get("objectives") or ["positive"],
+                "prompt_sets": prompts.sets, "prompt_seed": prompts.seed,
+                "max_prompt_tokens": prompts.max_prompt_tokens}
+    if isinstance(defaults["objectives"], str):
+        defaults["objectives"] = [o.strip() for o in defaults["objectives"].split(",")
+                                  if o.strip()]
+    return _build(MorlhfSettings, {**defaults, **section}, "baselines")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe file; errors name the key that is wrong. Every section is
     checked here, before anything runs or is written."""
@@ -144,6 +165,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 "training": TrainConfig, "evaluation": EvaluationSettings}
     for key, cls in sections.items():
         data[key] = _build(cls, data.get(key), key)
+    data["baselines"] = _baselines(data)
     iterations = data.get("iterations") or [{}]
     if not isinstance(iterations, list):
         raise MavisError("recipe key 'iterations' must be a list, one entry per iteration")

@@ -1,0 +1,103 @@
+"""`mavis report`: tables of finished runs (Markdown, CSV, JSON, PNG) for the README's report.
+
+    mavis report iterations runs/default --out reports/iterations
+    mavis report distill runs/student --prompts chitchat,harmful --beta 8 --out reports/distill
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mavis.cli.evaluate import load_prompt_sets
+from mavis.cli.options import parse_assignments, parse_numbers
+from mavis.errors import MavisError
+from mavis.evaluation.settings import EvaluationSettings
+
+report_app = typer.Typer(
+    help="Tables of finished runs: iterations of Algorithm 1, distilled vs teacher value "
+         "models.", no_args_is_help=True)
+_E = EvaluationSettings
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `report` command group to the main app."""
+    app.add_typer(report_app, name="report")
+
+
+@report_app.command("iterations")
+def iterations_command(
+    run: Annotated[Path, typer.Argument(help="A `mavis iterate` output folder (the recipe's "
+                                             "out), holding results.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Folder for iterations.md/.csv/.png.")]
+    = Path("reports/iterations"),
+) -> None:
+    """Reward and KL per iteration on held-out prompts (paper Fig. 6), from results.jsonl."""
+    from mavis.recipes.reports import iteration_report
+
+    table = iteration_report(run, out)
+    for row in table:
+        typer.echo(f"{row['objective']:<12} iteration {row['iteration']}  reward "
+                   f"{row['mavis_reward']:.3f} (pi_ref {row['reference_reward']:.3f})  KL "
+                   f"{row['mavis_kl']:.2f}")
+    typer.echo(f"report: {out / 'iterations.md'}")
+
+
+@report_app.command("distill")
+def distill_command(
+    student: Annotated[Path, typer.Argument(help="A `mavis distill` output folder.")],
+    beta: Annotated[str, typer.Option(
+        help="Guidance strength: one number, or one per objective, e.g. relevant=8,harmless=4.")]
+    = "8",
+    teacher: Annotated[list[str], typer.Option(
+        "--teacher", help="OBJECTIVE=PATH (default: the teachers the student was "
+        "distilled from).")] = [],  # noqa: B006
+    prompts: Annotated[str, typer.Option(help="Prompt set(s) or file(s).")] = "chitchat,harmful",
+    split: Annotated[str, typer.Option()] = "test",
+    limit: Annotated[int, typer.Option(help="Prompts per set.")] = 24,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
+    top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
+    seed: Annotated[int, typer.Option()] = _E.seed,
+    model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
+    out: Annotated[Path, typer.Option(help="Folder for distill.md/.csv/.png and the "
+                                           "evaluations (a rerun resumes).")]
+    = Path("reports/distill"),
+) -> None:
+    """MAVIS with per-objective teachers vs with their distilled student (paper Table 3):
+    reward, KL and decoding speed per objective, and for all objectives at once."""
+    from mavis.recipes.reports import distill_report, student_folders, teachers_of
+
+    teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
+    names = list(teachers or teachers_of(student_folders(student)[1]))
+    betas = _betas(beta, names)
+    settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                  top_k=top_k, seed=seed)
+    chosen = load_prompt_sets(prompts, split, limit, model)
+    table = distill_report(student, chosen, out, reference=model, betas=betas,
+                           settings=settings, teachers=teachers or None,
+                           identity={"prompts": prompts, "split": split,
+                                     "prompt_ids": [p.id for p in chosen]})
+    for row in table:
+        typer.echo(f"{row['case']:<20} reward {row['teachers_reward']:.3f} (teachers) -> "
+                   f"{row['student_reward']:.3f} (student)  KL {row['teachers_kl']:.2f} -> "
+                   f"{row['student_kl']:.2f}  tok/s {row['teachers_tokens_per_second']:.1f} "
+                   f"-> {row['student_tokens_per_second']:.1f}")
+    typer.echo(f"report: {out / 'distill.md'}")
+
+
+def _betas(text: str, names: list[str]) -> dict[str, float]:
+    """"8" (every objective) or "relevant=8,harmless=4" (one each)."""
+    if "=" not in text:
+        (value,) = parse_numbers(text, "--beta", low=0.0)
+        return {name: value for name in names}
+    pairs = parse_assignments([p for p in text.split(",") if p.strip()], "--beta",
+                              "relevant=8,harmless=4")
+    betas = {name: parse_numbers(value, f"--beta {name}", low=0.0)[0]
+             for name, value in pairs.items()}
+    missing = [n for n in names if n not in betas]
+    if missing:
+        raise MavisError(f"--beta gives no beta for {', '.join(missing)}")
+    return betas
