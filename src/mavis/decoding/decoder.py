@@ -16,6 +16,10 @@ while log pi_ref is still read from the reference:
     policy = decoder.with_proposals([(fine_tuned, 1.0)])          # a fine-tuned policy
     mod = decoder.with_proposals([(policy_a, 0.3), (policy_b, 0.7)])  # MOD at lambda = 0.3
     mod.generate(prompts, beta=0.0, top_k=40)    # plain top-k sampling of the combination
+
+On a GPU, `MavisDecoder.load(..., compile=True)` (the default on CUDA) decodes `generate`'s
+batches with static caches and compiled forwards (`mavis.models.layout.StaticLayout`): the
+same tokens as the default growing caches, without the per-step kernel-launch cost.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from mavis.decoding.guide import ValueGuide, resolve_weights
 from mavis.decoding.settings import StepSettings
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
+from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
@@ -122,7 +127,11 @@ class MavisDecoder:
 
     def __init__(self, reference: torch.nn.Module, tokenizer: Any,
                  value_models: Sequence[ValueModel] = (), *, check_tokenizers: bool = True,
-                 proposals: Sequence[tuple[torch.nn.Module, float]] = ()) -> None:
+                 proposals: Sequence[tuple[torch.nn.Module, float]] = (),
+                 compile: bool | str | None = False) -> None:
+        """`compile`: decode `generate`'s batches with static caches and compiled forwards
+        (True; or a torch.compile backend name), with static caches only ("static"), or with
+        growing caches (False); None: True on CUDA, False elsewhere."""
         self.reference = reference.eval()
         self.tokenizer = tokenizer
         self.guide = ValueGuide([vm.eval() for vm in value_models])
@@ -133,9 +142,13 @@ class MavisDecoder:
                 vm.check_tokenizer(fingerprint, "the reference model's",
                                    "MAVIS value models must share the reference model's "
                                    "vocabulary; train one on a backbone with the same tokenizer")
-        for vm in self.guide.value_models:
-            vm.to(self.device)
+        self.guide.to(self.device)
         self.proposals, self.proposal_weights = self._checked_proposals(proposals)
+        self.compile = (self.device.type == "cuda") if compile is None else compile
+        self.static_layout = None
+        if self.compile and not self.proposals:
+            self.static_layout = StaticLayout(
+                self.device, compile=False if self.compile == "static" else self.compile)
 
     def _checked_proposals(self, proposals: Sequence[tuple[torch.nn.Module, float]]
                            ) -> tuple[list[torch.nn.Module], list[float]]:
@@ -187,11 +200,14 @@ class MavisDecoder:
              value_models: Mapping[str, str | Path] | Sequence[str | Path] = (), *,
              device: str | None = None, dtype: torch.dtype | None = None,
              value_dtype: torch.dtype | None = None,
-             attn_implementation: str = "sdpa") -> MavisDecoder:
+             attn_implementation: str = "sdpa",
+             compile: bool | str | None = None) -> MavisDecoder:
         """Load a reference model by name/path/hub id and value models from their folders.
 
         `value_dtype` (default: `dtype`) lets the value models run in bfloat16 beside an fp32
-        reference, which speeds up their candidate passes on CPUs with bf16 instructions."""
+        reference, which speeds up their candidate passes on CPUs with bf16 instructions.
+        `compile` (default: on for CUDA): static caches and compiled forwards for `generate`
+        (see the class)."""
         model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
                                           attn_implementation=attn_implementation)
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
@@ -204,7 +220,7 @@ class MavisDecoder:
                 if name not in loaded[str(path)].objectives:
                     raise MavisError(f"value model {str(path)!r} was trained for "
                                      f"{', '.join(loaded[str(path)].objectives)}, not {name!r}")
-        return cls(model, tokenizer, list(loaded.values()))
+        return cls(model, tokenizer, list(loaded.values()), compile=compile)
 
     @property
     def objectives(self) -> list[str]:
@@ -251,9 +267,11 @@ class MavisDecoder:
         return settings
 
     def start(self, batch: Batch, weights: Mapping[str, float] | None,
-              settings: StepSettings) -> tuple[DecodingState, dict[str, float]]:
+              settings: StepSettings, layout: DynamicLayout | StaticLayout | None = None
+              ) -> tuple[DecodingState, dict[str, float]]:
         """A fresh decoding state for `batch`, every row with the same weights and settings
-        (the building block of generation, beam search and tree collection)."""
+        (the building block of generation, beam search and tree collection); `layout`: its
+        caches' layout (default: growing caches, which rows can leave and join)."""
         resolved: dict[str, float] = {}
         matrix = torch.zeros(batch.input_ids.shape[0], self.guide.width)
         if settings.beta != 0.0 and (weights or self.guide.objectives):
@@ -265,7 +283,8 @@ class MavisDecoder:
         with torch.inference_mode():
             state = DecodingState(self.reference, self.guide, batch.input_ids,
                                   batch.attention_mask, [settings] * matrix.shape[0], matrix,
-                                  proposals=self.proposals, proposal_weights=proposal)
+                                  proposals=self.proposals, proposal_weights=proposal,
+                                  layout=layout)
         return state, resolved
 
     def start_rows(self, batch: Batch, rows: Sequence[RowRequest]) -> DecodingState:
@@ -330,37 +349,53 @@ class MavisDecoder:
              max_new_tokens: int, stop_strings: Sequence[str],
              generator: torch.Generator | None,
              ignore_eos: bool = False) -> list[GeneratedSequence]:
-        state, resolved = self.start(batch, weights, settings)
+        """Decode one batch to the end. With the static layout the batch keeps its rows
+        (finished ones are decoded on and ignored); otherwise finished rows leave it."""
+        layout = self.static_layout
+        if layout is not None:
+            layout.start(batch.input_ids.shape[0], batch.input_ids.shape[1], max_new_tokens,
+                         settings.top_k)
+        state, resolved = self.start(batch, weights, settings, layout)
         eos = set() if ignore_eos else eos_ids(self.tokenizer, self.reference)
         origin = torch.arange(state.batch_size)
         done: dict[int, GeneratedSequence] = {}
         for step in range(max_new_tokens):
             tokens = state.choose(generator)
-            finished: list[tuple[int, str]] = []
-            for row in range(state.batch_size):
-                reason = None
-                if int(tokens[row]) in eos:
-                    reason = "eos"
-                elif stop_strings and hits_stop(self.tokenizer, state.generated(row),
-                                                stop_strings):
-                    reason = "stop"
-                elif step == max_new_tokens - 1:
-                    reason = "length"
-                if reason:
-                    finished.append((row, reason))
+            finished = self._finished(state, tokens, origin, done, eos, stop_strings,
+                                      step == max_new_tokens - 1)
             for row, reason in finished:
                 index = int(origin[row])
                 done[index] = self.sequence_from(batch.prompts[index], state, row, reason,
                                                  resolved, stop_strings)
-            if finished:
-                keep = [r for r in range(state.batch_size) if r not in {f[0] for f in finished}]
-                if not keep:
-                    break
-                keep_t = torch.tensor(keep)
-                state.select(keep_t)
-                origin = origin[keep_t]
+            if len(done) == len(batch.prompts):
+                break
+            if finished and layout is None:
+                keep = torch.tensor([r for r in range(state.batch_size)
+                                     if r not in {f[0] for f in finished}])
+                state.select(keep)
+                origin = origin[keep]
             state.advance()
         return [done[i] for i in range(len(batch.prompts))]
+
+    def _finished(self, state: DecodingState, tokens: torch.Tensor, origin: torch.Tensor,
+                  done: Mapping[int, GeneratedSequence], eos: set[int],
+                  stop_strings: Sequence[str], last: bool) -> list[tuple[int, str]]:
+        """The rows that this step's `tokens` finish, with why (rows already done are
+        skipped: the static layout keeps them in the batch)."""
+        finished = []
+        for row in range(state.batch_size):
+            if int(origin[row]) in done:
+                continue
+            reason = None
+            if int(tokens[row]) in eos:
+                reason = "eos"
+            elif stop_strings and hits_stop(self.tokenizer, state.generated(row), stop_strings):
+                reason = "stop"
+            elif last:
+                reason = "length"
+            if reason:
+                finished.append((row, reason))
+        return finished
 
     def sequence_from(self, prompt: str, state: DecodingState, row: int, reason: str,
                       weights: dict[str, float], stop_strings: Sequence[str]

@@ -56,15 +56,9 @@ from mavis.decoding.tilt import (
     weighted_values,
 )
 from mavis.errors import MavisError
-from mavis.models.cache import (
-    keep_rows,
-    left_padded,
-    model_forward,
-    new_cache,
-    replace_tail_with_choice,
-    stacked,
-)
-from mavis.models.masks import candidate_mask, positions_from_mask
+from mavis.models.cache import keep_rows, left_padded, model_forward, stacked
+from mavis.models.layout import DynamicLayout, StaticLayout
+from mavis.models.masks import positions_from_mask
 
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
@@ -85,19 +79,43 @@ class Candidates:
     scored: torch.Tensor | None = None  # bool [B, k]: False = skipped
 
 
+def next_logits(model: Any, **inputs: Any) -> torch.Tensor:
+    """A causal LM's logits for the token after the last input, [B, V]."""
+    logits, _ = model_forward(model, use_cache=True, return_logits=True, logits_to_keep=1,
+                              **inputs)
+    return logits[:, -1]
+
+
+def value_heads(model: Any, **inputs: Any) -> torch.Tensor:
+    """A value model's raw values at every input position, [B, T, M]."""
+    values, _ = model(use_cache=True, **inputs)
+    return values
+
+
+def _dtype(model: Any) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 class DecodingState:
     def __init__(self, reference: torch.nn.Module, guide: ValueGuide, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor, settings: Sequence[StepSettings],
                  weights: torch.Tensor,
                  generators: Sequence[torch.Generator | None] | None = None,
                  proposals: Sequence[torch.nn.Module] = (),
-                 proposal_weights: torch.Tensor | None = None) -> None:
+                 proposal_weights: torch.Tensor | None = None,
+                 layout: DynamicLayout | StaticLayout | None = None) -> None:
         """`settings`: one per row; `weights`: [B, guide.width], each row's lambda (ignored
         for rows with beta 0); `generators`: one per row (a request with a seed gets the same
         answer alone or beside others), or None to sample with the generator `choose` gets;
         `proposals`: causal LMs whose combination the candidates come from (none: pi_ref),
-        with `proposal_weights` [B, len(proposals)], each row's weight of each."""
+        with `proposal_weights` [B, len(proposals)], each row's weight of each; `layout`:
+        where the keys and values live (`mavis.models.layout`; default: growing caches; a
+        `StaticLayout` must have been `start`ed for this batch)."""
         self.reference, self.guide = reference, guide
+        self.layout = layout or DynamicLayout()
+        if self.layout.static and proposals:
+            raise MavisError("proposal models need the dynamic cache layout; decode them "
+                             "without compile/static caches")
         self.proposals = list(proposals)
         self.proposal_caches: list[Any] = []
         device = input_ids.device
@@ -117,12 +135,11 @@ class DecodingState:
             setattr(self, name, torch.full((batch, 0), fill, dtype=dtype, device=device))
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
         self.value = torch.full((batch,), float("nan"), device=device)
-        self.ref_cache = new_cache(reference)
-        logits, self.ref_cache = model_forward(
-            reference, input_ids=input_ids, attention_mask=self.attention_mask,
-            position_ids=positions, cache=self.ref_cache, use_cache=True,
-            return_logits=True, logits_to_keep=1)
-        self.next_logits = logits[:, -1].float()
+        self.ref_cache = self.layout.new_cache(reference)
+        self.next_logits = next_logits(
+            reference, input_ids=input_ids, position_ids=positions, cache=self.ref_cache,
+            attention_mask=self.layout.prefill_mask(self.attention_mask, _dtype(reference)),
+        ).float()
         self.value_caches = {i: self.prefill(i) for i in guide.used(self.weights)}
         if self.proposals:
             self._prefill_proposals(positions, proposal_weights)
@@ -146,7 +163,7 @@ class DecodingState:
         if proposal_weights is None or tuple(proposal_weights.shape) != (batch, count):
             raise ValueError(f"proposal_weights must be [{batch}, {count}] (rows x proposals)")
         self.proposal_weights = proposal_weights.to(self.sequence.device).float()
-        self.proposal_caches = [new_cache(model) for model in self.proposals]
+        self.proposal_caches = [self.layout.new_cache(model) for model in self.proposals]
         self._run_proposals(self.sequence, positions)
 
     def _run_proposals(self, input_ids: torch.Tensor, positions: torch.Tensor) -> None:
@@ -168,11 +185,12 @@ class DecodingState:
 
     def prefill(self, model_index: int) -> Any:
         """Value model `model_index`'s KV cache over every row's sequence so far."""
-        entry = self.guide.entries[model_index]
-        cache = new_cache(entry.model.backbone)
-        _, cache = entry.model(self.sequence, attention_mask=self.attention_mask,
-                               position_ids=positions_from_mask(self.attention_mask),
-                               cache=cache, use_cache=True)
+        model = self.guide.entries[model_index].model
+        cache = self.layout.new_cache(model.backbone)
+        mask = self.layout.prefill_mask(self.attention_mask, model.head.weight.dtype)
+        model(self.sequence, attention_mask=mask,
+              position_ids=positions_from_mask(self.attention_mask), cache=cache,
+              use_cache=True)
         return cache
 
     @property
@@ -231,12 +249,13 @@ class DecodingState:
 
     def skip(self, candidates: Candidates) -> Candidates:
         """Drop the least likely candidates while the total-variation bound allows it
-        (`candidates_to_score`); the batch keeps the widest row's number of columns."""
+        (`candidates_to_score`); the batch keeps the widest row's number of columns (all of
+        them with a static layout, whose shapes never change)."""
         scored = candidates_to_score(candidates.logprobs, self.beta,
                                      self.guide.spread(self.weights), self.epsilon)
         scored &= torch.isfinite(candidates.logprobs) | (torch.arange(
             scored.shape[1], device=scored.device) == 0)
-        width = int(scored.sum(-1).max())
+        width = scored.shape[1] if self.layout.static else int(scored.sum(-1).max())
         return Candidates(candidates.logprobs[:, :width], candidates.ids[:, :width],
                           scored[:, :width])
 
@@ -248,9 +267,10 @@ class DecodingState:
         values = torch.zeros(batch, width, self.guide.width, device=ids.device)
         for index, cache in self.value_caches.items():
             entry = self.guide.entries[index]
-            mask = candidate_mask(self.attention_mask, width, entry.model.head.weight.dtype)
-            raw, _ = entry.model(ids, attention_mask=mask, position_ids=positions, cache=cache,
-                                 use_cache=True)
+            mask = self.layout.candidate_mask(self.attention_mask, width,
+                                              entry.model.head.weight.dtype)
+            raw = self.layout.forward(entry.model, value_heads, input_ids=ids,
+                                      attention_mask=mask, position_ids=positions, cache=cache)
             values[..., entry.columns] = entry.normalise(raw.float())
         return values
 
@@ -310,7 +330,7 @@ class DecodingState:
         token = candidates.ids[rows, choice]
         if values is not None:
             for cache in self.value_caches.values():
-                replace_tail_with_choice(cache, candidates.ids.shape[1], choice)
+                self.layout.keep_choice(cache, candidates.ids.shape[1], choice)
             self.value = (values[rows, choice] * self.weights).sum(-1)
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
         # greedy decoding is a point mass: the chosen token has probability 1
@@ -328,11 +348,10 @@ class DecodingState:
     def advance(self) -> None:
         """Feed the last chosen tokens to the reference model and every proposal model
         (next-token logits)."""
-        logits, self.ref_cache = model_forward(
-            self.reference, input_ids=self.sequence[:, -1:], attention_mask=self.attention_mask,
-            position_ids=self.next_position[:, None], cache=self.ref_cache, use_cache=True,
-            return_logits=True, logits_to_keep=1)
-        self.next_logits = logits[:, -1].float()
+        mask = self.layout.step_mask(self.attention_mask, _dtype(self.reference))
+        self.next_logits = self.layout.forward(
+            self.reference, next_logits, input_ids=self.sequence[:, -1:], attention_mask=mask,
+            position_ids=self.next_position[:, None], cache=self.ref_cache).float()
         if self.proposals:
             self._run_proposals(self.sequence[:, -1:], self.next_position[:, None])
         self.next_position = self.next_position + 1
@@ -340,6 +359,7 @@ class DecodingState:
     def select(self, rows: torch.Tensor) -> None:
         """Keep `rows` (indices, repeats allowed) in that order; caches follow. A value model
         that no remaining row weights stops being run."""
+        self._refuse_static("select rows")
         rows = rows.to(self.sequence.device)
         keep_rows(self.ref_cache, rows)
         for cache in (*self.value_caches.values(), *self.proposal_caches):
@@ -358,6 +378,8 @@ class DecodingState:
         after its rows: the shorter side is left-padded (caches, masks, histories), and a value
         model that only one side ran is first run over the other side's rows. Both states
         must have the same proposal models (the rows' weights of them may differ)."""
+        self._refuse_static("merge states")
+        other._refuse_static("merge states")
         if [id(m) for m in self.proposals] != [id(m) for m in other.proposals]:
             raise MavisError("cannot merge decoding states with different proposal models; "
                              "start both from the same decoder")
@@ -402,3 +424,9 @@ class DecodingState:
                 pad = torch.full((self.batch_size, more), fill, dtype=history.dtype,
                                  device=history.device)
                 setattr(self, name, torch.cat([pad, history], dim=1))
+
+    def _refuse_static(self, what: str) -> None:
+        if self.layout.static:
+            raise MavisError(f"cannot {what} of a decoding state with static caches (their "
+                             "batch is fixed); use the dynamic layout for beam search and "
+                             "serving")

@@ -11,17 +11,19 @@ transformers 5.x, so that a rename in a minor release is fixed here and nowhere 
 from __future__ import annotations
 
 import inspect
-from functools import cache as _memo
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
+_CACHE_KWARG: dict[type, str] = {}  # a plain dict: torch.compile traces through it quietly
 
-@_memo
+
 def _cache_kwarg(forward_owner: type) -> str:
-    params = inspect.signature(forward_owner.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    if forward_owner not in _CACHE_KWARG:
+        params = inspect.signature(forward_owner.forward).parameters
+        _CACHE_KWARG[forward_owner] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KWARG[forward_owner]
 
 
 def _unwrap(model: Any) -> Any:
