@@ -42,6 +42,9 @@ def demo(
                                               "built-in ones (repeatable).")] = [],  # noqa: B006
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
     = None,
+    compile_steps: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="Static caches and compiled decoding steps (default: "
+        "on for CUDA; the first call compiles, later ones are faster).")] = None,
 ) -> None:
     """Show plain and value-guided answers of the packaged model at a few weight settings."""
     from mavis.decoding.decoder import MavisDecoder
@@ -62,7 +65,7 @@ def demo(
     if any(not p.strip() for p in prompt):
         raise MavisError("--prompt is empty; give some text to answer")
     folders = list(dict.fromkeys(str(bundled[n]) for n in names))
-    decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device)
+    decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device, compile=compile_steps)
     settings: list[tuple[str, dict[str, float] | None, float]] = [("plain (beta=0)", None, 0.0)]
     first, last = names[0], names[-1]
     grid = [1.0] if first == last else [1.0, 0.5, 0.0]

@@ -52,6 +52,9 @@ def generate(
     = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
     = None,
+    compile_steps: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="Static caches and compiled decoding steps (default: "
+        "on for CUDA; the first call compiles, later ones are faster).")] = None,
 ) -> None:
     """Generate an answer guided by the value models, with the weights you choose."""
     from mavis.decoding.decoder import MavisDecoder
@@ -71,7 +74,7 @@ def generate(
     vocab = model_vocab_size(model)
     if top_k > vocab:
         raise MavisError(f"--top-k {top_k} is more than the model's vocabulary ({vocab})")
-    decoder = MavisDecoder.load(model, folders, device=device)
+    decoder = MavisDecoder.load(model, folders, device=device, compile=compile_steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if beam:
