@@ -352,8 +352,12 @@ def test_training_learns_values_on_held_out_prompts(trained):
     # and it orders the continuations of one prefix, which is what the tilt uses: the step-0
     # model predicts one constant, so every pair is a tie (0.5)
     assert records[0]["sibling_accuracy"]["a_rate"] == pytest.approx(0.5)
-    assert report["best"]["sibling_accuracy"]["a_rate"] > 0.65
-    assert report["best"]["within_prompt_spearman"]["a_rate"] > 0.3
+    # (about 50 sibling pairs: one checkpoint's figure moves by 0.1 with the thread count, so
+    # the evaluations of the second half of training are averaged)
+    late = [r for r in records if "sibling_accuracy" in r and r["step"] >= report["steps"] / 2]
+    assert sum(r["sibling_accuracy"]["a_rate"] for r in late) / len(late) > 0.6
+    assert report["best"]["sibling_accuracy"]["a_rate"] > 0.5
+    assert sum(r["within_prompt_spearman"]["a_rate"] for r in late) / len(late) > 0.3
     assert report["value_scale"]["a_rate"] > 0  # the typical sibling difference, saved
     saved_config = json.loads((out / "best" / "value_config.json").read_text())
     assert saved_config["value_scale"] == report["value_scale"]
