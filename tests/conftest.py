@@ -11,6 +11,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for the tests and the subprocesses they start: several tests assert that a
+# run equals another bit for bit (same seed, kill-and-resume, Ray shards vs one process), and
+# with two threads some CPU kernels sum in a different order from run to run (seen as 1e-6
+# differences in log-probabilities on a 2-core machine). Set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
