@@ -169,14 +169,10 @@ class DecodingState:
     def _run_proposals(self, input_ids: torch.Tensor, positions: torch.Tensor) -> None:
         """Feed `input_ids` to every proposal model over its cache; keep the next-token
         logits ([B, P, V])."""
-        logits = []
-        for index, model in enumerate(self.proposals):
-            out, self.proposal_caches[index] = model_forward(
-                model, input_ids=input_ids, attention_mask=self.attention_mask,
-                position_ids=positions, cache=self.proposal_caches[index], use_cache=True,
-                return_logits=True, logits_to_keep=1)
-            logits.append(out[:, -1].float())
-        self.proposal_logits = torch.stack(logits, dim=1)
+        self.proposal_logits = torch.stack([
+            next_logits(model, input_ids=input_ids, attention_mask=self.attention_mask,
+                        position_ids=positions, cache=cache).float()
+            for model, cache in zip(self.proposals, self.proposal_caches, strict=True)], dim=1)
 
     @property
     def _row_tensors(self) -> tuple[str, ...]:
