@@ -3,8 +3,9 @@
     python benchmarks/decoding.py                 # full grid (a few minutes on a 2-core CPU)
     python benchmarks/decoding.py --quick         # headline cases only
 
-Models: the packaged default reference (SmolLM2-135M-Instruct) and value models on the default
-value backbone (its first 6 layers + a regression head). Speed depends on shapes, not on trained
+Models: the packaged default reference (SmolLM2-135M-Instruct) and value models on the bundled
+default value model's backbone (its first `num_layers` layers + a regression head; --layers to
+change). Speed depends on shapes, not on trained
 weights, so the value heads are random. Every MAVIS run generates exactly --new-tokens tokens
 per row (EOS ignored), as does the plain baseline (`generate` with min_new_tokens).
 
@@ -14,9 +15,16 @@ Levers compared (M = number of objectives):
   separate+skip   candidate skipping with a total-variation bound epsilon per step; needs the
                   value range of the heads (here [0, 1] per objective, the built-in rewards')
   shared bf16     the shared value model in bfloat16 (the reference stays fp32)
-  shared 4-layer  a smaller value backbone (first 4 layers instead of 6)
+  shared 4-layer  a smaller value backbone (first 4 layers)
+With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up run):
+  plain compiled  `generate` with a static cache and its forward under torch.compile
+  shared static   the shared model with static caches (`MavisDecoder(compile="static")`)
+  shared compiled static caches and compiled forwards (`MavisDecoder(compile=True)`)
 With --threads N, torch uses N threads for every case.
-The last line printed is JSON for the headline case (batch 1, M = 2, k = 40).
+Every ratio is against the fastest plain baseline of the same batch and k (compiled plain when
+it was measured and faster). The last line printed is JSON for the headline: the bundled
+default configuration (one shared backbone, M = 2, k = 40, batch 1 and 16), whatever lever
+was fastest.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ import time
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.models.bundled import bundled_value_models
 from mavis.models.loading import (
     load_backbone,
     load_causal_lm,
     load_tokenizer,
     tokenizer_fingerprint,
 )
-from mavis.models.value_folder import ValueModelConfig
+from mavis.models.value_folder import ValueModelConfig, read_value_config
 from mavis.models.value_model import ValueModel
 
 PROMPTS = [
@@ -73,7 +82,31 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def plain_tok_s(model, tokenizer, batch: int, k: int, new_tokens: int) -> float:
+def bundled_layers(reference: str) -> int:
+    """Backbone layers of the bundled default value model (6 when none is bundled)."""
+    folders = bundled_value_models(reference)
+    if not folders:
+        return 6
+    return read_value_config(next(iter(folders.values()))).num_layers or 6
+
+
+def plain_tok_s(model, tokenizer, batch: int, k: int, new_tokens: int,
+                compiled: bool = False) -> float:
+    """`generate`'s tok/s; compiled: a static cache and the forward under torch.compile, timed
+    after an untimed warm-up run that compiles."""
+    if not compiled:
+        return plain_run(model, tokenizer, batch, k, new_tokens, {})
+    model.forward = torch.compile(model.forward, dynamic=False)
+    try:
+        plain_run(model, tokenizer, batch, k, new_tokens, {"cache_implementation": "static"})
+        CPU_SECONDS.pop()
+        return plain_run(model, tokenizer, batch, k, new_tokens,
+                         {"cache_implementation": "static"})
+    finally:
+        del model.forward  # back to the class's eager forward
+
+
+def plain_run(model, tokenizer, batch: int, k: int, new_tokens: int, extra: dict) -> float:
     from mavis.models.loading import apply_chat_template
 
     texts = [apply_chat_template(tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
@@ -82,39 +115,52 @@ def plain_tok_s(model, tokenizer, batch: int, k: int, new_tokens: int) -> float:
     with torch.inference_mode():
         seconds, out = timed(lambda: model.generate(
             **enc, do_sample=True, top_k=k, max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id))
+            min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id, **extra))
     assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
     return batch * new_tokens / seconds
 
 
 def mavis_tok_s(decoder: MavisDecoder, batch: int, k: int, new_tokens: int,
                 weights: dict[str, float] | None, beta: float,
-                epsilon: float = 0.0) -> tuple[float, float]:
+                epsilon: float = 0.0) -> float:
+    """MAVIS tok/s; a decoder with static caches first runs once untimed (allocation, and
+    compilation when asked)."""
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
-    seconds, out = timed(lambda: decoder.generate(
-        prompts, weights=weights, beta=beta, top_k=k, max_new_tokens=new_tokens, seed=0,
-        batch_size=batch, ignore_eos=True, candidate_epsilon=epsilon))
+
+    def run():
+        return decoder.generate(
+            prompts, weights=weights, beta=beta, top_k=k, max_new_tokens=new_tokens, seed=0,
+            batch_size=batch, ignore_eos=True, candidate_epsilon=epsilon)
+
+    if decoder.static_layout is not None:
+        timed(run)
+        CPU_SECONDS.pop()
+    seconds, out = timed(run)
     assert all(len(s.token_ids) == new_tokens for s in out)
-    return batch * new_tokens / seconds, 0.0
+    return batch * new_tokens / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--layers", type=int, default=6, help="value backbone layers")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="value backbone layers (default: the bundled default's)")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--beta", type=float, default=8.0)
     parser.add_argument("--epsilon", type=float, default=1e-3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="also static caches and torch.compile (plain and MAVIS)")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    layers = args.layers or bundled_layers(args.model)
 
     model, tokenizer = load_causal_lm(args.model)
     names = ["relevant", "harmless", "positive"]
-    separate = value_models(args.model, args.layers, [[n] for n in names])
-    shared = {m: value_models(args.model, args.layers, [names[:m]])[0] for m in (2, 3)}
+    separate = value_models(args.model, layers, [[n] for n in names])
+    shared = {m: value_models(args.model, layers, [names[:m]])[0] for m in (2, 3)}
     shared_bf16 = copy.deepcopy(shared[2]).to(torch.bfloat16)
     shared_small = value_models(args.model, 4, [names[:2]])[0]
     rows = []
@@ -125,38 +171,63 @@ def main() -> None:
 
     ks = [40] if args.quick else [10, 40]
     ms = [2] if args.quick else [1, 2, 3]
+    def measure(label, decoder, point, m, eps=0.0):
+        weights = {n: 1.0 / m for n in names[:m]} if m else None
+        tok_s = mavis_tok_s(decoder, point["batch"], point["k"], args.new_tokens, weights,
+                            args.beta if m else 0.0, eps)
+        record(case=label, batch=point["batch"], k=point["k"], M=m, tok_s=round(tok_s, 2),
+               plain_case=point["plain_case"], plain_tok_s=round(point["plain_tok_s"], 2),
+               ratio=round(tok_s / point["plain_tok_s"], 3),
+               cpu_ratio=round(point["plain_cpu"] / CPU_SECONDS[-1], 3), epsilon=eps)
+
     for batch in (1, 16):
         for k in ks:
-            plain = plain_tok_s(model, tokenizer, batch, k, args.new_tokens)
-            plain_cpu = CPU_SECONDS[-1]
-            loop, _ = mavis_tok_s(MavisDecoder(model, tokenizer, []), batch, k,
-                                  args.new_tokens, None, 0.0)
-            record(case="mavis loop, beta=0", batch=batch, k=k, M=0, tok_s=round(loop, 2),
-                   plain_tok_s=round(plain, 2), ratio=round(loop / plain, 3),
-                   cpu_ratio=round(plain_cpu / CPU_SECONDS[-1], 3))
+            plains = {"plain": (plain_tok_s(model, tokenizer, batch, k, args.new_tokens),
+                                CPU_SECONDS[-1])}
+            if args.compile and k == 40:
+                plains["plain compiled"] = (plain_tok_s(model, tokenizer, batch, k,
+                                                        args.new_tokens, compiled=True),
+                                            CPU_SECONDS[-1])
+            fastest = max(plains, key=lambda case: plains[case][0])
+            point = {"batch": batch, "k": k, "plain_case": fastest,
+                     "plain_tok_s": plains[fastest][0], "plain_cpu": plains[fastest][1]}
+            for label, (tok_s, _) in plains.items():
+                record(case=label, batch=batch, k=k, M=0, tok_s=round(tok_s, 2),
+                       plain_case=fastest, plain_tok_s=round(point["plain_tok_s"], 2),
+                       ratio=round(tok_s / point["plain_tok_s"], 3))
+            measure("mavis loop, beta=0", MavisDecoder(model, tokenizer, []), point, 0)
             for m in ms:
-                weights = {n: 1.0 / m for n in names[:m]}
-                variants = [("separate", separate[:m], 0.0)]
+                measure("separate", MavisDecoder(model, tokenizer, separate[:m]), point, m)
                 if m in shared:
-                    variants.append(("shared", [shared[m]], 0.0))
-                if m == 2 and k == 40:
-                    variants += [("separate+skip", separate[:m], args.epsilon),
-                                 ("shared bf16", [shared_bf16], 0.0),
-                                 ("shared 4-layer", [shared_small], 0.0)]
-                for label, vms, eps in variants:
-                    dec = MavisDecoder(model, tokenizer, vms)
-                    tok_s, _ = mavis_tok_s(dec, batch, k, args.new_tokens, weights, args.beta, eps)
-                    record(case=label, batch=batch, k=k, M=m, tok_s=round(tok_s, 2),
-                           plain_tok_s=round(plain, 2), ratio=round(tok_s / plain, 3),
-                           cpu_ratio=round(plain_cpu / CPU_SECONDS[-1], 3), epsilon=eps)
+                    measure("shared", MavisDecoder(model, tokenizer, [shared[m]]), point, m)
+                if m != 2 or k != 40:
+                    continue
+                measure("separate+skip", MavisDecoder(model, tokenizer, separate[:m]), point,
+                        m, args.epsilon)
+                measure("shared bf16", MavisDecoder(model, tokenizer, [shared_bf16]), point, m)
+                measure("shared 4-layer", MavisDecoder(model, tokenizer, [shared_small]),
+                        point, m)
+                if args.compile:
+                    for label, mode in (("shared static", "static"),
+                                        ("shared compiled", True)):
+                        measure(label, MavisDecoder(model, tokenizer, [shared[m]],
+                                                    compile=mode), point, m)
+    headline(rows, layers)
+
+
+def headline(rows: list[dict], layers: int) -> None:
+    """The bundled default configuration (one shared backbone, M = 2, k = 40) at batch 1 and
+    16, by its fastest lever (eager / static / compiled), against the fastest plain."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    head = [r for r in rows if r["batch"] == 1 and r["M"] == 2 and r["k"] == 40]
-    best = max(head, key=lambda r: r["ratio"])
-    print(json.dumps({"plain_tok_s": best["plain_tok_s"], "mavis_tok_s": best["tok_s"],
-                      "ratio": best["ratio"], "cpu_ratio": best["cpu_ratio"], "batch": 1,
-                      "M": 2, "k": 40, "case": best["case"], "threads": torch.get_num_threads(),
-                      "load_average": round(os.getloadavg()[0], 2),
-                      "peak_rss_mb": round(peak_mb)}))
+    summary = {"value_layers": layers, "M": 2, "k": 40, "threads": torch.get_num_threads(),
+               "load_average": round(os.getloadavg()[0], 2), "peak_rss_mb": round(peak_mb)}
+    for batch in (1, 16):
+        default = [r for r in rows if r["batch"] == batch and r["M"] == 2 and r["k"] == 40
+                   and r["case"] in ("shared", "shared static", "shared compiled")]
+        best = max(default, key=lambda r: r["ratio"])
+        summary[f"batch{batch}"] = {key: best[key] for key in
+                                    ("case", "tok_s", "plain_case", "plain_tok_s", "ratio")}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
