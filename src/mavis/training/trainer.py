@@ -246,8 +246,7 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
     model.config.value_scale = dict(samples.value_scale)
     accelerator = make_accelerator(config)
     if config.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model.backbone)
     plans = epoch_plans(samples.train, config, accelerator.num_processes,
                         accelerator.process_index)
     optimizer = make_optimizer(model, config)
@@ -421,3 +420,13 @@ def _describe(record: dict[str, Any]) -> str:
 def _say(run: Run, message: str) -> None:
     if run.config.progress and run.main:
         tqdm.write(message, file=sys.stderr)
+
+
+def enable_checkpointing(backbone: Any) -> None:
+    """Recompute activations in the backward pass: transformers' `activation_checkpointing_enable`
+    where it exists (its `gradient_checkpointing_enable` is a deprecated alias from 5.2x on)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
