@@ -96,12 +96,12 @@ def plain_tok_s(model, tokenizer, batch: int, k: int, new_tokens: int,
     after an untimed warm-up run that compiles."""
     if not compiled:
         return plain_run(model, tokenizer, batch, k, new_tokens, {})
+    static = {"cache_implementation": "static"}
     model.forward = torch.compile(model.forward, dynamic=False)
     try:
-        plain_run(model, tokenizer, batch, k, new_tokens, {"cache_implementation": "static"})
+        plain_run(model, tokenizer, batch, k, new_tokens, static)  # warm-up: compiles
         CPU_SECONDS.pop()
-        return plain_run(model, tokenizer, batch, k, new_tokens,
-                         {"cache_implementation": "static"})
+        return plain_run(model, tokenizer, batch, k, new_tokens, static)
     finally:
         del model.forward  # back to the class's eager forward
 
@@ -133,8 +133,7 @@ def mavis_tok_s(decoder: MavisDecoder, batch: int, k: int, new_tokens: int,
             batch_size=batch, ignore_eos=True, candidate_epsilon=epsilon)
 
     if decoder.static_layout is not None:
-        timed(run)
-        CPU_SECONDS.pop()
+        run()  # warm-up, untimed
     seconds, out = timed(run)
     assert all(len(s.token_ids) == new_tokens for s in out)
     return batch * new_tokens / seconds
