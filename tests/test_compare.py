@@ -156,6 +156,13 @@ def test_methods_and_points():
         check_methods(["rsoup"], ["a", "b", "c"])
 
 
+def test_morlhf_may_take_a_coarser_grid():
+    points = comparison_points(["a", "b"], [0.0, 0.25, 0.5, 0.75, 1.0], ["morlhf", "rsoup"],
+                               best_of=[], morlhf_lambdas=[0.0, 1.0])
+    weights = {m: [p.weights["a"] for p in points if p.method == m] for m in ("MORLHF", "RSoup")}
+    assert weights == {"MORLHF": [0.0, 1.0], "RSoup": [0.0, 0.25, 0.5, 0.75, 1.0]}
+
+
 def test_simplex_grid_for_three_objectives():
     grid = weight_grid(["a", "b", "c"], [0.0, 0.5, 1.0])
     assert len(grid) == 6 and all(sum(w.values()) == pytest.approx(1.0) for w in grid)

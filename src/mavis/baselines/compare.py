@@ -66,18 +66,23 @@ def check_methods(methods: Sequence[str], objectives: Sequence[str]) -> list[str
 def comparison_points(objectives: Sequence[str], lambdas: Sequence[float],
                       methods: Sequence[str], *, betas: float | Mapping[float, float] = 8.0,
                       best_of: Sequence[int] = (), beams: Sequence[int] = (),
-                      kl_budget: float | None = None) -> list[SweepPoint]:
+                      kl_budget: float | None = None,
+                      morlhf_lambdas: Sequence[float] | None = None) -> list[SweepPoint]:
     """The points of a comparison: those of `sweep_points` (MAVIS, pi_ref, best-of-N, beam
     search) for the methods named, then MORLHF, Rewarded Soups and MOD at every weight vector.
-    `beam` adds best-of-N at each beam count N too (the paper's Fig. 4 pairs them)."""
+    `beam` adds best-of-N at each beam count N too (the paper's Fig. 4 pairs them).
+
+    MORLHF trains one policy per weight vector, so it may take a coarser grid of its own
+    (`morlhf_lambdas`; default `lambdas`); Rewarded Soups and MOD only need the two ends."""
     methods = check_methods(methods, objectives)
     sizes = list(dict.fromkeys([*best_of, *(beams if "beam" in methods else ())]))
     points = sweep_points(objectives, lambdas, betas=betas, kl_budget=kl_budget,
                           best_of=sizes, beams=beams if "beam" in methods else (),
                           mavis="mavis" in methods)
-    grid = weight_grid(objectives, lambdas)
     for method in ("morlhf", "rsoup", "mod"):
         if method in methods:
+            own = morlhf_lambdas if method == "morlhf" and morlhf_lambdas is not None else None
+            grid = weight_grid(objectives, lambdas if own is None else own)
             points += [SweepPoint(_TRAINED[method], weights) for weights in grid]
     return points
 

@@ -129,6 +129,10 @@ def pareto(
              "morlhf/rsoup/mod train what is missing in --baselines-dir.")] = "mavis",
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
+    morlhf_lambdas: Annotated[str, typer.Option(
+        "--morlhf-lambdas", help="Weights of the first objective for MORLHF, which trains one "
+        "policy (an RL run) per weight, e.g. 0,0.5,1 (default: --lambdas). Rewarded Soups "
+        "and MOD need only the two ends.")] = "",
     beta: Annotated[str | None, typer.Option(
         help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8. "
              "Default: 16 under a KL budget of 10 nats per answer.")] = None,
@@ -184,6 +188,8 @@ def pareto(
                          f"got {len(names)}")
     chosen_methods = parse_names(methods, "--methods") or []
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
+    morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0)
+                   if morlhf_lambdas.strip() else None)
     betas = parse_betas(beta, grid)
     sizes = _sizes(best_of, "--best-of", default=[4, 16] if "bon" in chosen_methods else [])
     beam_sizes = _sizes(beams, "--beams", default=[]) if "beam" in chosen_methods else []
@@ -191,7 +197,7 @@ def pareto(
     settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
                                   top_k=top_k, seed=seed)
     points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
-                               beams=beam_sizes,
+                               beams=beam_sizes, morlhf_lambdas=morlhf_grid,
                                kl_budget=per_token_budget(kl_budget, max_new_tokens))
     corner = _reference_point(hv_reference, names)
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
