@@ -18,7 +18,7 @@ from mavis.evaluation.beam import BeamSettings, evaluate_beam
 from mavis.evaluation.policy import KL_PATH, KL_WITH_BOUND, PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.summary import summarise_fronts, write_points_csv
-from mavis.evaluation.sweep import SweepPoint, SweepStore, weight_grid
+from mavis.evaluation.sweep import SweepPoint, SweepStore, run_sweep, weight_grid
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
 
@@ -82,12 +82,13 @@ def test_pareto_compares_every_method_end_to_end(workspace, tiny_lm, capsys, mon
     trained = sorted(p.name for p in (workspace / "cmp" / "baselines" / "morlhf").iterdir())
     vowels, spaces = (name.replace(":", "_") for name in (VOWELS, SPACES))
     assert trained == sorted([f"{spaces}=1", f"{vowels}=0.5,{spaces}=0.5", f"{vowels}=1"])
-    # MOD at lambda = 1 is the first single-objective policy alone, sampled with the same
-    # seed as MORLHF's lambda = 1 point: the very same answers
+    # MOD and the soup at lambda = 1 are the first single-objective policy alone: they reuse
+    # MORLHF's lambda = 1 point (test_proposals shows MOD samples that policy's distribution)
     by_key = {k.split(" beta")[0]: p for k, p in points.items()}
     end = f"{VOWELS}=1,{SPACES}=0"
-    assert by_key[f"MOD {end}"]["reward"] == by_key[f"MORLHF {end}"]["reward"]
-    assert by_key[f"MOD {end}"]["kl"] == pytest.approx(by_key[f"MORLHF {end}"]["kl"])
+    for method in ("MOD", "RSoup"):
+        assert by_key[f"{method} {end}"]["reward"] == by_key[f"MORLHF {end}"]["reward"]
+        assert by_key[f"{method} {end}"]["kl"] == by_key[f"MORLHF {end}"]["kl"]
     assert by_key[f"MORLHF {end}"]["kl"] != pytest.approx(by_key["pi_ref"]["kl"])
     # every KL says what it is
     kinds = {p["method"]: p["kl_kind"] for p in points.values()}
@@ -154,6 +155,30 @@ def test_methods_and_points():
         check_methods(["mavis", "ppo"], ["a", "b"])
     with pytest.raises(MavisError, match="exactly two"):
         check_methods(["rsoup"], ["a", "b", "c"])
+
+
+def test_soups_and_mod_at_the_ends_reuse_morlhf_points(tiny_lm):
+    points = comparison_points(["a", "b"], [0.0, 0.5, 1.0], ["rsoup", "mod"])
+    twins = {p.key: p.same_as.key for p in points if p.same_as is not None}
+    assert twins == {"RSoup a=1,b=0": "MORLHF a=1,b=0", "RSoup a=0,b=1": "MORLHF a=0,b=1",
+                     "MOD a=1,b=0": "MORLHF a=1,b=0", "MOD a=0,b=1": "MORLHF a=0,b=1"}
+    calls = []
+
+    def fake(point, on_rows):  # stands in for sampling a policy: records what was sampled
+        calls.append(point.key)
+        return PolicyEvaluation(label=point.label, weights=point.weights, beta=0.0, prompts=1,
+                                samples=1, reward={"a": len(calls), "b": 0.0})
+
+    evaluators = {m: fake for m in ("MORLHF", "RSoup", "MOD")}
+    decoder = MavisDecoder.load(str(tiny_lm), [])
+    results = dict((p.key, r) for p, r in run_sweep(
+        decoder, ["x"], ["a", "b"], [p for p in points if p.method != "pi_ref"],
+        EvaluationSettings(), progress=False, evaluators=evaluators))
+    # each single-objective policy sampled once, each interior point once
+    assert sorted(calls) == sorted(["MORLHF a=0,b=1", "RSoup a=0.5,b=0.5", "MORLHF a=1,b=0",
+                                    "MOD a=0.5,b=0.5"])
+    assert results["MOD a=1,b=0"].reward == results["RSoup a=1,b=0"].reward
+    assert results["MOD a=1,b=0"].label == "a=1,b=0"
 
 
 def test_morlhf_may_take_a_coarser_grid():

@@ -10,6 +10,9 @@
     beam     MAVIS beam search with N beams, beside best-of-N at the same N (N from --beams)
     pi_ref   always: the reference policy (plain top-k sampling)
 
+Rewarded Soups and MOD at lambda = 1 and 0 are the single-objective policies themselves: those
+points reuse MORLHF's evaluation of the same policy rather than sample it again.
+
 Every fine-tuned policy is sampled on MAVIS's footing: the same prompts, top-k, temperature,
 answer length and seed, through the same decoding state (the policies are its proposal models),
 and every answer's log pi_ref is read from the same reference model, so every method's KL is
@@ -83,7 +86,8 @@ def comparison_points(objectives: Sequence[str], lambdas: Sequence[float],
         if method in methods:
             own = morlhf_lambdas if method == "morlhf" and morlhf_lambdas is not None else None
             grid = weight_grid(objectives, lambdas if own is None else own)
-            points += [SweepPoint(_TRAINED[method], weights) for weights in grid]
+            points += [SweepPoint(_TRAINED[method], weights, same_as=_single_policy(
+                method, weights)) for weights in grid]
     return points
 
 
@@ -193,6 +197,15 @@ class _PolicyPool:
         if not (folder / POLICY_FILE).exists():
             raise MavisError(f"no finished policy in {folder}; rerun the command to train it")
         return self.get(folder, lambda: policy_on(folder, self.base))
+
+
+def _single_policy(method: str, weights: Mapping[str, float]) -> SweepPoint | None:
+    """For a Rewarded-Soup or MOD point at an end of lambda: MORLHF's point of the same
+    single-objective policy (the soup of weight 1 is that policy's delta; MOD with weight 1
+    samples that policy alone), whose evaluation it reuses."""
+    if method == "morlhf" or sum(w > 0 for w in weights.values()) != 1:
+        return None
+    return SweepPoint(MORLHF, dict(weights))
 
 
 def _positive(weights: Mapping[str, float]) -> dict[str, float]:

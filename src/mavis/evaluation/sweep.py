@@ -51,6 +51,9 @@ class SweepPoint:
     n: int = 0  # best-of-N's N
     kl_budget: float | None = None  # nats per token; beta is then the largest allowed
     beams: int = 0  # beam search's N
+    # another point that is the very same policy (Rewarded Soups and MOD at lambda = 1 or 0
+    # are MORLHF's single-objective ends): its evaluation is reused, not sampled again
+    same_as: SweepPoint | None = field(default=None, compare=False)
 
     @property
     def family(self) -> str:
@@ -219,28 +222,42 @@ def run_sweep(decoder: MavisDecoder, prompts: Sequence[str | Prompt], objectives
                       (MAVIS, REFERENCE, *evaluators)})
     if unknown:
         raise MavisError(f"no way to evaluate method(s) {', '.join(unknown)}")
+    for point in pending:  # twins already evaluated (saved, or in this sweep)
+        if point.same_as is not None and store is not None and point.same_as.key not in results:
+            results[point.same_as.key] = store.done(point.same_as)
+    sampled = {(p.same_as or p).key: p.same_as or p for p in pending
+               if p.same_as is None or results.get(p.same_as.key) is None}
     rows = len(prompts) * settings.num_samples
-    total = sum(rows for p in pending if p.n == 0)
-    total += sum(rows * n for n in {p.n for p in pending if p.n})
+    total = sum(rows for p in sampled.values() if p.n == 0)
+    total += sum(rows * n for n in {p.n for p in sampled.values() if p.n})
     bar = tqdm(total=total, desc="sweep", unit="answer", disable=not progress or not total,
                dynamic_ncols=True)
     drawn: dict[int, BestOfNSamples] = {}
+
+    def evaluate(point: SweepPoint) -> PolicyEvaluation:
+        bar.set_postfix_str(point.key, refresh=True)
+        if point.n and point.n not in drawn:
+            drawn[point.n] = sample_best_of_n(decoder, prompts, objectives, point.n,
+                                              settings, on_rows=bar.update)
+        if point.n:
+            return pick_best(drawn[point.n], point.weights, label=point.label)
+        if point.beams:
+            return evaluate_beam(decoder, prompts, objectives, point.weights, point.beta,
+                                 point.beams, settings, beam, point.label, bar.update)
+        if point.method in evaluators:
+            return evaluators[point.method](point, bar.update)
+        return evaluate_point(decoder, prompts, objectives, point, settings, bar.update)
+
     try:
         for point in pending:
-            bar.set_postfix_str(point.key, refresh=True)
-            if point.n and point.n not in drawn:
-                drawn[point.n] = sample_best_of_n(decoder, prompts, objectives, point.n,
-                                                  settings, on_rows=bar.update)
-            if point.n:
-                result = pick_best(drawn[point.n], point.weights, label=point.label)
-            elif point.beams:
-                result = evaluate_beam(decoder, prompts, objectives, point.weights, point.beta,
-                                       point.beams, settings, beam, point.label, bar.update)
-            elif point.method in evaluators:
-                result = evaluators[point.method](point, bar.update)
+            twin = point.same_as
+            if twin is None:
+                result = evaluate(point)
             else:
-                result = evaluate_point(decoder, prompts, objectives, point, settings,
-                                        bar.update)
+                if results.get(twin.key) is None:
+                    results[twin.key] = evaluate(twin)
+                result = PolicyEvaluation.from_dict(results[twin.key].to_dict())
+                result.label = point.label
             results[point.key] = result
             if store is not None:
                 store.save(point, result)
