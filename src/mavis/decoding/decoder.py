@@ -65,9 +65,6 @@ class GeneratedSequence:
     topk_logprobs: list[float] = field(default_factory=list)
     tv: list[float] = field(default_factory=list)
     betas: list[float] = field(default_factory=list)  # the beta of each step (see kl_budget)
-    # each step's KL(policy || plain top-k sampling), exact over its candidates: what the
-    # KL budget counts (their sum's mean over answers is the answer's expected KL over top-k)
-    step_kls: list[float] = field(default_factory=list)
 
     @property
     def kl(self) -> float:
@@ -309,7 +306,7 @@ class MavisDecoder:
                  max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
                  seed: int | None = None, stop_strings: Sequence[str] = (),
                  chat_template: bool = True, candidate_epsilon: float = 0.0,
-                 kl_budget: float | None = None, kl_carry_over: bool = False,
+                 kl_budget: float | None = None,
                  batch_size: int = 16, ignore_eos: bool = False, progress: bool = False,
                  on_rows: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
         """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
@@ -317,8 +314,7 @@ class MavisDecoder:
         beta = 0 (or no value models) is plain top-k sampling from the reference model.
         `ignore_eos` keeps generating past EOS (for benchmarks of a fixed length).
         `kl_budget` (nats per token) lets each step's beta be the largest one up to `beta` that
-        keeps the step within that KL of plain top-k sampling (see `StepSettings`; with
-        `kl_carry_over`, what a step leaves unspent carries over to later steps).
+        keeps the step within that KL of plain top-k sampling (see `StepSettings`).
         `progress` shows a bar; `on_rows(count)` is called as each batch of rows finishes.
         """
         if isinstance(prompts, str):
@@ -326,8 +322,7 @@ class MavisDecoder:
         if max_new_tokens < 1:
             raise MavisError("max_new_tokens must be >= 1")
         settings = self.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
-                                 candidate_epsilon=candidate_epsilon, kl_budget=kl_budget,
-                                 kl_carry_over=kl_carry_over)
+                                 candidate_epsilon=candidate_epsilon, kl_budget=kl_budget)
         # Tokenised once, up front: bad prompts fail before any generation starts.
         once = self.encode(list(prompts), chat_template=chat_template,
                            max_new_tokens=max_new_tokens)
@@ -420,8 +415,7 @@ class MavisDecoder:
             ref_logprobs=state.generated(row, "ref_logprobs"), finish_reason=reason,
             weights=weights, beta=settings.beta, top_k=settings.top_k, value=value,
             topk_logprobs=state.generated(row, "topk_logprobs"),
-            tv=state.generated(row, "tv"), betas=state.generated(row, "betas"),
-            step_kls=state.generated(row, "step_kls"))
+            tv=state.generated(row, "tv"), betas=state.generated(row, "betas"))
 
 
 def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:

@@ -37,10 +37,6 @@ class StepSettings:
     kl_budget: nats per token, or None. When set, each step's beta is the largest one up to
         `beta` whose tilt stays within this KL of plain top-k sampling at that step, so an
         answer of T tokens adds at most T * kl_budget nats over plain top-k sampling.
-    kl_carry_over: with a KL budget, what a step leaves unspent carries over to later steps:
-        the allowance at token t is t * kl_budget less the KL the steps before it spent, so
-        the steps where the values differ most may spend what flat steps saved (the answer's
-        bound stays T * kl_budget).
     """
 
     beta: float = 1.0
@@ -49,7 +45,6 @@ class StepSettings:
     greedy: bool = False
     candidate_epsilon: float = 0.0
     kl_budget: float | None = None
-    kl_carry_over: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.top_k, int) and self.top_k >= 1):

@@ -52,7 +52,6 @@ from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
     mavis_logprobs,
-    step_kl,
     top_k_candidates,
     weighted_values,
 )
@@ -63,13 +62,11 @@ from mavis.models.masks import positions_from_mask
 
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
-                "weights", "beta", "top_k", "temperature", "greedy", "kl_budget", "kl_carry",
-                "lengths")
+                "weights", "beta", "top_k", "temperature", "greedy", "kl_budget", "lengths")
 # ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
 _PROPOSAL_TENSORS = ("proposal_weights", "proposal_logits")
-# step_kls: each step's KL(policy || plain top-k sampling), exact over the candidates
 _HISTORY = {"tokens": -1, "logprobs": 0.0, "ref_logprobs": 0.0, "topk_logprobs": 0.0,
-            "tv": 0.0, "betas": 0.0, "step_kls": 0.0}
+            "tv": 0.0, "betas": 0.0}
 
 
 @dataclass
@@ -158,7 +155,6 @@ class DecodingState:
         self.greedy = column([bool(s.greedy) for s in self.settings], torch.bool)
         self.kl_budget = column([math.nan if s.kl_budget is None else float(s.kl_budget)
                                  for s in self.settings], torch.float32)
-        self.kl_carry = column([bool(s.kl_carry_over) for s in self.settings], torch.bool)
 
     def _prefill_proposals(self, positions: torch.Tensor,
                            proposal_weights: torch.Tensor | None) -> None:
@@ -276,27 +272,20 @@ class DecodingState:
 
     def step_beta(self, candidates: Candidates, values: torch.Tensor | None) -> torch.Tensor:
         """Each row's beta for this step: its setting, or with a KL budget the largest beta
-        up to it that keeps the step within the budget (`beta_for_kl`; with carry-over, the
-        budget of the steps so far less what they spent); recorded in `betas`, and the step's
-        KL from plain top-k sampling in `step_kls`. Rows without weights get 0."""
+        up to it that keeps the step within the budget (`beta_for_kl`); recorded in
+        `betas`. Rows without weights get 0."""
         beta = torch.where(self.weights.abs().sum(-1) > 0, self.beta,
                            torch.zeros_like(self.beta)) if values is not None else (
             torch.zeros_like(self.beta))
-        spent = torch.zeros_like(beta)
-        if values is not None:
+        budgeted = ~torch.isnan(self.kl_budget)
+        if values is not None and bool(budgeted.any()):
             logprobs = candidates.logprobs
             if candidates.scored is not None:
                 logprobs = logprobs.masked_fill(~candidates.scored, float("-inf"))
-            bonus = torch.nan_to_num(weighted_values(values, self.weights))
-            budgeted = ~torch.isnan(self.kl_budget)
-            if bool(budgeted.any()):
-                budget = torch.nan_to_num(self.kl_budget)
-                carried = (self.lengths + 1) * budget - self.step_kls.sum(-1)
-                budget = torch.where(self.kl_carry, carried.clamp(min=0.0), budget)
-                beta = torch.where(budgeted, beta_for_kl(logprobs, bonus, budget, beta), beta)
-            spent = step_kl(logprobs, bonus, beta)
+            chosen = beta_for_kl(logprobs, weighted_values(values, self.weights),
+                                 torch.nan_to_num(self.kl_budget), beta)
+            beta = torch.where(budgeted, chosen, beta)
         self.betas = torch.cat([self.betas, beta[:, None]], dim=1)
-        self.step_kls = torch.cat([self.step_kls, spent[:, None]], dim=1)
         return beta
 
     def sample(self, policy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -84,7 +84,7 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
 def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                     objectives: Sequence[str], *,
                     weights: Mapping[str, float] | None = None, beta: float = 0.0,
-                    kl_budget: float | None = None, kl_carry_over: bool = False,
+                    kl_budget: float | None = None,
                     settings: EvaluationSettings = EvaluationSettings(), label: str = "",
                     progress: bool = False,
                     on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
@@ -99,8 +99,7 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                                temperature=settings.temperature, seed=settings.seed,
                                batch_size=settings.batch_size,
                                candidate_epsilon=settings.candidate_epsilon,
-                               kl_budget=kl_budget, kl_carry_over=kl_carry_over,
-                               progress=progress,
+                               kl_budget=kl_budget, progress=progress,
                                on_rows=on_rows)
     seconds = time.perf_counter() - started
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
