@@ -84,8 +84,8 @@ def comparison_points(objectives: Sequence[str], lambdas: Sequence[float],
                           mavis="mavis" in methods)
     for method in ("morlhf", "rsoup", "mod"):
         if method in methods:
-            own = morlhf_lambdas if method == "morlhf" and morlhf_lambdas is not None else None
-            grid = weight_grid(objectives, lambdas if own is None else own)
+            own = method == "morlhf" and morlhf_lambdas is not None
+            grid = weight_grid(objectives, morlhf_lambdas if own else lambdas)
             points += [SweepPoint(_TRAINED[method], weights, same_as=_single_policy(
                 method, weights)) for weights in grid]
     return points
