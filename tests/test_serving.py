@@ -25,7 +25,7 @@ from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET
 from mavis.objectives import score_all
 from mavis.serving.app import create_app
-from mavis.serving.launch import BackgroundServer
+from mavis.serving.launch import BackgroundServer, listening_socket
 from mavis.serving.spec import ServerLimits, ServerSpec
 from mavis.serving.text import safe_delta
 
@@ -430,6 +430,19 @@ def test_api_key_is_enforced_when_set(models, decoder):
                           max_retries=0).models.list()
         keyed = openai.OpenAI(base_url=server.url + "/v1", api_key="s3cret-key", max_retries=0)
         assert keyed.completions.create(model=NAME, prompt="hi", max_tokens=2).choices
+
+
+def test_the_announced_address_accepts_connections_before_the_server_runs():
+    # `mavis serve` prints its address once the models have loaded, a moment before uvicorn
+    # runs: a client that connects at once must wait in the backlog, not be refused
+    import socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass
+    finally:
+        sock.close()
 
 
 def test_mavis_serve_command_listens_on_loopback_with_the_key_from_the_environment(models):

@@ -17,7 +17,10 @@ STARTUP_TIMEOUT_S = 120.0
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (port 0: any free one), or a clear error when taken."""
+    """A socket listening on host:port (port 0: any free one), or a clear error when taken.
+
+    It listens at once, before the models load and uvicorn starts: a client that connects as
+    soon as the address is announced waits in the backlog instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -27,6 +30,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise MavisError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
                          "--port or --host") from None
+    sock.listen(2048)  # uvicorn's default backlog
     sock.set_inheritable(True)
     return sock
 
