@@ -65,6 +65,24 @@ def test_iterate_runs_every_iteration_and_resumes(tmp_path, tiny_lm, rewards):
     assert (out / "iterations.png").exists()
 
 
+def test_a_later_run_for_one_objective_reuses_iteration_0(tmp_path, tiny_lm, monkeypatch):
+    # a module of its own: another test may have imported toy_recipe_rewards already
+    (tmp_path / "two_recipe_rewards.py").write_text(
+        REWARDS + "def length(prompts, responses):\n"
+                  "    return [min(len(r), 20) / 20 for r in responses]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    both = ["python:two_recipe_rewards:vowels", "python:two_recipe_rewards:length"]
+    recipe = load_recipe(write_recipe(tmp_path, tiny_lm, objectives=both))
+    first = run_recipe(recipe, iterations=1)
+    assert [r["objective"] for r in first] == both
+    trees = recipe.out_dir / "iter0" / "trees.h5"
+    stamp = trees.stat().st_mtime_ns
+    rows = run_recipe(recipe, iterations=2, objectives=both[1:])
+    assert trees.stat().st_mtime_ns == stamp  # not refused, not collected again
+    assert [(r["iteration"], r["objective"]) for r in rows] == [(0, both[0]), (0, both[1]),
+                                                                (1, both[1])]
+
+
 def test_recipe_errors_name_the_key(tmp_path, tiny_lm):
     with pytest.raises(MavisError, match="unknown key\\(s\\) in recipe section 'collection': "
                                          "depth"):

@@ -16,7 +16,9 @@ def iterate(
     iterations: Annotated[int | None, typer.Option(
         help="Run only the first N iterations of the recipe.")] = None,
     objective: Annotated[list[str], typer.Option(
-        help="Only these objectives (repeatable; default: all in the recipe).")] = [],  # noqa: B006
+        help="Only these objectives in iterations 1 and later and in the evaluations "
+             "(repeatable; default: all in the recipe). Iteration 0 always serves all.",
+    )] = [],  # noqa: B006
     out: Annotated[str | None, typer.Option(help="Override the recipe's output folder.")] = None,
 ) -> None:
     """Collect trees, train value models and evaluate them, iteration by iteration.

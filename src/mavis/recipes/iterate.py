@@ -1,7 +1,8 @@
 """Algorithm 1 (single-objective policy iteration for MAVIS), run from a recipe, resumable.
 
-    iteration 0:  trees from pi_ref, scored by every objective at once (one tree set serves
-                  all objectives)                                       -> iter0/trees.h5
+    iteration 0:  trees from pi_ref, scored by every objective of the recipe at once (one
+                  tree set serves all of them, whatever --objective
+                  chooses for the later iterations)                      -> iter0/trees.h5
                   V^0_m trained on them for every objective m            -> iter0/value_models/
     iteration i:  for each objective m: trees from pi^i = MAVIS(pi_ref, V^{i-1}_m, beta_{i-1}),
                   tracking log pi^i and log pi_ref                       -> iterI/trees-<m>.h5
@@ -129,7 +130,9 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     results = Results(out / RESULTS)
     previous: dict[str, Path] = {}
     for i in range(count):
-        models = (first_iteration(recipe, train_prompts, wanted) if i == 0 else
+        # iteration 0's trees and V^0 serve every objective of the recipe, so a later run
+        # with other --objective choices reuses them instead of refusing them
+        models = (first_iteration(recipe, train_prompts, recipe.objectives) if i == 0 else
                   next_iteration(recipe, train_prompts, wanted, i, previous))
         evaluate_iteration(recipe, test_prompts, wanted, i, models, results)
         previous = models
