@@ -21,7 +21,7 @@ SETTINGS = CollectionSettings(T=10, L=3, K_root=2, K=2, top_k=5, temperature=0.9
                               batch_prompts=2)
 
 
-def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path):
+def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path, capfd):
     ray = pytest.importorskip("ray")
     from mavis.trees.distributed import collect_trees_distributed
 
@@ -47,6 +47,7 @@ def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path):
         if ray.is_initialized():
             ray.shutdown()
     assert not ray.is_initialized()  # the local cluster it started is shut down
+    assert "Started a local Ray instance" not in capfd.readouterr().err  # no Ray notices
     parts = sorted(p.name for p in parts_dir.glob("group-*.h5"))
     assert parts == ["group-000000.h5", "group-000001.h5", "group-000002.h5"]
     assert (parts_dir / "group-000000.h5").stat().st_mtime_ns == stamp

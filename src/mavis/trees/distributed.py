@@ -16,6 +16,7 @@ Ray is an optional extra: `pip install mavis-align[distributed]`.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,6 +97,8 @@ def collect_trees_distributed(
                 options["address"] = address
             else:
                 options["num_cpus"] = num_cpus or max(1, int(workers * cpus_per_worker + 0.999))
+                # a local cluster of this run's own: Ray's start-up notices are noise here
+                options["logging_level"] = logging.ERROR
             options.update(ray_init or {})
             ray.init(**options)
             started = True
