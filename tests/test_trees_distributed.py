@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -71,3 +73,48 @@ def test_missing_ray_is_a_clear_error(tiny_lm, tmp_path, monkeypatch):
     with pytest.raises(MavisError, match=r"pip install 'mavis-align\[distributed\]'"):
         collect_trees_distributed(str(tiny_lm), PROMPTS, "positive", tmp_path / "x.h5",
                                   dataclasses.replace(SETTINGS, workers=2), progress=False)
+
+
+def test_a_lost_worker_is_a_clear_error_and_keeps_the_saved_groups(tiny_lm, tmp_path):
+    ray = pytest.importorskip("ray")
+    import psutil
+
+    from mavis.trees.distributed import collect_trees_distributed
+
+    out = tmp_path / "lost.h5"
+    parts = tmp_path / "lost.h5.parts"
+    prompts = [f"{p} number {i}" for i in range(12) for p in PROMPTS]  # 30 groups of 2
+
+    def command_line(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # ended meanwhile
+            return ""
+
+    def kill_a_worker_once_a_group_is_saved() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            workers = [p for p in psutil.Process().children(recursive=True)
+                       if "_Worker" in command_line(p)]
+            if workers and list(parts.glob("group-*.h5")):
+                workers[0].kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_once_a_group_is_saved, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(MavisError, match="a Ray worker was lost .*groups are saved in .*"
+                                             "run the same command again to resume"):
+            collect_trees_distributed(
+                str(tiny_lm), prompts, "positive", out,
+                dataclasses.replace(SETTINGS, workers=2), keep_parts=True, progress=False,
+                threads_per_worker=1,
+                ray_init={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False})
+    finally:
+        killer.join(5)
+        if ray.is_initialized():
+            ray.shutdown()
+    assert list(parts.glob("group-*.h5"))  # the finished groups are kept for the rerun
+    assert not out.exists()
+

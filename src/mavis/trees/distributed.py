@@ -138,4 +138,10 @@ def _run(ray: Any, plan: CollectionPlan, settings: CollectionSettings, workers: 
         if isinstance(cause, MavisError):
             raise MavisError(f"a worker failed: {cause}") from None
         raise
+    except ray.exceptions.RayError as exc:  # a worker died or stopped answering
+        meter.close()
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MavisError(f"a Ray worker was lost ({reason}); {len(plan.parts.done())} of "
+                         f"{len(plan.groups)} groups are saved in {plan.parts.root}: run the "
+                         "same command again to resume") from None
     meter.close()
