@@ -9,6 +9,7 @@ Ray is an optional extra (`pip install 'mavis-align[distributed]'`), imported on
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,9 @@ def start(spec: ServerSpec, options: RayOptions, ray_init: dict[str, Any] | None
     from ray import serve
 
     if not ray.is_initialized():
-        ray.init(address=options.address, log_to_driver=False, **(ray_init or {}))
+        # a local cluster of the server's own logs only errors: its start-up notices are noise
+        quiet = {"logging_level": logging.ERROR} if options.address is None else {}
+        ray.init(address=options.address, log_to_driver=False, **{**quiet, **(ray_init or {})})
     serve.start(http_options={"host": options.host, "port": options.port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
     serve.run(application(spec, options), name=APP_NAME, route_prefix="/")
