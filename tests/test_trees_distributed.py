@@ -104,7 +104,7 @@ def test_a_lost_worker_is_a_clear_error_and_keeps_the_saved_groups(tiny_lm, tmp_
     killer = threading.Thread(target=kill_a_worker_once_a_group_is_saved, daemon=True)
     killer.start()
     try:
-        with pytest.raises(MavisError, match="a Ray worker was lost .*groups are saved in .*"
+        with pytest.raises(MavisError, match="a Ray worker was lost .*groups are saved in .*; "
                                              "run the same command again to resume"):
             collect_trees_distributed(
                 str(tiny_lm), prompts, "positive", out,

@@ -81,8 +81,7 @@ def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequen
             meter.prompts(len(chunk))
     except KeyboardInterrupt:
         meter.close()
-        print(f"interrupted: {len(plan.parts.done())} of {len(plan.groups)} groups are saved "
-              f"in {plan.parts.root}; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: {plan.resume_hint()}", file=sys.stderr)
         raise
     meter.close()
     return plan.finish(keep_parts=keep_parts)
@@ -191,6 +190,11 @@ class CollectionPlan:
     def done_prompts(self) -> int:
         return sum(len(self.groups[g]) for g in range(len(self.groups))
                    if g not in set(self.pending))
+
+    def resume_hint(self) -> str:
+        """What is kept of a stopped collection, and how to go on."""
+        return (f"{len(self.parts.done())} of {len(self.groups)} groups are saved in "
+                f"{self.parts.root}; run the same command again to resume")
 
     def finish(self, keep_parts: bool = False) -> Path:
         """Merge the parts into the output file (in group order) and tidy up."""

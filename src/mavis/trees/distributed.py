@@ -129,8 +129,7 @@ def _run(ray: Any, plan: CollectionPlan, settings: CollectionSettings, workers: 
             meter.prompts(prompts_done, tokens)
     except KeyboardInterrupt:
         meter.close()
-        print(f"interrupted: {len(plan.parts.done())} of {len(plan.groups)} groups are saved "
-              f"in {plan.parts.root}; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: {plan.resume_hint()}", file=sys.stderr)
         raise
     except ray.exceptions.RayTaskError as exc:
         meter.close()
@@ -141,7 +140,5 @@ def _run(ray: Any, plan: CollectionPlan, settings: CollectionSettings, workers: 
     except ray.exceptions.RayError as exc:  # a worker died or stopped answering
         meter.close()
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MavisError(f"a Ray worker was lost ({reason}); {len(plan.parts.done())} of "
-                         f"{len(plan.groups)} groups are saved in {plan.parts.root}: run the "
-                         "same command again to resume") from None
+        raise MavisError(f"a Ray worker was lost ({reason}); {plan.resume_hint()}") from None
     meter.close()
