@@ -14,6 +14,7 @@ from mavis.evaluation.policy import KL_ESTIMATE, KL_PATH, PolicyEvaluation
 
 matplotlib.use("Agg")  # file output only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[str, str],
@@ -103,9 +104,14 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     for name in objectives:
         mine = sorted((r for r in rows if r["objective"] == name), key=lambda r: r["iteration"])
         its = [r["iteration"] for r in mine]
-        axes[0].plot(its, [r["mavis_reward"] for r in mine], marker="o", label=f"{name} MAVIS")
+        axes[0].errorbar(its, [r["mavis_reward"] for r in mine], marker="o", capsize=3,
+                         yerr=[r.get("mavis_reward_se") or 0.0 for r in mine],
+                         label=f"{name} MAVIS")
         axes[0].axhline(mine[0]["reference_reward"], linestyle=":", alpha=0.5)
-        axes[1].plot(its, [r["mavis_kl"] for r in mine], marker="o", label=name)
+        axes[1].errorbar(its, [r["mavis_kl"] for r in mine], marker="o", capsize=3,
+                         yerr=[r.get("mavis_kl_se") or 0.0 for r in mine], label=name)
+    for ax in axes:  # iterations are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_xlabel("iteration")
     axes[0].set_ylabel("mean held-out reward (dotted: pi_ref)")
     axes[1].set_xlabel("iteration")

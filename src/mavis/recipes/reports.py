@@ -70,7 +70,10 @@ def iteration_report(run: str | Path, out: str | Path) -> list[dict[str, Any]]:
 def _iteration_markdown(table: list[dict[str, Any]], source: Path) -> str:
     lines = [f"Reward and KL per iteration on held-out test prompts (from `{source}`). "
              "Gain: over pi_ref; change: over the iteration before. KL: equation 7, "
-             "nats per answer, against pi_ref.", "",
+             "nats per answer, against pi_ref. Sibling accuracy: how often the value model "
+             "ranks two sibling continuations as their returns do, on the validation part of "
+             "that iteration's own trees (iteration 0: sampled from pi_ref; later ones: from "
+             "MAVIS), so it is not comparable across iterations.", "",
              "| objective | iteration | beta | zeta | pi_ref reward | MAVIS reward | gain | "
              "change | KL | sibling acc. (val) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
