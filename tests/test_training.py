@@ -491,6 +491,35 @@ def test_distillation_brings_the_student_to_its_teachers(tmp_path, tiny_lm, smal
     assert (tmp_path / "student" / "last" / STATE_NAME).exists()
 
 
+def test_distillation_saves_teacher_values_and_reuses_them(tmp_path, tiny_lm, small_trees):
+    teacher = ValueModel.build(str(tiny_lm), "a_rate", num_layers=1, lora=None)
+    folder = teacher.save(tmp_path / "teacher")
+    config = fast_config(tiny_lm, num_layers=1, max_steps=1)
+    distill({"a_rate": folder}, str(tiny_lm), small_trees, tmp_path / "first", config=config)
+    cache = tmp_path / "first" / "teacher_values" / "a_rate.npz"
+    with np.load(cache) as saved:
+        values, key = saved["values"], saved["key"]
+    assert len(values) > 0 and np.isfinite(values).all() and len(np.unique(values)) > 1
+
+    # A second run finds the saved values (here replaced by a constant) instead of scoring again.
+    (tmp_path / "second" / "teacher_values").mkdir(parents=True)
+    np.savez(tmp_path / "second" / "teacher_values" / "a_rate.npz",
+             values=np.full_like(values, 0.25), key=key)
+    distill({"a_rate": folder}, str(tiny_lm), small_trees, tmp_path / "second", config=config)
+    assert ValueModel.load(tmp_path / "second" / "best").config.value_range["a_rate"] == \
+        pytest.approx([0.25, 0.25])
+
+    # A changed teacher invalidates them.
+    with torch.no_grad():
+        teacher.head.bias.fill_(0.5)
+    teacher.save(folder)
+    distill({"a_rate": folder}, str(tiny_lm), small_trees, tmp_path / "second", config=config,
+            resume=True)
+    with np.load(tmp_path / "second" / "teacher_values" / "a_rate.npz") as saved:
+        assert str(saved["key"]) != str(key)
+        assert not np.allclose(saved["values"], 0.25)
+
+
 def test_distillation_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_lm,
                                                                other_tokenizer_lm, small_trees):
     teacher = ValueModel.build(str(other_tokenizer_lm), "a_rate", num_layers=1, lora=None)

@@ -4,7 +4,9 @@ reproduce each objective's teacher value model.
 The teachers read every completion token of the collected sequences (the tree paths); the
 student regresses all its heads on those values at the same tokens with the MSE of `masked_mse`.
 Trees are packed here too: the tokens of a packed tree are exactly the distinct prefixes of all
-its paths, so every completion state is scored once, by teachers and student alike.
+its paths, so every completion state is scored once, by teachers and student alike. Each
+teacher's values are saved in `out_dir/teacher_values/` as soon as they are computed, so a
+resumed (or repeated) distillation does not score the trees again.
 
     distill({"relevant": "runs/rel/best", "harmless": "runs/harm/best"},
             "smollm2-135m-instruct", "trees.h5", "runs/student")
@@ -13,6 +15,8 @@ its paths, so every completion state is scored once, by teachers and student ali
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
 from mavis.models.value_folder import read_value_config
 from mavis.models.value_model import ValueModel
+from mavis.progress import track
 from mavis.training.config import TrainConfig
 from mavis.training.packing import Unit, collate, fit_length, pack_tree, plan_batches, predict
 from mavis.training.samples import Samples
@@ -59,7 +64,9 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     for column, (name, path) in enumerate(teachers.items()):  # one teacher in memory at a time
         teacher = _load_teacher(name, path, config)
         _fill_teacher_values(teacher, name, column, train_units + val_units, config,
-                             ranges.get(name))
+                             ranges.get(name), _teacher_key(path, train_units + val_units,
+                                                            ranges.get(name)),
+                             Path(out_dir).expanduser() / "teacher_values" / f"{name}.npz")
         del teacher
 
     samples = Samples(
@@ -105,23 +112,74 @@ def _token_units(trees: TreeTable, prompts: np.ndarray, width: int,
 
 
 def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: list[Unit],
-                         config: TrainConfig, clamp: list[float] | None) -> None:
+                         config: TrainConfig, clamp: list[float] | None, key: str,
+                         cache: Path) -> None:
     """Write the teacher's values (clamped to its trained range, as the decoder clamps them)
-    into column `column` of the units' targets."""
+    into column `column` of the units' targets; read them from `cache` when it was written for
+    the same teacher and units (`key`), else compute and save them there."""
+    values = _cached_values(cache, key, sum(u.num_reads for u in units))
+    if values is None:
+        values = _teacher_values(teacher, name, units, config, clamp)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.stem + ".partial.npz")
+        np.savez(partial, values=values, key=np.array(key))
+        partial.replace(cache)
+    start = 0
+    for unit in units:
+        unit.targets[:, column] = values[start:start + unit.num_reads]
+        start += unit.num_reads
+
+
+def _teacher_values(teacher: ValueModel, name: str, units: list[Unit], config: TrainConfig,
+                    clamp: list[float] | None) -> np.ndarray:
+    """The teacher's value at every read of `units`, in order, as one float32 array."""
     head = _teacher_column(teacher, name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher.to(device)
     dtype = teacher.head.weight.dtype
+    out = np.empty(sum(u.num_reads for u in units), dtype=np.float32)
+    offsets = np.cumsum([0] + [u.num_reads for u in units])
+    batches = plan_batches(units, config.batch_size)
     with torch.no_grad():
-        for indices in plan_batches(units, config.batch_size):
+        for indices in track(batches, f"teacher {name}", total=len(batches), unit="batch",
+                             disable=not config.progress):
             chosen = [units[i] for i in indices]
             values = predict(teacher, collate(chosen, dtype).to(device))[:, head].float().cpu()
             if clamp is not None:
                 values = values.clamp(clamp[0], clamp[1])
             start = 0
-            for unit in chosen:
-                unit.targets[:, column] = values[start:start + unit.num_reads].numpy()
+            for i, unit in zip(indices, chosen, strict=True):
+                out[offsets[i]:offsets[i] + unit.num_reads] = \
+                    values[start:start + unit.num_reads].numpy()
                 start += unit.num_reads
+    return out
+
+
+def _teacher_key(path: str | Path, units: list[Unit], clamp: list[float] | None) -> str:
+    """What a teacher's saved values depend on: its files (names, sizes, modification times),
+    the exact sequences it reads, and the clamp."""
+    digest = hashlib.sha256()
+    folder = Path(path).expanduser().resolve()
+    files = sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+    digest.update(json.dumps([[str(f.relative_to(folder)), f.stat().st_size,
+                               f.stat().st_mtime_ns] for f in files]).encode())
+    digest.update(json.dumps(clamp).encode())
+    for unit in units:
+        for array in (unit.tokens, unit.positions, unit.segment, unit.ancestry, unit.reads):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _cached_values(cache: Path, key: str, count: int) -> np.ndarray | None:
+    """The values saved in `cache` under `key` (None: missing, stale or unreadable)."""
+    try:
+        with np.load(cache) as saved:
+            if str(saved["key"]) != key or len(saved["values"]) != count:
+                return None
+            return saved["values"].astype(np.float32)
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _saved_ranges(teachers: dict[str, str | Path]) -> dict[str, list[float]]:
