@@ -25,7 +25,7 @@ import torch
 
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
-from mavis.models.value_folder import read_value_config
+from mavis.models.value_folder import read_value_config, value_model_files
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.training.config import TrainConfig
@@ -61,11 +61,11 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     train_units = _token_units(trees, train_prompts, len(objectives), config)
     val_units = _token_units(trees, val_prompts, len(objectives), config)
     ranges = _saved_ranges(teachers)
+    units = train_units + val_units
     for column, (name, path) in enumerate(teachers.items()):  # one teacher in memory at a time
         teacher = _load_teacher(name, path, config)
-        _fill_teacher_values(teacher, name, column, train_units + val_units, config,
-                             ranges.get(name), _teacher_key(path, train_units + val_units,
-                                                            ranges.get(name)),
+        _fill_teacher_values(teacher, name, column, units, config, ranges.get(name),
+                             _teacher_key(path, units, ranges.get(name)),
                              Path(out_dir).expanduser() / "teacher_values" / f"{name}.npz")
         del teacher
 
@@ -156,13 +156,12 @@ def _teacher_values(teacher: ValueModel, name: str, units: list[Unit], config: T
 
 
 def _teacher_key(path: str | Path, units: list[Unit], clamp: list[float] | None) -> str:
-    """What a teacher's saved values depend on: its files (names, sizes, modification times),
-    the exact sequences it reads, and the clamp."""
+    """What a teacher's saved values depend on: its model files (names, sizes, modification
+    times), the exact sequences it reads, and the clamp."""
     digest = hashlib.sha256()
-    folder = Path(path).expanduser().resolve()
-    files = sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
-    digest.update(json.dumps([[str(f.relative_to(folder)), f.stat().st_size,
-                               f.stat().st_mtime_ns] for f in files]).encode())
+    files = sorted(value_model_files(path))
+    digest.update(json.dumps([[f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                              for f in files]).encode())
     digest.update(json.dumps(clamp).encode())
     for unit in units:
         for array in (unit.tokens, unit.positions, unit.segment, unit.ancestry, unit.reads):
