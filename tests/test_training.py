@@ -439,6 +439,67 @@ def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_lm, small_t
     assert crashed[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=1e-4)
 
 
+def test_sigterm_saves_the_step_it_stopped_at_and_resumes(tmp_path, tiny_lm, small_trees,
+                                                          monkeypatch, capsys):
+    """Ctrl-C or SIGTERM finishes the step, saves `last/` at it (not at the last regular
+    save) and exits 130 saying how to continue; resuming gives the uninterrupted run."""
+    import os
+    import signal
+
+    import mavis.training.trainer as trainer
+
+    args = ["train", "--data", str(small_trees), "--objectives", "a_rate", "--base",
+            str(tiny_lm), "--num-layers", "1", "--epochs", "2", "--batch-size", "8", "--lr",
+            "1e-2", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0",
+            "--warmup-steps", "1", "--eval-every", "3", "--json"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    real_collate, training_batches = trainer.collate, []
+
+    def terminate_in_step_5(*args, **kwargs):
+        if torch.is_grad_enabled():  # a training batch, not an evaluation
+            training_batches.append(1)
+            if len(training_batches) == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "collate", terminate_in_step_5)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main([*args, "--out", str(tmp_path / "stopped")]) == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    err = capsys.readouterr().err
+    assert f"stopped by SIGTERM at step 5 of {whole['total_steps']}" in err
+    assert "--resume" in err
+    assert load_state(tmp_path / "stopped" / "last")["step"] == 5  # evaluated and saved at 3
+    report = json.loads((tmp_path / "stopped" / "report.json").read_text())
+    assert not report["complete"] and report["steps"] == 5
+    monkeypatch.setattr(trainer, "collate", real_collate)
+    assert main([*args, "--out", str(tmp_path / "stopped"), "--resume"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["complete"] and resumed["steps"] == whole["steps"]
+    stopped = read_metrics(tmp_path / "stopped" / "metrics.jsonl")
+    full = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    assert [r["step"] for r in stopped] == [r["step"] for r in full]
+    assert stopped[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=1e-4)
+
+
+def test_a_second_interrupt_stops_at_once():
+    import os
+    import signal
+
+    from mavis.training.stopping import stop_requests
+
+    with stop_requests() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    with stop_requests(enabled=False) as stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)  # disabled: Ctrl-C acts as usual
+    assert not stop.requested
+
+
 def test_init_from_previous_iteration(tmp_path, tiny_lm, learn_trees, trained):
     out, report = trained
     again = train(fast_config(tiny_lm, init_from=str(out), max_steps=1), learn_trees,

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from mavis.training.stopping import resume_hint
+
 
 def register(app: typer.Typer) -> None:
     app.command("iterate")(iterate)
@@ -30,7 +32,8 @@ def iterate(
     loaded = load_recipe(recipe)
     if out:
         loaded.out = out
-    rows = run_recipe(loaded, iterations=iterations, objectives=objective or None)
+    with resume_hint("run the same command again to continue"):
+        rows = run_recipe(loaded, iterations=iterations, objectives=objective or None)
     typer.echo(f"{'iter':>4}  {'objective':<12} {'pi_ref':>8} {'MAVIS':>8} {'KL':>7}  beta")
     for row in rows:
         typer.echo(f"{row['iteration']:>4}  {row['objective']:<12} "

@@ -12,6 +12,7 @@ from mavis.cli.options import parse_assignments, parse_names
 from mavis.errors import MavisError
 from mavis.paths import check_writable
 from mavis.training.config import TrainConfig
+from mavis.training.stopping import resume_hint
 
 _PAPER = "The paper's value is the default."
 _T = TrainConfig
@@ -118,7 +119,8 @@ def train_command(
         gradient_checkpointing=gradient_checkpointing,
         eval_every=eval_every or None, seed=seed,
     )
-    report = train(config, data, out, resume=resume)
+    with resume_hint("continue with the same command and --resume"):
+        report = train(config, data, out, resume=resume)
     typer.echo(json.dumps(report, indent=2) if json_output else _summary(report))
 
 
@@ -161,5 +163,6 @@ def distill_command(
         warmup_steps=warmup_steps, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
         validation_fraction=validation_fraction, eval_every=eval_every or None, seed=seed,
     )
-    report = distill(teachers, base, data, out, config=config, resume=resume)
+    with resume_hint("continue with the same command and --resume"):
+        report = distill(teachers, base, data, out, config=config, resume=resume)
     typer.echo(json.dumps(report, indent=2) if json_output else _summary(report))

@@ -58,6 +58,7 @@ from mavis.training.config import TrainConfig
 from mavis.training.loss import masked_mse, sibling_difference_mse
 from mavis.training.packing import Unit, collate, plan_batches, predict
 from mavis.training.samples import Samples, prepare_samples
+from mavis.training.stopping import StopRequest, TrainingStopped, stop_requests
 from mavis.training.validation import evaluate
 from mavis.trees.store import read_trees
 from mavis.trees.table import TreeTable
@@ -190,6 +191,7 @@ class Run:
     plans: list[list[list[int]]]
     state: RunState
     saved_at: int = -1
+    stop: StopRequest = field(default_factory=StopRequest)
 
     @property
     def main(self) -> bool:
@@ -218,12 +220,20 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
     if saved is not None and saved.get("done") and report is not None:
         return report
     run = start_run(make_model, samples, config, run_dir, last if saved else None, saved)
-    if saved is None and samples.val:
-        evaluate_and_save(run)  # the starting point: step 0 in metrics.jsonl
-    stopped = False
-    while run.state.epoch < config.epochs and not stopped:
-        stopped = train_epoch(run)
-    return finish(run, stopped, extra_report or {})
+    # Ctrl-C / SIGTERM: finish the step, save `last/`, then stop (one process only: several
+    # would have to agree on the step first)
+    with stop_requests(enabled=run.accelerator.num_processes == 1) as run.stop:
+        if saved is None and samples.val:
+            evaluate_and_save(run)  # the starting point: step 0 in metrics.jsonl
+        stopped = False
+        while run.state.epoch < config.epochs and not stopped:
+            stopped = train_epoch(run)
+        report = finish(run, stopped, extra_report or {})
+    if run.stop.requested and not report["complete"]:
+        raise TrainingStopped(f"stopped by {run.stop.signal_name} at step {run.state.step} of "
+                              f"{report['total_steps']}; the checkpoint is saved in "
+                              f"{run_dir / 'last'}")
+    return report
 
 
 def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
@@ -265,7 +275,8 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
 
 
 def train_epoch(run: Run) -> bool:
-    """Train the rest of the current epoch; True when `max_steps` stopped the run early."""
+    """Train the rest of the current epoch; True when `max_steps` or a stop request (Ctrl-C,
+    SIGTERM) stopped the run early. Either way `last/` is saved at the step it stopped."""
     config, state = run.config, run.state
     batches = run.plans[state.epoch]
     bar = track(range(state.done_in_epoch, len(batches)),
@@ -280,7 +291,8 @@ def train_epoch(run: Run) -> bool:
             evaluate_and_save(run, next_epoch=end_of_epoch)
         elif state.step % config.save_every == 0:
             save_last(run, next_epoch=end_of_epoch)
-        if config.max_steps is not None and state.step >= config.max_steps:
+        if run.stop.requested or (config.max_steps is not None
+                                  and state.step >= config.max_steps):
             if run.saved_at != state.step:
                 save_last(run, next_epoch=end_of_epoch)
             stopped = not end_of_epoch or state.epoch + 1 < config.epochs
