@@ -633,8 +633,10 @@ def test_cli_trains_and_resumes(tmp_path, tiny_lm, small_trees, capsys):
     assert "a_rate: " in capsys.readouterr().out
     student = ValueModel.load(tmp_path / "student" / "best")
     assert student.objectives == ["a_rate"]
-    # the student's range is its teacher's trained range
+    # the student's range and scale are its teacher's: the same beta guides as strongly
     assert student.config.value_range == report["value_range"]
+    assert student.config.value_scale == report["value_scale"] == pytest.approx(
+        ValueModel.load(tmp_path / "vm" / "best").config.value_scale) != {}
 
 
 def test_sibling_difference_loss_by_hand():

@@ -72,6 +72,7 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     samples = Samples(
         train=train_units, val=val_units,
         value_range={**_observed_ranges(train_units, objectives), **ranges},
+        value_scale=_saved_scales(teachers),
         sizes={"prompts_train": len(train_prompts), "prompts_val": len(val_prompts),
                "tokens_train": int(sum(u.num_reads for u in train_units)),
                "tokens_val": int(sum(u.num_reads for u in val_units)),
@@ -183,12 +184,28 @@ def _cached_values(cache: Path, key: str, count: int) -> np.ndarray | None:
 
 def _saved_ranges(teachers: dict[str, str | Path]) -> dict[str, list[float]]:
     """Each teacher's trained value range for its objective, where it saved one."""
+    return {name: [float(v) for v in value]
+            for name, value in _teacher_settings(teachers, "value_range").items()}
+
+
+def _saved_scales(teachers: dict[str, str | Path]) -> dict[str, float]:
+    """Each teacher's value scale (typical sibling difference) for its objective, where it
+    saved one: the student's values stand for the teacher's, so the decoder divides them by
+    the same scale, and a beta means the same guidance with the student as with the teacher."""
+    return {name: float(value)
+            for name, value in _teacher_settings(teachers, "value_scale").items()}
+
+
+def _teacher_settings(teachers: dict[str, str | Path], setting: str) -> dict[str, Any]:
+    """Per objective, the teacher's saved per-objective `setting` of its value config: the
+    entry named like the objective, or a one-objective teacher's only entry."""
     out = {}
     for name, path in teachers.items():
-        own = read_value_config(path).value_range
-        teacher_range = own.get(name) or (next(iter(own.values())) if len(own) == 1 else None)
-        if teacher_range:
-            out[name] = [float(v) for v in teacher_range]
+        own = getattr(read_value_config(path), setting)
+        value = own.get(name) if name in own else (
+            next(iter(own.values())) if len(own) == 1 else None)
+        if value:
+            out[name] = value
     return out
 
 
