@@ -200,16 +200,20 @@ def _distill_markdown(table: list[dict[str, Any]], teachers: Mapping[str, str],
 
 
 def _plot_distill(table: list[dict[str, Any]], out: Path) -> Path:
-    """Reward (left) and decoding speed (right) of teachers and student, per case."""
-    fig, (reward_ax, speed_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    """Reward (left), KL (middle) and decoding speed (right) of teachers and student, per
+    case."""
+    fig, (reward_ax, kl_ax, speed_ax) = plt.subplots(1, 3, figsize=(14, 3.8))
     positions = range(len(table))
     for offset, method in ((-0.2, TEACHERS), (0.2, STUDENT)):
         xs = [p + offset for p in positions]
         reward_ax.bar(xs, [r[f"{method}_reward"] for r in table], width=0.4, label=method,
                       yerr=[r[f"{method}_reward_se"] for r in table], capsize=3)
+        kl_ax.bar(xs, [r[f"{method}_kl"] for r in table], width=0.4, label=method,
+                  yerr=[r[f"{method}_kl_se"] for r in table], capsize=3)
         speed_ax.bar(xs, [r[f"{method}_tokens_per_second"] for r in table], width=0.4,
                      label=method)
     for ax, label in ((reward_ax, "mean reward (held-out prompts)"),
+                      (kl_ax, "KL to pi_ref per answer (nats)"),
                       (speed_ax, "answer tokens per second")):
         ax.set_xticks(list(positions), [r["case"] for r in table], fontsize=8)
         ax.set_ylabel(label)
