@@ -239,6 +239,33 @@ def test_store_refuses_points_of_changed_method_settings(tmp_path):
         SweepStore(tmp_path / "s.json", {"x": 1}, {"MORLHF": {"lr": 2}}).done(point)
 
 
+def test_store_refuses_points_of_a_changed_value_model(tmp_path, tiny_lm):
+    import shutil
+
+    from mavis.models.value_folder import value_model_fingerprint
+
+    model = ValueModel.build(str(tiny_lm), "a", num_layers=1, lora=None)
+    folder = model.save(tmp_path / "vm")
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    assert value_model_fingerprint(copy) == value_model_fingerprint(folder)  # contents only
+    point = SweepPoint("MAVIS", {"a": 1.0}, 2.0)
+    _, result = evaluation("MAVIS", "x", (1.0, 2.0))
+    SweepStore(tmp_path / "s.json", {"x": 1}, value_models={"a": folder}).save(point, result)
+    assert SweepStore(tmp_path / "s.json", {"x": 1}, value_models={"a": copy}).done(point)
+    assert SweepStore(tmp_path / "s.json", {"x": 1}).done(point)  # unguided: not checked
+    with torch.no_grad():  # trained again into the same folder
+        model.head.bias.fill_(0.5)
+    model.save(folder)
+    assert value_model_fingerprint(folder) != value_model_fingerprint(copy)
+    with pytest.raises(MavisError, match="other versions of the value model"):
+        SweepStore(tmp_path / "s.json", {"x": 1}, value_models={"a": folder})
+    # a file from before fingerprints were kept takes the models it is used with
+    saved = json.loads((tmp_path / "s.json").read_text())
+    del saved["value_models"]
+    (tmp_path / "s.json").write_text(json.dumps(saved))
+    assert SweepStore(tmp_path / "s.json", {"x": 1}, value_models={"a": folder}).done(point)
+
+
 def test_beam_search_evaluation_keeps_the_best_of_its_beams_by_reward(workspace, tiny_lm):
     model, tokenizer = load_causal_lm(str(tiny_lm))
     decoder = MavisDecoder(model, tokenizer, [ValueModel.load(workspace / "vm")])

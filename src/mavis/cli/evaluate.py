@@ -30,13 +30,22 @@ def register(app: typer.Typer) -> None:
     app.command("pareto")(pareto)
 
 
-def _decoder(model: str, value_model: list[str], objectives: list[str], known: list[str]):
-    from mavis.decoding.decoder import MavisDecoder
+def _value_folders(model: str, value_model: list[str], objectives: list[str],
+                   known: list[str]) -> dict[str, str]:
+    """The value models guiding `objectives` (--value-model ones first, then bundled ones),
+    each labelled by the objectives it serves (how a results file names them)."""
     from mavis.models.bundled import choose_value_models
+    from mavis.models.value_folder import read_value_config
 
     explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
-    folders = choose_value_models(model, explicit, objectives, known)
-    return MavisDecoder.load(model, folders)
+    return {",".join(read_value_config(folder).objectives): str(folder)
+            for folder in choose_value_models(model, explicit, objectives, known)}
+
+
+def _decoder(model: str, folders: dict[str, str]):
+    from mavis.decoding.decoder import MavisDecoder
+
+    return MavisDecoder.load(model, list(folders.values()))
 
 
 def load_prompt_sets(prompts: str, split: str, limit: int, model: str) -> list:
@@ -96,12 +105,13 @@ def evaluate(
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
                 "settings": dataclasses.asdict(settings)}
-    store = SweepStore(out, identity) if out is not None else None
+    folders = _value_folders(model, value_model, [n for n, w in parsed.items() if w > 0]
+                             if guided else [], names + list(parsed))
+    store = SweepStore(out, identity, value_models=folders) if out is not None else None
     if store is not None and store.done(point) is not None:
         result = store.done(point)
     else:
-        decoder = _decoder(model, value_model, [n for n, w in parsed.items() if w > 0]
-                           if guided else [], names + list(parsed))
+        decoder = _decoder(model, folders)
         ((_, result),) = run_sweep(decoder, chosen, names, [point], settings, store)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
@@ -267,14 +277,15 @@ def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list,
     methods = {"beam": dataclasses.asdict(beam)}
     if baselines is not None:
         methods.update(baselines.method_settings())
-    store = SweepStore(out.with_suffix(".json"), identity, methods)
+    guided = any(p.method == MAVIS or p.beams for p in points)
+    folders = _value_folders(identity["model"], value_model, names if guided else [], names)
+    store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=folders)
     pending = [p for p in points if store.done(p) is None]
     commands = store.notes.get("commands", [])
     store.note("commands", [*[c for c in commands if c != _command(ctx)], _command(ctx)])
     if baselines is not None:
         baselines.train_missing(pending)
-    guided = any(p.method == MAVIS or p.beams for p in points)
-    decoder = _decoder(identity["model"], value_model, names if guided else [], names)
+    decoder = _decoder(identity["model"], folders)
     evaluators = (baselines.evaluators(decoder, chosen, names, settings)
                   if baselines is not None else {})
     results = run_sweep(decoder, chosen, names, points, settings, store, evaluators=evaluators,

@@ -31,6 +31,7 @@ from mavis.evaluation.beam import BeamSettings, evaluate_beam
 from mavis.evaluation.best_of_n import BestOfNSamples, pick_best, sample_best_of_n
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.models.value_folder import value_model_fingerprint
 from mavis.prompts.base import Prompt
 
 REFERENCE = "pi_ref"
@@ -137,13 +138,20 @@ class SweepStore:
 
     A file holding another identity is refused; a saved point of a method whose settings have
     changed since is refused too (with the method named), so that no stale point is reused.
-    Methods can be added to a sweep later: their points join the same file."""
+    Methods can be added to a sweep later: their points join the same file.
+
+    `value_models` (label -> folder) are the value models the points are guided by: their
+    contents' fingerprints are kept, and a file whose models have changed since (trained again
+    into the same folder, a newer bundled model) is refused, naming them."""
 
     def __init__(self, path: str | Path, identity: Mapping[str, Any],
-                 methods: Mapping[str, Any] | None = None) -> None:
+                 methods: Mapping[str, Any] | None = None,
+                 value_models: Mapping[str, str | Path] | None = None) -> None:
         self.path = Path(path).expanduser()
         self.identity = _plain(identity)
         self.methods: dict[str, Any] = _plain(methods or {})
+        self.value_models = {str(label): value_model_fingerprint(folder)
+                             for label, folder in (value_models or {}).items()}
         self.saved_methods: dict[str, Any] = {}
         self.points: dict[str, dict[str, Any]] = {}
         self.notes: dict[str, Any] = {}
@@ -154,10 +162,20 @@ class SweepStore:
             if saved.get("identity") != self.identity:
                 raise MavisError(f"{self.path} holds a sweep with other settings; choose another "
                                  "--out, or delete it to start again")
+            changed = sorted(label for label, fingerprint in
+                             saved.get("value_models", {}).items()
+                             if self.value_models.get(label, fingerprint) != fingerprint)
+            if changed:
+                raise MavisError(f"{self.path} holds points guided by other versions of the "
+                                 f"value model(s) {', '.join(changed)} (they have changed "
+                                 "since); choose another --out, or delete it to start again")
+            self.value_models = {**saved.get("value_models", {}), **self.value_models}
             self.points = saved.get("points", {})
             self.saved_methods = saved.get("methods", {})
             self.notes = {k: v for k, v in saved.items()
-                          if k not in ("identity", "methods", "points")}
+                          if k not in ("identity", "methods", "points", "value_models")}
+            if self.value_models != saved.get("value_models", {}):
+                self._write()  # the models the saved points are now known to go with
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -195,8 +213,8 @@ class SweepStore:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        data = {"identity": self.identity, "methods": self.saved_methods, **self.notes,
-                "points": self.points}
+        data = {"identity": self.identity, "methods": self.saved_methods,
+                "value_models": self.value_models, **self.notes, "points": self.points}
         temp.write_text(json.dumps(data, indent=2))
         os.replace(temp, self.path)
 

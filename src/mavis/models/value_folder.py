@@ -14,6 +14,7 @@ the model for some objectives given either a model folder or a run folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -123,6 +124,18 @@ def value_model_files(folder: str | Path, config: ValueModelConfig | None = None
             raise MavisError(f"value model folder {str(folder)!r} lacks {path.name}; it was "
                              "not saved completely: copy or train it again")
     return files
+
+
+def value_model_fingerprint(folder: str | Path) -> str:
+    """A digest of the contents of the value model's files: the same for a copy of the folder,
+    different once the model is trained again or its config changes (results computed with
+    it are then stale)."""
+    digest = hashlib.sha256()
+    for path in sorted(value_model_files(folder)):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def run_folder_name(objective: str) -> str:

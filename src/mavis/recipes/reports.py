@@ -119,7 +119,8 @@ def distill_report(student: str | Path, prompts: Sequence[str | Prompt], out: st
               "betas": dict(betas), "settings": dataclasses.asdict(settings)}
     results = {}
     for method, folders in ((TEACHERS, teachers), (STUDENT, {n: str(model) for n in names})):
-        store = SweepStore(folder / f"distill-{method}.json", {**shared, method: folders})
+        store = SweepStore(folder / f"distill-{method}.json", {**shared, method: folders},
+                           value_models={STUDENT: model} if method == STUDENT else teachers)
         points = [SweepPoint(MAVIS, w, beta) for w, beta in cases]
         if all(store.done(p) for p in points):
             results[method] = [store.done(p) for p in points]

@@ -25,7 +25,7 @@ import torch
 
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
-from mavis.models.value_folder import read_value_config, value_model_files
+from mavis.models.value_folder import read_value_config, value_model_fingerprint
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.training.config import TrainConfig
@@ -157,12 +157,10 @@ def _teacher_values(teacher: ValueModel, name: str, units: list[Unit], config: T
 
 
 def _teacher_key(path: str | Path, units: list[Unit], clamp: list[float] | None) -> str:
-    """What a teacher's saved values depend on: its model files (names, sizes, modification
-    times), the exact sequences it reads, and the clamp."""
+    """What a teacher's saved values depend on: its model files' contents, the exact
+    sequences it reads, and the clamp."""
     digest = hashlib.sha256()
-    files = sorted(value_model_files(path))
-    digest.update(json.dumps([[f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                              for f in files]).encode())
+    digest.update(value_model_fingerprint(path).encode())
     digest.update(json.dumps(clamp).encode())
     for unit in units:
         for array in (unit.tokens, unit.positions, unit.segment, unit.ancestry, unit.reads):
