@@ -468,6 +468,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes(tmp_path, tiny_lm, sma
     assert main([*args, "--out", str(tmp_path / "stopped")]) == 130
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     err = capsys.readouterr().err
+    assert "SIGTERM: stopping after this step" in err
     assert f"stopped by SIGTERM at step 5 of {whole['total_steps']}" in err
     assert "--resume" in err
     assert load_state(tmp_path / "stopped" / "last")["step"] == 5  # evaluated and saved at 3

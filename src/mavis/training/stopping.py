@@ -56,6 +56,8 @@ def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
         if request.requested:
             raise KeyboardInterrupt
         request.signal_name = signal.Signals(number).name
+        print(f"\n{request.signal_name}: stopping after this step, once its checkpoint is "
+              "saved (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
     for number in _SIGNALS:
         signal.signal(number, handle)
