@@ -490,15 +490,25 @@ def test_a_second_interrupt_stops_at_once():
 
     from mavis.training.stopping import stop_requests
 
-    with stop_requests() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.signal_name == "SIGINT"
-        with pytest.raises(KeyboardInterrupt):
+    # as in a terminal (a background job started by a script ignores SIGINT, and so do we)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with stop_requests() as stop:
+            assert not stop.requested
             os.kill(os.getpid(), signal.SIGINT)
-    with stop_requests(enabled=False) as stop, pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)  # disabled: Ctrl-C acts as usual
-    assert not stop.requested
+            assert stop.signal_name == "SIGINT"
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with stop_requests(enabled=False) as stop, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # disabled: Ctrl-C acts as usual
+        assert not stop.requested
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with stop_requests() as stop:
+            os.kill(os.getpid(), signal.SIGINT)  # ignored before: still ignored
+        assert not stop.requested
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_init_from_previous_iteration(tmp_path, tiny_lm, learn_trees, trained):

@@ -50,7 +50,9 @@ def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {number: signal.getsignal(number) for number in _SIGNALS}
+    # a signal the process ignores (SIGINT of a background job) stays ignored
+    previous = {number: signal.getsignal(number) for number in _SIGNALS
+                if signal.getsignal(number) is not signal.SIG_IGN}
 
     def handle(number: int, frame: FrameType | None) -> None:
         if request.requested:
@@ -59,7 +61,7 @@ def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
         print(f"\n{request.signal_name}: stopping after this step, once its checkpoint is "
               "saved (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
-    for number in _SIGNALS:
+    for number in previous:
         signal.signal(number, handle)
     try:
         yield request
