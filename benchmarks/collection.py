@@ -85,6 +85,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from mavis.decoding.decoder import MavisDecoder
+    from mavis.decoding.sampling import SamplingSettings
     from mavis.models.loading import load_causal_lm
     from mavis.trees.collect import collect_trees
     from mavis.trees.settings import CollectionSettings
@@ -107,9 +108,9 @@ def main() -> None:
             selects, restore = timed_select()
             start = time.perf_counter()
             try:
-                settings = CollectionSettings(T=args.T, L=args.L, K_root=args.K_root, K=args.K,
-                                              top_k=args.top_k, seed=0,
-                                              batch_prompts=args.batch_prompts)
+                settings = CollectionSettings.from_dict(dict(
+                    T=args.T, L=args.L, K_root=args.K_root, K=args.K, top_k=args.top_k, seed=0,
+                    batch_prompts=args.batch_prompts))
                 collect_trees(decoder, prompts, objective, out, settings, progress=False)
             finally:
                 restore()
@@ -135,7 +136,8 @@ def main() -> None:
     base_tokens = calls * mean_rows * args.T
     batch = decoder.encode(rows)
 
-    settings = decoder.settings(beta=0.0, top_k=args.top_k)
+    settings = decoder.resolve(SamplingSettings(beta=0.0, top_k=args.top_k,
+                                                max_new_tokens=args.T))
     group_prompts = prompts[:args.batch_prompts]
 
     def engine() -> float:
@@ -143,7 +145,7 @@ def main() -> None:
         mean_rows rows, T steps (no branching, no scoring, no files)."""
         start = time.perf_counter()
         for call in range(calls):
-            state, _ = decoder.start(decoder.encode(group_prompts), None, settings)
+            state = decoder.start(decoder.encode(group_prompts), settings)
             state.select(torch.arange(mean_rows) % len(group_prompts))
             generator = torch.Generator().manual_seed(call)
             with torch.inference_mode():

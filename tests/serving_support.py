@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from conftest import build_tiny_llama
 
-from mavis.decoding.decoder import MavisDecoder, RowRequest, eos_ids
+from mavis.decoding.decoder import MavisDecoder, RowRequest
+from mavis.decoding.sampling import SamplingSettings
 from mavis.models.value_model import ValueModel
 from mavis.serving.planner import row_seed
 
@@ -39,14 +40,11 @@ def library_answer(decoder: MavisDecoder, prompt: str, weights: dict[str, float]
                    temperature: float = 1.0, row: int = 0) -> list[int]:
     """The tokens the decoding library gives one chat prompt decoded alone, with the
     generator a server request with `seed` gives its choice `row`."""
-    settings = decoder.settings(beta=beta, top_k=top_k, temperature=temperature)
+    settings = decoder.resolve(SamplingSettings(weights=weights, beta=beta, top_k=top_k,
+                                                temperature=temperature,
+                                                max_new_tokens=max_tokens))
     generator = torch.Generator().manual_seed(row_seed(seed, row))
-    state = decoder.start_rows(decoder.encode([prompt]),
-                               [RowRequest(settings, weights, generator)])
-    eos = eos_ids(decoder.tokenizer, decoder.reference)
-    for _ in range(max_tokens):
-        token = int(state.choose()[0])
-        if token in eos:
-            break
+    state = decoder.start_rows(decoder.encode([prompt]), [RowRequest(settings, generator)])
+    while decoder.finish_reason(state, 0, int(state.choose()[0])) is None:
         state.advance()
     return state.generated(0)

@@ -35,7 +35,7 @@ ERRORS = [
     (["generate", "hi", "--model", "{lm}", "-n", "0"], "ask for at least 1"),
     (["generate", "hi", "--model", "{lm}", "--stop", ""], "would stop at once"),
     (["generate", "   ", "--model", "{lm}"], "prompt is empty"),
-    (["generate", "hi", "--model", "{lm}", "--max-new-tokens", "0"], "must be >= 1"),
+    (["generate", "hi", "--model", "{lm}", "--max-new-tokens", "0"], "--max-new-tokens is 0"),
     (["generate", "hi", "--model", "{lm}", "--weights", "a=1", "--value-model",
       "aa={vm}"], "does not use"),
     (["generate", "hi", "--model", "{lm}", "--weights", "a=1,a=0.5"], "names 'a' twice"),
@@ -45,10 +45,14 @@ ERRORS = [
     (["generate", "hi", "--model", "{lm}", "--weights", "a=-1"], "must be >= 0"),
     (["generate", "hi", "--model", "{lm}", "--weights", "a"], "write NAME=VALUE"),
     (["generate", "hi", "--model", "{lm}", "--weights", "a=x"], "not a number"),
-    (["generate", "hi", "--model", "{lm}", "--top-k", "0"], "top_k=0"),
-    (["generate", "hi", "--model", "{lm}", "--top-k", "99999"], "vocabulary"),
-    (["generate", "hi", "--model", "{lm}", "--beta", "-1"], "beta=-1.0 must be"),
-    (["generate", "hi", "--model", "{lm}", "--temperature", "0"], "temperature=0.0"),
+    (["generate", "hi", "--model", "{lm}", "--top-k", "0"], "--top-k is 0"),
+    (["generate", "hi", "--model", "{lm}", "--beta", "-1"], "--beta is -1"),
+    (["generate", "hi", "--model", "{lm}", "--temperature", "-1"], "--temperature is -1"),
+    (["generate", "hi", "--model", "{lm}", "--seed", "-1"], "--seed is -1"),
+    (["generate", "hi", "--model", "{lm}", "--seed", str(2**64)], "--seed is 1844"),
+    (["generate", "hi", "--model", "{lm}", "--beta", "nan"], "--beta is nan"),
+    (["generate", "hi", "--model", "{lm}", "--beta", "1e308"], "--beta is 1e+308"),
+    (["generate", "hi", "--model", "{lm}", "--beam", "2", "-n", "2"], "leave out -n"),
     (["generate", "hi", "--model", "{lm}", "--kl-budget", "-1"], "--kl-budget"),
     (["generate", "hi", "--model", "{lm}", "--weights", "zzz=1"], "no value model for"),
     # files that are not what they claim
@@ -76,7 +80,8 @@ ERRORS = [
     (["data", "inspect", "{fx}"], "is a folder"),
     (["data", "inspect", "{fx}/missing.h5"], "no tree file"),
     (["train", "--data", "{fx}/damaged.h5", "--out", "out"], "damaged"),
-    (["iterate", "{fx}/negative.yaml"], "T=-1"),
+    (["iterate", "{fx}/negative.yaml"], "T is -1"),
+    (["iterate", "{fx}/overridden.yaml"], "collection.beta is set by iterations[i-1].beta"),
     (["iterate", "{fx}/broken.yaml"], "not valid YAML"),
     (["iterate", "{fx}/missing.yaml"], "does not exist"),
     # validation before work
@@ -85,9 +90,9 @@ ERRORS = [
     (["pareto", "--objectives", "positive,harmless", "--best-of", "1"], "N >= 2"),
     (["pareto", "--objectives", "positive,harmless", "--beta", "0:8"], "no beta for lambda"),
     (["collect", "--out", "x.txt"], "should end in .h5"),
-    (["collect", "--out", "x.h5", "--T", "0"], "T=0"),
+    (["collect", "--out", "x.h5", "--T", "0"], "--T is 0"),
     (["collect", "--out", "x.h5", "--objectives", "nope"], "unknown objective"),
-    (["collect", "--out", "x.h5", "--value-model", "a={vm}"], "needs --beta"),
+    (["collect", "--out", "x.h5", "--weights", "a=1"], "--weights needs --value-model"),
     (["train", "--data", "{fx}/trees.h5", "--out", "out", "--base", "{lm}", "--num-layers",
       "999"], "out of range"),
     (["train", "--data", "{fx}/trees.h5", "--out", "out", "--lr", "0"], "lr must be positive"),
@@ -125,6 +130,7 @@ def fixtures(tmp_path_factory, tiny_lm) -> dict[str, str]:
     (fx / "null.jsonl").write_text('{"prompt": null}\n')
     (fx / "folder.jsonl").mkdir()
     (fx / "negative.yaml").write_text("name: neg\nout: out\ncollection: {T: -1}\n")
+    (fx / "overridden.yaml").write_text("name: o\nout: out\ncollection: {beta: 4}\n")
     (fx / "broken.yaml").write_text("name: [unclosed\n")
     write_tiny_trees(fx / "trees.h5")
     blob = bytearray((fx / "trees.h5").read_bytes())

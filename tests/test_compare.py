@@ -13,8 +13,10 @@ from mavis.baselines.compare import Baselines, check_methods, comparison_points
 from mavis.baselines.config import MorlhfSettings
 from mavis.cli import main
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.search import BeamSettings
 from mavis.errors import MavisError
-from mavis.evaluation.beam import BeamSettings, evaluate_beam
+from mavis.evaluation.beam import evaluate_beam
+from mavis.evaluation.methods import Method
 from mavis.evaluation.policy import KL_PATH, KL_WITH_BOUND, PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.summary import summarise_fronts, write_points_csv
@@ -164,16 +166,17 @@ def test_soups_and_mod_at_the_ends_reuse_morlhf_points(tiny_lm):
                      "MOD a=1,b=0": "MORLHF a=1,b=0", "MOD a=0,b=1": "MORLHF a=0,b=1"}
     calls = []
 
-    def fake(point, on_rows):  # stands in for sampling a policy: records what was sampled
-        calls.append(point.key)
-        return PolicyEvaluation(label=point.label, weights=point.weights, beta=0.0, prompts=1,
-                                samples=1, reward={"a": len(calls), "b": 0.0})
+    class Fake(Method):  # stands in for sampling a policy: records what was sampled
+        def evaluate(self, point, run, on_rows):
+            calls.append(point.key)
+            return PolicyEvaluation(label=point.label, weights=point.weights, beta=0.0,
+                                    prompts=1, samples=1, reward={"a": len(calls), "b": 0.0})
 
-    evaluators = {m: fake for m in ("MORLHF", "RSoup", "MOD")}
+    fakes = {m: Fake() for m in ("MORLHF", "RSoup", "MOD")}
     decoder = MavisDecoder.load(str(tiny_lm), [])
     results = dict((p.key, r) for p, r in run_sweep(
         decoder, ["x"], ["a", "b"], [p for p in points if p.method != "pi_ref"],
-        EvaluationSettings(), progress=False, evaluators=evaluators))
+        EvaluationSettings(), progress=False, methods=fakes))
     # each single-objective policy sampled once, each interior point once
     assert sorted(calls) == sorted(["MORLHF a=0,b=1", "RSoup a=0.5,b=0.5", "MORLHF a=1,b=0",
                                     "MOD a=0.5,b=0.5"])
@@ -269,11 +272,12 @@ def test_store_refuses_points_of_a_changed_value_model(tmp_path, tiny_lm):
 def test_beam_search_evaluation_keeps_the_best_of_its_beams_by_reward(workspace, tiny_lm):
     model, tokenizer = load_causal_lm(str(tiny_lm))
     decoder = MavisDecoder(model, tokenizer, [ValueModel.load(workspace / "vm")])
-    settings = EvaluationSettings(top_k=5, max_new_tokens=6, num_samples=2, seed=1)
+    settings = EvaluationSettings.from_dict(dict(top_k=5, max_new_tokens=6, num_samples=2,
+                                                 seed=1))
     rows = []
     result = evaluate_beam(decoder, ["say hi", "say no"], [VOWELS, SPACES],
-                           {VOWELS: 1.0, SPACES: 0.0}, 2.0, 3, settings,
-                           BeamSettings(prune_every=2), on_rows=rows.append)
+                           settings.policy({VOWELS: 1.0, SPACES: 0.0}, 2.0, None),
+                           BeamSettings(num_beams=3, prune_every=2), on_rows=rows.append)
     assert rows == [1, 1, 1, 1] and result.samples == 4 and result.kl_kind == KL_PATH
     assert math.isfinite(result.kl)
     # per prompt and sample, the kept answer is the beam with the most vowels
@@ -283,8 +287,8 @@ def test_beam_search_evaluation_keeps_the_best_of_its_beams_by_reward(workspace,
     for prompt in ["say hi", "say no"]:
         for sample in range(2):
             beams = beam_search(decoder, prompt, weights={VOWELS: 1.0, SPACES: 0.0}, beta=2.0,
-                                top_k=5, num_beams=3, prune_every=2, max_new_tokens=6,
-                                seed=1 + sample)
+                                top_k=5, max_new_tokens=6, seed=1 + sample,
+                                beam=BeamSettings(num_beams=3, prune_every=2))
             best.append(max(sum(c in "aeiou" for c in b.text) / max(len(b.text), 1)
                             for b in beams))
     assert result.reward[VOWELS] == pytest.approx(sum(best) / 4)

@@ -9,7 +9,7 @@ from scipy.stats import chisquare
 
 from mavis.cli.options import parse_weights
 from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
 from mavis.errors import MavisError
 from mavis.models.loading import load_causal_lm
@@ -44,8 +44,8 @@ def test_cached_candidate_scoring_equals_full_recompute(tiny_lm, attn):
     vm = make_value_model(tiny_lm, ["a"], layers=2, seed=3, attn=attn)
     dec = MavisDecoder(model, tok, [vm])
     batch = dec.encode(["hello there, how are you", "hi"], max_new_tokens=8)
-    settings = StepSettings(beta=2.0, top_k=6)
-    state, _ = dec.start(batch, {"a": 1.0}, settings)
+    settings = dec.resolve(SamplingSettings(weights={"a": 1.0}, beta=2.0, top_k=6))
+    state = dec.start(batch, settings)
     lengths = batch.attention_mask.sum(-1)
     assert lengths[0] != lengths[1]  # rows of different lengths, left padded
     with torch.inference_mode():
@@ -72,14 +72,16 @@ def test_values_are_divided_by_each_objectives_scale(tiny_lm):
     plain = MavisDecoder(model, tok, [vm])
     batch = plain.encode(["hello", "hi there"])
     with torch.inference_mode():
-        state, _ = plain.start(batch, {"a": 0.5, "b": 0.5}, StepSettings(beta=1.0, top_k=5))
+        state = plain.start(batch, plain.resolve(SamplingSettings(
+            weights={"a": 0.5, "b": 0.5}, beta=1.0, top_k=5)))
         raw = state.score(state.candidates().ids)
     vm.config.value_scale = {"a": 0.25, "b": 4.0}
     vm.config.value_range = {"a": [-1.0, 1.0], "b": [-10.0, 10.0]}
     scaled = MavisDecoder(model, tok, [vm])
     assert scaled.guide.scaled() and not MavisDecoder(model, tok, []).guide.value_models
     with torch.inference_mode():
-        state, _ = scaled.start(batch, {"a": 0.5, "b": 0.5}, StepSettings(beta=1.0, top_k=5))
+        state = scaled.start(batch, scaled.resolve(SamplingSettings(
+            weights={"a": 0.5, "b": 0.5}, beta=1.0, top_k=5)))
         normalised = state.score(state.candidates().ids)
     expected = torch.stack([raw[..., 0].clamp(-1, 1) / 0.25, raw[..., 1].clamp(-10, 10) / 4.0],
                            dim=-1)
@@ -153,15 +155,17 @@ def test_returned_logprobs_match_fresh_forward(decoder):
 
 def test_kl_budget_chooses_beta_per_step(decoder):
     common = dict(weights={"a": 0.5, "c": 0.5}, beta=20.0, top_k=6, max_new_tokens=6, seed=4)
-    free = decoder.generate(["abc"], **common)[0]
-    assert free.betas == [20.0] * len(free.token_ids)
+    free = decoder.generate(["abc"], **common)[0]  # a beta alone is a fixed beta
+    assert free.betas == [20.0] * len(free.token_ids) and free.kl_budget is None
     tight = decoder.generate(["abc"], kl_budget=1e-6, **common)[0]
     assert max(tight.betas) < 0.1 and max(tight.tv) < 0.01
     loose = decoder.generate(["abc"], kl_budget=1e9, **common)[0]
     assert loose.token_ids == free.token_ids and loose.betas == free.betas
-    middle = decoder.generate(["abc", "hello"], kl_budget=0.05, num_samples=8, **common)
+    # the budget is nats per answer: 0.3 over 6 tokens allows 0.05 per step
+    middle = decoder.generate(["abc", "hello"], kl_budget=0.3, num_samples=8, **common)
     assert all(0 <= b <= 20.0 for seq in middle for b in seq.betas)
-    assert sum(s.kl_topk for s in middle) / len(middle) < 6 * 0.05 + 0.3  # T * budget, roughly
+    assert all(seq.kl_budget == 0.3 for seq in middle)
+    assert sum(s.kl_topk for s in middle) / len(middle) < 0.3 + 0.3  # the budget, roughly
 
 
 def test_beta_zero_adds_no_kl_over_top_k_and_greedy_is_a_point_mass(decoder):
@@ -201,7 +205,7 @@ def test_seed_reproducible_and_batches_independent(decoder):
 
 def test_stop_strings_and_lengths(decoder):
     out = decoder.generate(["abc"] * 4, weights={"a": 1}, beta=1.0, top_k=30, max_new_tokens=12,
-                           seed=0, stop_strings=["e"])
+                           seed=0, stop=["e"])
     for seq in out:
         assert len(seq.token_ids) <= 12
         assert seq.finish_reason in {"eos", "length", "stop"}
@@ -211,15 +215,21 @@ def test_stop_strings_and_lengths(decoder):
 
 
 def test_bad_input_errors(decoder, tiny_lm, other_tokenizer_lm):
-    with pytest.raises(MavisError, match="no value model for objective.*'nope'.*cover: a, b, c"):
+    with pytest.raises(MavisError, match="weights name.*'nope' without a value model.*cover: "
+                                         "a, b, c"):
         decoder.generate(["x"], weights={"nope": 1.0}, top_k=5)
-    with pytest.raises(MavisError, match="must be >= 0"):
+    with pytest.raises(MavisError, match="must be finite numbers >= 0"):
         decoder.generate(["x"], weights={"a": -0.5, "b": 1.5}, top_k=5)
-    with pytest.warns(UserWarning, match="sum to 2, not 1; normalised to a=0.5, c=0.5"):
-        decoder.generate(["x"], weights={"a": 1.0, "c": 1.0}, max_new_tokens=1,
-                           top_k=5)
-    with pytest.raises(MavisError, match="top_k=999 must be between 1 and the vocabulary"):
-        decoder.generate(["x"], weights={"a": 1.0}, top_k=999)
+    with warnings.catch_warnings():  # weights are relative: normalised, and reported so
+        warnings.simplefilter("error")
+        (seq,) = decoder.generate(["x"], weights={"a": 1.0, "c": 1.0}, max_new_tokens=1,
+                                  top_k=5)
+    assert seq.weights == {"a": 0.5, "c": 0.5}
+    vocab = decoder.reference.config.vocab_size
+    (seq,) = decoder.generate(["x"], weights={"a": 1.0}, top_k=999, max_new_tokens=1)
+    assert seq.top_k == vocab  # at most the vocabulary, as transformers' top-k
+    with pytest.raises(MavisError, match="give a SamplingSettings or its fields"):
+        decoder.generate(["x"], SamplingSettings(), beta=2.0)
     with pytest.raises(MavisError, match="prompt 1 is empty"):
         decoder.generate(["x", "  "], weights={"a": 1.0}, top_k=5)
     with pytest.raises(MavisError, match="exceeds the model's context of 256"):
@@ -235,11 +245,11 @@ def test_bad_input_errors(decoder, tiny_lm, other_tokenizer_lm):
 
 def test_zero_weight_value_models_are_not_run(decoder):
     batch = decoder.encode(["hi"])
-    state, weights = decoder.start(batch, {"a": 1.0, "c": 0.0}, StepSettings(beta=1.0, top_k=4))
+    settings = decoder.resolve(SamplingSettings(weights={"a": 1.0, "c": 0.0}, beta=1.0,
+                                                top_k=4))
+    state = decoder.start(batch, settings)
     assert state.active == [0] and decoder.guide.entries[0].model.objectives == ["a", "b"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert weights == {"a": 1.0, "c": 0.0}
+    assert settings.weights == {"a": 1.0, "c": 0.0}
     assert math.isinf(state.guide.spread(state.weights)[0])  # no value range: no skipping
 
 
@@ -266,9 +276,10 @@ def requests_for(decoder, count):
     out = []
     for i in range(count):
         weights, beta, top_k, temperature = grid[i % len(grid)]
-        settings = StepSettings(beta=beta, top_k=top_k, temperature=temperature,
-                                kl_budget=0.1 if i % 3 == 2 else None)
-        out.append(RowRequest(settings, weights, torch.Generator().manual_seed(100 + i)))
+        settings = decoder.resolve(SamplingSettings(
+            weights=weights, beta=beta, top_k=top_k, temperature=temperature,
+            kl_budget=0.8 if i % 3 == 2 else None, max_new_tokens=8))
+        out.append(RowRequest(settings, torch.Generator().manual_seed(100 + i)))
     return out
 
 
@@ -296,14 +307,17 @@ def test_rows_that_join_a_running_batch_answer_as_if_alone(decoder):
 def test_a_value_model_no_row_weights_is_not_run_until_one_does(decoder):
     from mavis.decoding.decoder import RowRequest
 
-    plain = [RowRequest(StepSettings(beta=2.0, top_k=4), {"a": 1.0})]
+    def only(weights):
+        return decoder.resolve(SamplingSettings(weights=weights, beta=2.0, top_k=4))
+
+    plain = [RowRequest(only({"a": 1.0}))]
     state = decoder.start_rows(decoder.encode(["hi"]), plain)
     assert state.active == [0]  # only the model with heads a, b
     with torch.inference_mode():
         state.choose()
         state.advance()
         newcomer = decoder.start_rows(decoder.encode(["hello"]),
-                                      [RowRequest(StepSettings(beta=2.0, top_k=4), {"c": 1.0})])
+                                      [RowRequest(only({"c": 1.0}))])
         state.merge(newcomer)
         assert state.active == [0, 1]  # the second model now runs, for both rows
         state.choose()

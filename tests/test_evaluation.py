@@ -51,9 +51,10 @@ def test_mean_and_standard_error():
 
 def test_reference_policy_over_full_vocabulary_has_zero_kl(decoder, rewards):
     vocab = decoder.reference.config.vocab_size
+    settings = EvaluationSettings.from_dict(dict(top_k=vocab, max_new_tokens=5, num_samples=3,
+                                                 seed=0))
     result = evaluate_policy(decoder, ["hello", "abc"], list(rewards),
-                             settings=EvaluationSettings(top_k=vocab, max_new_tokens=5,
-                                                         num_samples=3, seed=0))
+                             settings.policy(None, 0.0, None))
     assert result.samples == 6 and result.prompts == 2
     assert result.kl == pytest.approx(0.0, abs=1e-4)
     assert set(result.reward) == set(rewards)
@@ -61,9 +62,10 @@ def test_reference_policy_over_full_vocabulary_has_zero_kl(decoder, rewards):
 
 def test_guided_policy_kl_is_mean_of_sequence_kls(decoder, rewards):
     weights = {rewards[0]: 1.0}
-    result = evaluate_policy(decoder, ["hello", "abc"], list(rewards), weights=weights,
-                             beta=3.0, settings=EvaluationSettings(
-                                 top_k=8, max_new_tokens=6, num_samples=2, seed=1))
+    settings = EvaluationSettings.from_dict(dict(top_k=8, max_new_tokens=6, num_samples=2,
+                                                 seed=1))
+    result = evaluate_policy(decoder, ["hello", "abc"], list(rewards),
+                             settings.policy(weights, 3.0, None))
     outputs = decoder.generate(["hello", "abc"], weights=weights, beta=3.0, top_k=8,
                                max_new_tokens=6, num_samples=2, seed=1)
     assert result.kl == pytest.approx(sum(o.kl for o in outputs) / len(outputs))
@@ -71,7 +73,8 @@ def test_guided_policy_kl_is_mean_of_sequence_kls(decoder, rewards):
 
 
 def test_sweep_saves_each_point_and_resumes(decoder, rewards, tmp_path):
-    settings = EvaluationSettings(top_k=6, max_new_tokens=4, seed=0, num_samples=2)
+    settings = EvaluationSettings.from_dict(dict(top_k=6, max_new_tokens=4, seed=0,
+                                                 num_samples=2))
     points = sweep_points(rewards, [0.0, 1.0], betas={0.0: 2.0, 1.0: 3.0}, best_of=[3])
     assert [(p.method, p.beta) for p in points] == [("MAVIS", 2.0), ("MAVIS", 3.0),
                                                      ("pi_ref", 0.0), ("best-of-3", 0.0),
@@ -100,7 +103,8 @@ def test_sweep_saves_each_point_and_resumes(decoder, rewards, tmp_path):
 
 
 def test_best_of_n_draws_once_and_picks_per_weight(decoder, rewards):
-    settings = EvaluationSettings(top_k=6, max_new_tokens=5, seed=2, num_samples=2)
+    settings = EvaluationSettings.from_dict(dict(top_k=6, max_new_tokens=5, seed=2,
+                                                 num_samples=2)).policy(None, 0.0, None)
     samples = sample_best_of_n(decoder, ["hi", "ok", "yes"], rewards, 4, settings)
     assert len(samples.groups) == 6 and all(len(g) == 4 for g in samples.groups)
     first = pick_best(samples, {rewards[0]: 1.0, rewards[1]: 0.0})

@@ -17,8 +17,8 @@ from mavis.cli.options import (
     parse_names,
     parse_numbers,
     parse_weights,
-    per_token_budget,
 )
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.prompts.files import load_prompt_file
 
@@ -75,9 +75,12 @@ def test_names_and_budgets(text, budget, tokens):
     names = returns_or_refuses(parse_names, text, "--objectives")
     if names is not None:
         assert names and len(set(names)) == len(names)
-    per_token = returns_or_refuses(per_token_budget, budget, tokens)
-    if per_token is not None:
-        assert math.isfinite(per_token) and per_token >= 0
+    settings = returns_or_refuses(lambda: SamplingSettings(kl_budget=budget,
+                                                           max_new_tokens=tokens))
+    if settings is not None:
+        step = settings.step_kl_budget
+        assert step is None or (math.isfinite(step) and step >= 0)
+        assert tokens >= 1 and (budget != math.inf or step is None)
 
 
 @FAST

@@ -10,7 +10,7 @@ from conftest import build_tiny_llama
 from scipy.stats import chisquare
 
 from mavis.decoding.decoder import MavisDecoder, RowRequest
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
 from mavis.errors import MavisError
 from mavis.models.loading import load_causal_lm
@@ -132,7 +132,7 @@ def test_proposals_with_value_guidance_tilt_the_proposal(decoder, models):
 
 
 def requests(weights_per_row):
-    return [RowRequest(StepSettings(beta=0.0, top_k=4), None,
+    return [RowRequest(SamplingSettings(beta=0.0, top_k=4),
                        torch.Generator().manual_seed(50 + i), proposal_weights=w)
             for i, w in enumerate(weights_per_row)]
 
@@ -192,7 +192,7 @@ def test_proposal_errors(decoder, models, other_tokenizer_lm):
     state = mod.start_rows(mod.encode(["hi"]), requests([None]))
     with pytest.raises(MavisError, match="different proposal models"):
         state.merge(decoder.start_rows(decoder.encode(["hi"]),
-                                       [RowRequest(StepSettings(beta=0.0, top_k=4))]))
+                                       [RowRequest(SamplingSettings(beta=0.0, top_k=4))]))
 
 
 def test_no_proposals_is_the_reference(decoder):

@@ -8,7 +8,7 @@ import yaml
 
 from mavis.errors import MavisError
 from mavis.recipes.iterate import run_recipe
-from mavis.recipes.recipe import load_recipe
+from mavis.recipes.recipe import SET_BY_THE_PIPELINE, load_recipe
 
 REWARDS = (
     "def vowels(prompts, responses):\n"
@@ -84,8 +84,8 @@ def test_a_later_run_for_one_objective_reuses_iteration_0(tmp_path, tiny_lm, mon
 
 
 def test_recipe_errors_name_the_key(tmp_path, tiny_lm):
-    with pytest.raises(MavisError, match="unknown key\\(s\\) in recipe section 'collection': "
-                                         "depth"):
+    with pytest.raises(MavisError, match="section 'collection': unknown collection "
+                                         "setting\\(s\\) depth"):
         load_recipe(write_recipe(tmp_path, tiny_lm, collection={"depth": 3}))
     with pytest.raises(MavisError, match="section 'training': learning_rate"):
         load_recipe(write_recipe(tmp_path, tiny_lm, training={"learning_rate": 1}))
@@ -95,6 +95,15 @@ def test_recipe_errors_name_the_key(tmp_path, tiny_lm):
     bad.write_text("name: [unclosed")
     with pytest.raises(MavisError, match="not valid YAML"):
         load_recipe(bad)
+
+
+@pytest.mark.parametrize("section, key", sorted(SET_BY_THE_PIPELINE))
+def test_keys_the_pipeline_sets_are_refused_before_any_work(tmp_path, tiny_lm, section, key):
+    value = {"weights": {"positive": 1.0}, "objectives": ["positive"],
+             "init_from": "runs/x", "two_layer_guarantee": True}.get(key, 1.0)
+    with pytest.raises(MavisError, match=f"recipe key {section}.{key} is set by "):
+        load_recipe(write_recipe(tmp_path, tiny_lm, **{section: {key: value}}))
+    assert not (tmp_path / "run").exists()
 
 
 def test_shipped_recipes_load():

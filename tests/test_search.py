@@ -8,7 +8,7 @@ import torch
 
 from mavis.cli import main
 from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.search import beam_search
+from mavis.decoding.search import BeamSettings, beam_search
 from mavis.evaluation.best_of_n import best_of_n
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
@@ -31,8 +31,9 @@ def decoder(tiny_lm):
 
 def test_beam_search_returns_n_sequences_ordered_by_weighted_value(decoder):
     weights = {"a": 0.5, "b": 0.5}
-    beams = beam_search(decoder, "hello", weights=weights, beta=2.0, top_k=6, num_beams=3,
-                        expand=2, prune_every=3, max_new_tokens=10, seed=0)
+    beams = beam_search(decoder, "hello", weights=weights, beta=2.0, top_k=6,
+                        max_new_tokens=10, seed=0,
+                        beam=BeamSettings(num_beams=3, expand=2, prune_every=3))
     assert len(beams) == 3
     values = [b.value for b in beams]
     assert values == sorted(values, reverse=True)
@@ -49,8 +50,9 @@ def test_beam_search_returns_n_sequences_ordered_by_weighted_value(decoder):
 
 def test_beam_search_beats_sampling_on_value(decoder):
     weights = {"a": 1.0}
-    best_beam = beam_search(decoder, "abc", weights=weights, beta=1.0, top_k=8, num_beams=4,
-                            expand=3, prune_every=2, max_new_tokens=8, seed=0)[0].value
+    best_beam = beam_search(decoder, "abc", weights=weights, beta=1.0, top_k=8,
+                            max_new_tokens=8, seed=0,
+                            beam=BeamSettings(num_beams=4, expand=3, prune_every=2))[0].value
     samples = decoder.generate(["abc"] * 4, weights=weights, beta=1.0, top_k=8,
                                max_new_tokens=8, seed=0)
     assert best_beam >= max(s.value for s in samples) - 1e-6

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_support import OBJECTIVES, build_serving_models, library_answer
 
 from mavis.decoding.decoder import MavisDecoder
-from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET
+from mavis.decoding.sampling import DEFAULT_BETA, DEFAULT_KL_BUDGET
 from mavis.objectives import score_all
 from mavis.serving.app import create_app
 from mavis.serving.launch import BackgroundServer, listening_socket
@@ -129,10 +129,10 @@ def test_greedy_answers_equal_mavis_decoder_generate(client, decoder, weights):
     served = client.chat.completions.create(
         model=NAME, messages=[{"role": "user", "content": "what is up"}], max_tokens=24,
         temperature=0, extra_body={"objective_weights": weights})
-    # the server's defaults: beta up to DEFAULT_BETA under DEFAULT_KL_BUDGET nats per answer
-    local = decoder.generate(["what is up"], weights=weights, beta=DEFAULT_BETA, top_k=36,
-                             max_new_tokens=24, greedy=True,
-                             kl_budget=DEFAULT_KL_BUDGET / 24)[0]
+    # the same defaults as the library's: beta up to 16 under 10 nats per answer
+    local = decoder.generate(["what is up"], weights=weights, top_k=36, max_new_tokens=24,
+                             temperature=0)[0]
+    assert (local.beta, local.kl_budget) == (DEFAULT_BETA, DEFAULT_KL_BUDGET)
     assert served.choices[0].message.content == local.text
     assert served.choices[0].kl == pytest.approx(local.kl, abs=1e-4)
 
@@ -259,7 +259,6 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
      "objective_weights"),
     ("beta < 0", "completions", {**GOOD, "beta": -1}, 400, "beta"),
     ("top_k 0", "completions", {**GOOD, "top_k": 0}, 400, "top_k"),
-    ("top_k over the vocabulary", "chat/completions", {**CHAT, "top_k": 1000}, 400, "top_k"),
     ("max_tokens over the cap", "completions", {**GOOD, "max_tokens": 257}, 400, "max_tokens"),
     ("max_tokens 0", "chat/completions", {**CHAT, "max_tokens": 0}, 400, "max_tokens"),
     ("empty prompt", "completions", {**GOOD, "prompt": "  "}, 400, "prompt"),
@@ -286,6 +285,11 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
     ("top_p", "completions", {**GOOD, "top_p": 0.5}, 400, "top_p"),
     ("empty stop string", "completions", {**GOOD, "stop": [""]}, 400, "stop"),
     ("kl_budget < 0", "completions", {**GOOD, "kl_budget": -2}, 400, "kl_budget"),
+    ("negative seed", "completions", {**GOOD, "seed": -1}, 400, "seed"),
+    ("seed beyond 64 bits", "completions", {**GOOD, "seed": 2**64}, 400, "seed"),
+    ("beta beyond the cap", "completions", {**GOOD, "beta": 1e308}, 400, "beta"),
+    ("weights all zero", "completions", {**GOOD, "objective_weights": {"harmless": 0}}, 400,
+     "objective_weights"),
     ("body over the cap", "completions", {**GOOD, "user": "x" * 1_000_001}, 413, None),
 ]
 
@@ -303,6 +307,12 @@ def test_bad_input_gets_an_openai_error_and_the_server_keeps_serving(
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param and error["message"] and isinstance(error["type"], str)
     assert httpx.post(f"{server.url}/v1/completions", json=GOOD).status_code == 200
+
+
+def test_top_k_is_at_most_the_vocabulary_and_every_choice_reports_its_settings(server):
+    body = {**CHAT, "top_k": 1000, "max_tokens": 3, "beta": 4}
+    choice = httpx.post(f"{server.url}/v1/chat/completions", json=body).json()["choices"][0]
+    assert choice["top_k"] == 36 and choice["beta"] == 4.0 and choice["kl_budget"] is None
 
 
 def test_the_openai_client_raises_its_own_errors(client):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.models.layout import StaticLayout
 from mavis.models.loading import load_causal_lm
@@ -41,7 +42,7 @@ def answers(decoder, **kwargs):
 def test_static_caches_decode_exactly_as_growing_caches(tiny_lm, device, compile):
     dynamic, static = decoders(tiny_lm, device, compile if device == "cpu" else True)
     assert static.static_layout is not None and dynamic.static_layout is None
-    for kwargs in ({"beta": 4.0}, {"beta": 16.0, "kl_budget": 0.5}, {"beta": 0.0}):
+    for kwargs in ({"beta": 4.0}, {"beta": 16.0, "kl_budget": 6.0}, {"beta": 0.0}):
         expected, dyn_out = answers(dynamic, **kwargs)
         got, static_out = answers(static, **kwargs)
         assert got == expected, kwargs
@@ -57,7 +58,7 @@ def test_finished_rows_stay_in_a_static_batch(tiny_lm):
     Greedy: with one seeded generator for the batch, sampled rows draw from a shared random
     stream, which the dynamic path's shrinking batch consumes differently."""
     dynamic, static = decoders(tiny_lm, "cpu", "static")
-    kwargs = {"beta": 4.0, "stop_strings": ["a"], "temperature": 3.0, "greedy": True}
+    kwargs = {"beta": 4.0, "stop": ["a"], "temperature": 3.0, "greedy": True}
     expected, _ = answers(dynamic, **kwargs)
     got, _ = answers(static, **kwargs)
     assert got == expected
@@ -69,7 +70,8 @@ def test_static_states_refuse_to_change_rows(tiny_lm):
     batch = static.encode(PROMPTS, max_new_tokens=4)
     layout = static.static_layout
     layout.start(2, batch.input_ids.shape[1], 4, 8)
-    state, _ = static.start(batch, {"a": 1.0}, static.settings(beta=2.0, top_k=8), layout)
+    settings = static.resolve(SamplingSettings(weights={"a": 1.0}, beta=2.0, top_k=8))
+    state = static.start(batch, settings, layout)
     with pytest.raises(MavisError, match="static caches"):
         state.select(torch.tensor([0]))
 

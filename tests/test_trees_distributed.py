@@ -19,8 +19,8 @@ from mavis.trees.store import read_trees
 
 PROMPTS = ["hello there", "how are you today", "tell me a joke", "what is up",
            "good morning friend"]
-SETTINGS = CollectionSettings(T=10, L=3, K_root=2, K=2, top_k=5, temperature=0.9, seed=5,
-                              batch_prompts=2)
+SETTINGS = CollectionSettings.from_dict(dict(T=10, L=3, K_root=2, K=2, top_k=5,
+                                             temperature=0.9, seed=5, batch_prompts=2))
 
 
 def test_ray_sharded_collection_equals_single_process(tiny_lm, tmp_path, capfd):

@@ -2,7 +2,11 @@
 
 One reference language model, one small value model per objective, and per-request weights
 chosen at inference time. See the README for the command line; the library's main entry points
-are re-exported here lazily so that `import mavis` stays fast.
+are re-exported here lazily so that `import mavis` stays fast:
+
+    from mavis import MavisDecoder, SamplingSettings
+    decoder = MavisDecoder.load("smollm2-135m-instruct", ["path/to/value-model"])
+    decoder.generate(["How do I ..."], weights={"relevant": 0.7, "harmless": 0.3}, seed=0)
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "MavisDecoder": "mavis.decoding.decoder",
+    "SamplingSettings": "mavis.decoding.sampling",
+    "beam_search": "mavis.decoding.search",
+    "BeamSettings": "mavis.decoding.search",
     "MavisError": "mavis.errors",
     "load_causal_lm": "mavis.models.loading",
     "ValueModel": "mavis.models.value_model",

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -21,6 +23,35 @@ def cache_dir(*parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (`.NAME.tmp-PID`); when the block succeeds, fsync
+    it and move it onto `path` in one step, so a reader sees the old file or the new one,
+    never half of one. On failure the temporary file is removed and `path` left untouched.
+    The one way mavis writes a file others read (files: this; folders:
+    `mavis.models.value_folder.replace_folder`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield temp
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through `atomic_path`."""
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def check_writable(path: str | Path, *, folder: bool = False, what: str = "output") -> Path:

@@ -49,6 +49,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def in_order(self) -> list[str]:
+        """The names in the order they were registered."""
+        return list(self._entries)
+
     def describe(self, name: str) -> str:
         return self._descriptions.get(name, "").splitlines()[0] if name in self else ""
 

@@ -1,22 +1,19 @@
-"""Every method of paper section 4 in one sweep (`mavis pareto --methods ...`).
+"""Every method of paper section 4 in one sweep: the pipeline of `mavis pareto`.
 
-    mavis    MAVIS at every weight vector (value models tilt pi_ref)
-    morlhf   one MORLHF policy per weight vector, trained here when missing
-    rsoup    Rewarded Soups of the two single-objective policies (the lambda = 1 and 0 ends
-             of MORLHF), their LoRA deltas interpolated by lambda
-    mod      MOD: the two single-objective policies' next-token log-probabilities combined by
-             lambda and 1 - lambda at every step, plain top-k sampling of the combination
-    bon      best-of-N from pi_ref by the weighted reward (N from --best-of)
-    beam     MAVIS beam search with N beams, beside best-of-N at the same N (N from --beams)
-    pi_ref   always: the reference policy (plain top-k sampling)
+    points = comparison_points(["relevant", "harmless"], [0, 0.5, 1], ["mavis", "bon"],
+                               best_of=[4])
+    comparison = run_comparison("runs/front.png", reference=..., value_models=...,
+                                prompts=prompts, points=points, settings=settings,
+                                identity={...})
 
-Rewarded Soups and MOD at lambda = 1 and 0 are the single-objective policies themselves: those
-points reuse MORLHF's evaluation of the same policy rather than sample it again.
-
-Every fine-tuned policy is sampled on MAVIS's footing: the same prompts, top-k, temperature,
-answer length and seed, through the same decoding state (the policies are its proposal models),
-and every answer's log pi_ref is read from the same reference model, so every method's KL is
-against the same pi_ref (equation 7).
+The methods are registered by name (`mavis.evaluation.methods`: mavis, pi_ref, bon, beam;
+`mavis.baselines.methods`: morlhf, rsoup, mod); `comparison_points` asks each named method for
+its points, `run_comparison` trains the fine-tuned policies its pending points need, evaluates
+every point not saved yet (resumable, `SweepStore`) and writes the fronts' summary, CSV and
+plot. Every fine-tuned policy is sampled on MAVIS's footing: the same prompts, top-k,
+temperature, answer length and seed, through the same decoding state (the policies are its
+proposal models), and every answer's log pi_ref is read from the same reference model, so every
+method's KL is against the same pi_ref (equation 7).
 
 Policies live in one folder (`baselines_dir`): `morlhf/<weights>/` per weight vector, e.g.
 `morlhf/relevant=1/` (a single-objective policy, shared by every comparison that uses that
@@ -33,36 +30,39 @@ import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mavis.baselines import methods as _methods  # registers morlhf, rsoup and mod
 from mavis.baselines.config import MorlhfSettings
 from mavis.baselines.morlhf import train_morlhf
 from mavis.baselines.policy import POLICY_FILE, policy_on
-from mavis.baselines.soups import soup
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.search import BeamSettings
 from mavis.errors import MavisError
+from mavis.evaluation.methods import METHODS, SweepPlan, SweepRun
+from mavis.evaluation.plots import plot_comparison
+from mavis.evaluation.points import SweepPoint
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
-from mavis.evaluation.sweep import PointEvaluator, SweepPoint, sweep_points, weight_grid
-from mavis.prompts.base import Prompt
+from mavis.evaluation.summary import FrontSummary, summarise_fronts, write_points_csv
+from mavis.evaluation.sweep import SweepStore, by_method, run_sweep
 
-METHODS = ("mavis", "morlhf", "rsoup", "mod", "bon", "beam")
-MORLHF, RSOUP, MOD = "MORLHF", "RSoup", "MOD"
-_TRAINED = {"morlhf": MORLHF, "rsoup": RSOUP, "mod": MOD}
+MORLHF, RSOUP, MOD = _methods.MORLHF, _methods.RSOUP, _methods.MOD
 
 
 def check_methods(methods: Sequence[str], objectives: Sequence[str]) -> list[str]:
-    """The methods named, checked: known, and Rewarded Soups / MOD only for two objectives."""
-    unknown = [m for m in methods if m not in METHODS]
+    """The methods named, checked: registered, and able to compare `objectives`."""
+    known = [name for name in METHODS.in_order() if name != "pi_ref"]
+    unknown = [m for m in methods if m not in known]
     if unknown:
         raise MavisError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(METHODS)} (pi_ref is always included)")
-    if len(objectives) != 2 and {"rsoup", "mod"} & set(methods):
-        raise MavisError("rsoup and mod combine two single-objective policies: give exactly two "
-                         f"objectives, not {len(objectives)}")
+                         f"{', '.join(known)} (pi_ref is always included)")
+    for name in methods:
+        METHODS.get(name).check(objectives)
     return list(methods)
 
 
@@ -71,24 +71,21 @@ def comparison_points(objectives: Sequence[str], lambdas: Sequence[float],
                       best_of: Sequence[int] = (), beams: Sequence[int] = (),
                       kl_budget: float | None = None,
                       morlhf_lambdas: Sequence[float] | None = None) -> list[SweepPoint]:
-    """The points of a comparison: those of `sweep_points` (MAVIS, pi_ref, best-of-N, beam
-    search) for the methods named, then MORLHF, Rewarded Soups and MOD at every weight vector.
-    `beam` adds best-of-N at each beam count N too (the paper's Fig. 4 pairs them).
-
-    MORLHF trains one policy per weight vector, so it may take a coarser grid of its own
-    (`morlhf_lambdas`; default `lambdas`); Rewarded Soups and MOD only need the two ends."""
+    """The points of a comparison: pi_ref's and every named method's (in the order the
+    methods were registered), each point once. `beam` adds best-of-N at each beam count N too
+    (the paper's Fig. 4 pairs them). MORLHF trains one policy per weight vector, so it may take
+    a coarser grid of its own (`morlhf_lambdas`; default `lambdas`)."""
     methods = check_methods(methods, objectives)
-    sizes = list(dict.fromkeys([*best_of, *(beams if "beam" in methods else ())]))
-    points = sweep_points(objectives, lambdas, betas=betas, kl_budget=kl_budget,
-                          best_of=sizes, beams=beams if "beam" in methods else (),
-                          mavis="mavis" in methods)
-    for method in ("morlhf", "rsoup", "mod"):
-        if method in methods:
-            own = method == "morlhf" and morlhf_lambdas is not None
-            grid = weight_grid(objectives, morlhf_lambdas if own else lambdas)
-            points += [SweepPoint(_TRAINED[method], weights, same_as=_single_policy(
-                method, weights)) for weights in grid]
-    return points
+    beams = list(beams) if "beam" in methods else []
+    sizes = list(dict.fromkeys([*best_of, *beams]))
+    plan = SweepPlan(objectives, lambdas, betas, kl_budget, sizes, beams, morlhf_lambdas)
+    wanted = {"pi_ref", *methods, *(["bon"] if sizes else [])}
+    points: dict[str, SweepPoint] = {}
+    for name in METHODS.in_order():
+        if name in wanted:
+            for point in METHODS.get(name).points(plan):
+                points.setdefault(point.key, point)
+    return list(points.values())
 
 
 class Baselines:
@@ -136,37 +133,22 @@ class Baselines:
                                            progress=self.progress)
             train_morlhf(settings, weights, folder)
 
-    def evaluators(self, decoder: MavisDecoder, prompts: Sequence[str | Prompt],
-                   objectives: Sequence[str], settings: EvaluationSettings
-                   ) -> dict[str, PointEvaluator]:
-        """How to evaluate MORLHF, Rewarded-Soup and MOD points with `decoder`'s reference."""
-        pool = _PolicyPool(decoder.reference)
+    def pool(self, reference: torch.nn.Module) -> _PolicyPool:
+        """The policies built on `reference`, the two most recently used kept in memory."""
+        if getattr(self, "_pool", None) is None or self._pool.base is not reference:
+            self._pool = _PolicyPool(reference)
+        return self._pool
 
-        def sample(point: SweepPoint, on_rows: Callable[[int], None],
-                   proposals: list[tuple[torch.nn.Module, float]]) -> PolicyEvaluation:
-            result = evaluate_policy(decoder.with_proposals(proposals), prompts, objectives,
-                                     settings=settings, label=point.label, on_rows=on_rows)
-            result.weights = dict(point.weights)
-            return result
-
-        def morlhf(point: SweepPoint, on_rows: Callable[[int], None]) -> PolicyEvaluation:
-            folder = self.folder_for(point.weights)
-            return sample(point, on_rows, [(pool.policy(folder), 1.0)])
-
-        def rsoup(point: SweepPoint, on_rows: Callable[[int], None]) -> PolicyEvaluation:
-            lam = point.weights[self.objectives[0]]
-            first, second = (self.folder_for(w) for w in self.ends())
-            model = pool.get(("soup", lam), lambda: soup(first, second, lam,
-                                                         base=decoder.reference)[0])
-            return sample(point, on_rows, [(model, 1.0)])
-
-        def mod(point: SweepPoint, on_rows: Callable[[int], None]) -> PolicyEvaluation:
-            lam = point.weights[self.objectives[0]]
-            pairs = [(pool.policy(self.folder_for(w)), weight) for w, weight
-                     in zip(self.ends(), (lam, 1.0 - lam), strict=True) if weight > 0]
-            return sample(point, on_rows, pairs)
-
-        return {MORLHF: morlhf, RSOUP: rsoup, MOD: mod}
+    def sample(self, run: SweepRun, point: SweepPoint,
+               proposals: list[tuple[torch.nn.Module, float]],
+               on_rows: Callable[[int], None]) -> PolicyEvaluation:
+        """Plain top-k sampling of a policy (the weighted combination of `proposals`) on the
+        run's prompts, through its decoder, so log pi_ref comes from the same reference."""
+        result = evaluate_policy(run.decoder.with_proposals(proposals), run.prompts,
+                                 run.objectives, point.settings(run.settings),
+                                 label=point.label, on_rows=on_rows)
+        result.weights = dict(point.weights)
+        return result
 
     def method_settings(self) -> dict[str, Any]:
         """What decides the baselines' points (for `SweepStore`'s `methods`): the training
@@ -199,15 +181,6 @@ class _PolicyPool:
         return self.get(folder, lambda: policy_on(folder, self.base))
 
 
-def _single_policy(method: str, weights: Mapping[str, float]) -> SweepPoint | None:
-    """For a Rewarded-Soup or MOD point at an end of lambda: MORLHF's point of the same
-    single-objective policy (the soup of weight 1 is that policy's delta; MOD with weight 1
-    samples that policy alone), whose evaluation it reuses."""
-    if method == "morlhf" or sum(w > 0 for w in weights.values()) != 1:
-        return None
-    return SweepPoint(MORLHF, dict(weights))
-
-
 def _positive(weights: Mapping[str, float]) -> dict[str, float]:
     """The positive weights, rounded (1 - 0.7 is 0.3 here, as in the folder's name)."""
     return {name: round(float(w), 12) for name, w in weights.items() if w > 0}
@@ -215,3 +188,51 @@ def _positive(weights: Mapping[str, float]) -> dict[str, float]:
 
 def _say(message: str) -> None:
     print(f"[mavis pareto] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Comparison:
+    """What `run_comparison` wrote: every point's evaluation, the fronts' summary, and the
+    files (`out` the plot, its .json the points, its .csv the table)."""
+
+    results: list[tuple[SweepPoint, PolicyEvaluation]]
+    summary: FrontSummary
+    plot: Path
+    points_file: Path
+    table: Path
+
+
+def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str, str],
+                   prompts: Sequence[Any], points: Sequence[SweepPoint],
+                   settings: EvaluationSettings, identity: Mapping[str, Any],
+                   beam: BeamSettings = BeamSettings(), baselines: Baselines | None = None,
+                   hv_reference: Mapping[str, float] | None = None,
+                   command: str | None = None, title: str = "") -> Comparison:
+    """Train what is missing, evaluate what is not saved yet in `out`'s .json (whose
+    `identity` must match), write the fronts' summary (hypervolumes against pi_ref, or
+    `hv_reference`), the .csv and the plot `out`. `value_models`: label -> folder of the value
+    models MAVIS and beam search are guided by; `command` is kept in the file's notes."""
+    out = Path(out)
+    objectives = list(identity["objectives"])
+    methods: dict[str, Any] = {"beam": {"expand": beam.expand, "prune_every": beam.prune_every}}
+    if baselines is not None:
+        methods.update(baselines.method_settings())
+    store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=value_models)
+    if command is not None:
+        commands = store.notes.get("commands", [])
+        store.note("commands", [*[c for c in commands if c != command], command])
+    if baselines is not None:
+        baselines.train_missing([p for p in points if store.done(p) is None])
+    decoder = MavisDecoder.load(reference, list(dict.fromkeys(value_models.values())))
+    results = run_sweep(decoder, prompts, objectives, points, settings, store,
+                        baselines=baselines, beam=beam)
+    summary = summarise_fronts(results, objectives, hv_reference)
+    store.note("fronts", summary.to_dict())
+    table = write_points_csv(out.with_suffix(".csv"), results, objectives, summary)
+    series = by_method(results)
+    flags = {m: [summary.dominated_in_method[p.key] for p, _ in results if p.method == m]
+             for m in series}
+    plot = plot_comparison(series, objectives, out, summary.hypervolume, flags,
+                           title=title or " vs ".join(objectives))
+    return Comparison(results, summary, plot, store.path, table)
+

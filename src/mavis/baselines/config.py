@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mavis.errors import MavisError
+from mavis.models.names import DEFAULT_MODEL
 from mavis.models.value_folder import DEFAULT_LORA_TARGETS
 
 
@@ -89,7 +90,7 @@ class MorlhfSettings:
             KL on stderr.
     """
 
-    reference: str = "smollm2-135m-instruct"
+    reference: str = DEFAULT_MODEL
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mavis.errors import MavisError
 from mavis.models.loading import load_causal_lm, quiet_libraries
+from mavis.paths import write_text_atomic
 
 POLICY_FILE = "policy.json"
 FORMAT_VERSION = 1
@@ -33,11 +33,8 @@ def write_policy_info(folder: str | Path, info: dict[str, Any]) -> Path:
     """Write `policy.json` atomically (written last, it marks a complete policy folder)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / POLICY_FILE
-    tmp = folder / (POLICY_FILE + ".tmp")
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **info}, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(folder / POLICY_FILE, json.dumps(
+        {"format_version": FORMAT_VERSION, **info}, indent=2) + "\n")
 
 
 def read_policy_info(folder: str | Path) -> dict[str, Any]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments, parse_weights
+from mavis.cli.options import parse_assignments
+from mavis.cli.sampling import sampling_options
+from mavis.decoding.sampling import SamplingSettings, SettingsError
 from mavis.errors import MavisError
+from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import check_writable
-from mavis.trees.settings import CollectionSettings
+from mavis.trees.settings import NOT_FOR_TREES, CollectionSettings
 
 _C = CollectionSettings
 
@@ -28,11 +32,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
+@sampling_options(exclude=NOT_FOR_TREES, defaults={"seed": 0})
 def collect_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The tree file to write (.h5).")],
     model: Annotated[str, typer.Option(
         "--model", "-m", help="Reference model: packaged name, local folder or hub id.")
-    ] = "smollm2-135m-instruct",
+    ] = DEFAULT_MODEL,
     prompts: Annotated[str, typer.Option(
         help="Prompt set name (see `mavis prompts list`) or a .jsonl/.json/.csv file.")
     ] = "chitchat",
@@ -41,23 +46,13 @@ def collect_command(
     objectives: Annotated[str, typer.Option(
         help="Comma-separated objectives that score the leaves (see `mavis objectives list`).")
     ] = "relevant,harmless",
-    T: Annotated[int, typer.Option("--T", help="Response length in tokens (T).")] = _C.T,
+    T: Annotated[int, typer.Option("--T", help="Response length in tokens (T).")] = _C().T,
     L: Annotated[int, typer.Option("--L", help="Layers of each tree (L).")] = _C.L,
     K_root: Annotated[int, typer.Option("--K-root", help="Children of the root.")] = _C.K_root,
     K: Annotated[int, typer.Option("--K", help="Children of every other inner node.")] = _C.K,
-    top_k: Annotated[int, typer.Option(help="Top-k candidates of the reference.")] = _C.top_k,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")]
-    = _C.temperature,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling (with the group index).")]
-    = _C.seed,
     value_model: Annotated[list[str] | None, typer.Option(
         "--value-model", help="OBJECTIVE=PATH of a value model guiding the sampling (later "
-        "iterations); repeat for several.")] = None,
-    weights: Annotated[str | None, typer.Option(
-        help="Objective weights of the guided policy, e.g. harmless=0.4,relevant=0.6 "
-        "(default: equal).")] = None,
-    beta: Annotated[float | None, typer.Option(
-        help="Guidance strength; needed (> 0) with --value-model.")] = None,
+        "iterations; without: the reference model alone); repeat for several.")] = None,
     two_layer_guarantee: Annotated[bool | None, typer.Option(
         "--two-layer-guarantee/--no-two-layer-guarantee",
         help="Split first-layer answers that hit EOS so that every tree is at least two layers "
@@ -81,9 +76,12 @@ def collect_command(
     keep_parts: Annotated[bool, typer.Option(
         help="Keep the per-group part files after merging.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    *, sampling: SamplingSettings,
 ) -> None:
     """Collect value-model training trees (GET_DATA, Algorithm 3) into an HDF5 file.
 
+    Without --value-model the trees are sampled from the reference model (iteration 0); with
+    value models from MAVIS, at the default guidance unless --beta/--kl-budget say otherwise.
     An interrupted run resumes when started again with the same arguments.
     """
     from mavis.models.loading import load_tokenizer
@@ -93,7 +91,8 @@ def collect_command(
 
     value_models = parse_assignments(value_model or [], "--value-model",
                                      "harmless=runs/iter0/harmless")
-    _check_guidance(value_models, beta, weights)
+    if sampling.weights and not value_models:
+        raise MavisError("--weights needs --value-model: they weight the value models")
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise MavisError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
     if workers < 0:
@@ -101,9 +100,12 @@ def collect_command(
     if out.suffix not in (".h5", ".hdf5"):
         raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
     check_writable(out, what="--out")
+    try:
+        sampling = replace(sampling, max_new_tokens=T)  # the trees' response length
+    except SettingsError as exc:
+        raise MavisError(f"--T {exc.problem}") from None
     settings = CollectionSettings(
-        T=T, L=L, K_root=K_root, K=K, top_k=top_k, temperature=temperature, beta=beta or 0.0,
-        weights=parse_weights(weights) if weights else None, seed=seed,
+        sampling, L=L, K_root=K_root, K=K,
         two_layer_guarantee=bool(value_models) if two_layer_guarantee is None
         else two_layer_guarantee, extra_children=extra_children,
         batch_prompts=batch_prompts, workers=max(workers, 1))
@@ -132,17 +134,6 @@ def collect_command(
     summary = inspect_trees(path)
     typer.echo(f"wrote {path}: {summary['prompts']} trees, {summary['nodes']} nodes, "
                f"{summary['leaves']} leaves, {summary['tokens']} tokens")
-
-
-def _check_guidance(value_models: dict[str, str], beta: float | None,
-                    weights: str | None) -> None:
-    if value_models and not beta:
-        raise MavisError("--value-model needs --beta > 0 (the guidance strength, e.g. 8); "
-                         "without value models the trees are sampled from the reference model")
-    if beta and not value_models:
-        raise MavisError("--beta needs at least one --value-model to guide the sampling")
-    if weights and not value_models:
-        raise MavisError("--weights needs --value-model: they weight the value models")
 
 
 @data_app.command("inspect")

@@ -7,12 +7,14 @@ the effect of the weights is visible side by side.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
-from mavis.cli.options import per_token_budget
-from mavis.decoding.settings import guidance
+from mavis.cli.options import Compile, Device
+from mavis.cli.sampling import sampling_options
+from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
 from mavis.errors import MavisError
 
 DEMO_PROMPTS = [
@@ -26,34 +28,24 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+@sampling_options(exclude=("weights",), defaults=REPRODUCIBLE)
 def demo(
     objectives: Annotated[str, typer.Option(
         help="Two objectives to trade off (bundled value models are used).")]
     = "relevant,harmless",
-    beta: Annotated[float | None, typer.Option(
-        help="Guidance strength (the most, under a KL budget).")] = None,
-    kl_budget: Annotated[float | None, typer.Option(
-        "--kl-budget", help="Nats of KL per answer steering may add (default 10 without "
-        "--beta).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k")] = 40,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
-    seed: Annotated[int, typer.Option()] = 0,
     prompt: Annotated[list[str], typer.Option(help="Prompt(s) to use instead of the "
                                               "built-in ones (repeatable).")] = [],  # noqa: B006
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
-    = None,
-    compile_steps: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", help="Static caches and compiled decoding steps (default: "
-        "on for CUDA; the first call compiles, later ones are faster).")] = None,
+    device: Device = None,
+    compile_steps: Compile = None,
+    *, sampling: SamplingSettings,
 ) -> None:
     """Show plain and value-guided answers of the packaged model at a few weight settings."""
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
-    from mavis.models.loading import DEFAULT_MODEL
+    from mavis.models.names import DEFAULT_MODEL
     from mavis.objectives import parse_objective_names, score_all
 
     names = parse_objective_names(objectives)
-    beta, kl_budget = guidance(beta, kl_budget)
     bundled = bundled_value_models(DEFAULT_MODEL)
     missing = [n for n in names if n not in bundled]
     if missing or len(names) > 2:
@@ -66,20 +58,17 @@ def demo(
         raise MavisError("--prompt is empty; give some text to answer")
     folders = list(dict.fromkeys(str(bundled[n]) for n in names))
     decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device, compile=compile_steps)
-    settings: list[tuple[str, dict[str, float] | None, float]] = [("plain (beta=0)", None, 0.0)]
     first, last = names[0], names[-1]
     grid = [1.0] if first == last else [1.0, 0.5, 0.0]
+    cases = [("plain (beta=0)", replace(sampling, beta=0.0))]
     for w in grid:
         weights = {first: w} if first == last else {first: w, last: 1.0 - w}
         label = ", ".join(f"{n}={v:g}" for n, v in weights.items())
-        settings.append((label, weights, beta))
-    prompts = prompt or DEMO_PROMPTS
-    for text in prompts:
+        cases.append((label, replace(sampling, weights=weights)))
+    for text in prompt or DEMO_PROMPTS:
         typer.echo(f"\n=== {text}")
-        for label, weights, b in settings:
-            seq = decoder.generate([text], weights=weights, beta=b, top_k=top_k,
-                                   kl_budget=per_token_budget(kl_budget, max_new_tokens),
-                                   max_new_tokens=max_new_tokens, seed=seed)[0]
+        for label, settings in cases:
+            seq = decoder.generate([text], settings)[0]
             scores = score_all(names, [text], [seq.text])
             line = "  ".join(f"{n} {scores[n][0]:+.3f}" for n in names)
             typer.echo(f"\n--- {label}   [{line}   KL {seq.kl:.2f}]")

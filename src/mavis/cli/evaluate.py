@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -10,19 +9,26 @@ from typing import Annotated
 import typer
 
 from mavis.cli.options import (
+    Limit,
+    Model,
+    NumSamples,
+    PromptSets,
+    Split,
+    ValueModels,
     parse_assignments,
     parse_betas,
     parse_names,
     parse_numbers,
-    parse_weights,
-    per_token_budget,
 )
-from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET, guidance
+from mavis.cli.sampling import build, sampling_options
+from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import check_writable
 
-_E = EvaluationSettings
+# Evaluation's own defaults: 48-token answers and seed 0, so that a rerun gives the same answers
+EVALUATION = REPRODUCIBLE
 
 
 def register(app: typer.Typer) -> None:
@@ -61,52 +67,40 @@ def load_prompt_sets(prompts: str, split: str, limit: int, model: str) -> list:
                                                       limit=limit)]
 
 
+@sampling_options(defaults=EVALUATION)
 def evaluate(
     objectives: Annotated[str, typer.Option(help="Objectives to score, e.g. relevant,harmless")],
-    weights: Annotated[str, typer.Option(help="Guidance weights (empty: pi_ref).")] = "",
-    beta: Annotated[float | None, typer.Option(
-        help="Guidance strength (the most, under a KL budget). Default: 16 under a KL budget "
-             "of 10 nats per answer.")] = None,
-    kl_budget: Annotated[float | None, typer.Option(
-        "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
-        "sampling: each step's beta is the largest up to --beta within budget / "
-        "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
-    = None,
-    prompts: Annotated[str, typer.Option(
-        help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "chitchat",
-    split: Annotated[str, typer.Option()] = "test",
-    limit: Annotated[int, typer.Option(help="Prompts per set.")] = 32,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
-    top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
-    seed: Annotated[int, typer.Option()] = _E.seed,
-    model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
-    value_model: Annotated[list[str], typer.Option("--value-model")] = [],  # noqa: B006
+    prompts: PromptSets = "chitchat",
+    split: Split = "test",
+    limit: Limit = 32,
+    num_samples: NumSamples = 1,
+    model: Model = DEFAULT_MODEL,
+    value_model: ValueModels = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json")] = False,
     out: Annotated[Path | None, typer.Option(
         help="Keep the result in this JSON file; a rerun with the same settings reads it "
              "instead of evaluating again.")] = None,
+    *, sampling: SamplingSettings,
 ) -> None:
-    """Mean reward per objective and KL (equation 7) of MAVIS at the given weights."""
+    """Mean reward per objective and KL (equation 7) of MAVIS at the given weights (without
+    --weights: the scored objectives, each the same weight; --beta 0: pi_ref itself)."""
     from mavis.evaluation.sweep import REFERENCE, SweepPoint, SweepStore, run_sweep
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
-    beta, kl_budget = guidance(beta, kl_budget)
-    parsed = parse_weights(weights) if weights else {}
-    settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                  top_k=top_k, seed=seed)
-    guided = bool(parsed) and beta > 0
-    point = (SweepPoint("MAVIS", parsed, beta, kl_budget=per_token_budget(
-        kl_budget, max_new_tokens)) if guided else SweepPoint(REFERENCE))
+    settings = EvaluationSettings(sampling, num_samples=num_samples)
+    guided = sampling.beta > 0
+    weights = sampling.weights or {name: 1.0 / len(names) for name in names}
+    point = (SweepPoint("MAVIS", weights, sampling.beta, kl_budget=sampling.kl_budget)
+             if guided else SweepPoint(REFERENCE))
     if out is not None:
         check_writable(out, what="--out")
     chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
-                "settings": dataclasses.asdict(settings)}
-    folders = _value_folders(model, value_model, [n for n, w in parsed.items() if w > 0]
-                             if guided else [], names + list(parsed))
+                "settings": settings.to_dict()}
+    folders = _value_folders(model, value_model, [n for n, w in weights.items() if w > 0]
+                             if guided else [], names + list(weights))
     store = SweepStore(out, identity, value_models=folders) if out is not None else None
     if store is not None and store.done(point) is not None:
         result = store.done(point)
@@ -124,9 +118,10 @@ def evaluate(
                f"top-k sampling (what steering added); mean per-step TV {result.tv:.3f}")
     if result.kl_budget is not None:
         typer.echo(f"{'beta used':<12} {result.mean_beta:.3f}   (mean over steps, chosen by "
-                   "the KL budget)")
+                   f"the KL budget of {result.kl_budget:g} nats per answer)")
 
 
+@sampling_options(exclude=("weights", "beta", "kl_budget"), defaults=EVALUATION)
 def pareto(
     ctx: typer.Context,
     objectives: Annotated[str, typer.Option(
@@ -145,12 +140,11 @@ def pareto(
         "and MOD need only the two ends.")] = "",
     beta: Annotated[str | None, typer.Option(
         help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8. "
-             "Default: 16 under a KL budget of 10 nats per answer.")] = None,
+             "Default: 16 under a KL budget of 10 nats per answer; a beta alone is a fixed "
+             "beta.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
-        "--kl-budget", help="Nats of KL per answer that steering may add over plain top-k "
-        "sampling: each step's beta is the largest up to --beta within budget / "
-        "max-new-tokens. Default: 10 when no --beta is given, else none (a fixed beta).")]
-    = None,
+        "--kl-budget", help=SamplingSettings.__dataclass_fields__["kl_budget"].metadata[
+            "help"])] = None,
     best_of: Annotated[str, typer.Option(
         "--best-of", help="Best-of-N from pi_ref at each weight, e.g. 4,16 (default: 4,16 "
         "with --methods bon, else none; 0: none).")] = "",
@@ -168,16 +162,13 @@ def pareto(
     hv_reference: Annotated[str, typer.Option(
         "--hv-reference", help="Hypervolume reference point, e.g. relevant=0,harmless=0 "
         "(default: pi_ref's rewards).")] = "",
-    prompts: Annotated[str, typer.Option(
-        help="Prompt set(s) or file(s), e.g. chitchat,harmful.")] = "harmful",
-    split: Annotated[str, typer.Option()] = "test",
-    limit: Annotated[int, typer.Option(help="Prompts per set.")] = 16,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
-    top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
-    seed: Annotated[int, typer.Option()] = _E.seed,
-    model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
-    value_model: Annotated[list[str], typer.Option("--value-model")] = [],  # noqa: B006
+    prompts: PromptSets = "harmful",
+    split: Split = "test",
+    limit: Limit = 16,
+    num_samples: NumSamples = 1,
+    model: Model = DEFAULT_MODEL,
+    value_model: ValueModels = [],  # noqa: B006
+    *, sampling: SamplingSettings,
 ) -> None:
     """Sweep the objective weights; compare MAVIS with pi_ref and the baselines of paper
     section 4 (fine-tuned MORLHF policies, Rewarded Soups, MOD, best-of-N, beam search).
@@ -186,13 +177,10 @@ def pareto(
     methods). Writes the plot (fronts with hypervolumes, and KL), the points as .json and .csv
     with the command and settings, and which points are dominated."""
     from mavis.baselines.compare import comparison_points
-    from mavis.evaluation.beam import BeamSettings
+    from mavis.decoding.search import BeamSettings
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
-    if beta is None:
-        beta = str(DEFAULT_BETA)
-        kl_budget = DEFAULT_KL_BUDGET if kl_budget is None else kl_budget
     if len(names) < 2:
         raise MavisError(f"pareto needs two objectives or more (exactly two for rsoup and mod), "
                          f"got {len(names)}")
@@ -200,15 +188,14 @@ def pareto(
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
     morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0)
                    if morlhf_lambdas.strip() else None)
-    betas = parse_betas(beta, grid)
+    betas, budget = _guidance(beta, kl_budget, grid)
     sizes = _sizes(best_of, "--best-of", default=[4, 16] if "bon" in chosen_methods else [])
     beam_sizes = _sizes(beams, "--beams", default=[]) if "beam" in chosen_methods else []
     beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
-    settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                  top_k=top_k, seed=seed)
+    settings = EvaluationSettings(sampling, num_samples=num_samples)
     points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
                                beams=beam_sizes, morlhf_lambdas=morlhf_grid,
-                               kl_budget=per_token_budget(kl_budget, max_new_tokens))
+                               kl_budget=budget)
     corner = _reference_point(hv_reference, names)
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
         check_writable(path, what="--out")
@@ -217,9 +204,19 @@ def pareto(
     chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
-                "settings": dataclasses.asdict(settings)}
+                "settings": settings.to_dict()}
     _run_comparison(ctx, out, identity, points, baselines, beam, chosen, settings, corner,
                     value_model)
+
+
+def _guidance(beta: str | None, kl_budget: float | None, lambdas: list[float]
+              ) -> tuple[float | dict[float, float], float | None]:
+    """(beta, or a beta per lambda; KL budget per answer) by the guidance rule of
+    `SamplingSettings`: no --beta is the default beta under the default budget, a beta alone
+    a fixed beta."""
+    betas = parse_betas(beta, lambdas) if beta is not None else None
+    rule = build({"beta": None if betas is None else 1.0, "kl_budget": kl_budget})
+    return (rule.beta if betas is None else betas), rule.kl_budget
 
 
 def _sizes(text: str, option: str, default: list[int]) -> list[int]:
@@ -270,45 +267,22 @@ def _baselines(methods: list[str], names: list[str], recipe: Path | None, folder
 def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list, baselines,
                     beam, chosen: list, settings: EvaluationSettings,
                     corner: dict[str, float] | None, value_model: list[str]) -> None:
-    """Train what is missing, sweep what is not saved yet, write the outputs."""
-    from mavis.evaluation.sweep import MAVIS, SweepStore, run_sweep
+    """`run_comparison` with the value models the points need, then its summary."""
+    from mavis.baselines.compare import run_comparison
+    from mavis.evaluation.sweep import MAVIS
 
     names = identity["objectives"]
-    methods = {"beam": dataclasses.asdict(beam)}
-    if baselines is not None:
-        methods.update(baselines.method_settings())
     guided = any(p.method == MAVIS or p.beams for p in points)
     folders = _value_folders(identity["model"], value_model, names if guided else [], names)
-    store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=folders)
-    pending = [p for p in points if store.done(p) is None]
-    commands = store.notes.get("commands", [])
-    store.note("commands", [*[c for c in commands if c != _command(ctx)], _command(ctx)])
-    if baselines is not None:
-        baselines.train_missing(pending)
-    decoder = _decoder(identity["model"], folders)
-    evaluators = (baselines.evaluators(decoder, chosen, names, settings)
-                  if baselines is not None else {})
-    results = run_sweep(decoder, chosen, names, points, settings, store, evaluators=evaluators,
-                        beam=beam)
-    _write_comparison(out, store, results, names, corner, f"{identity['prompts']}/"
-                      f"{identity['split']}, {len(chosen)} prompts x {settings.num_samples}")
-
-
-def _write_comparison(out: Path, store, results: list, names: list[str],
-                      corner: dict[str, float] | None, where: str) -> None:
-    from mavis.evaluation.plots import plot_comparison
-    from mavis.evaluation.summary import summarise_fronts, write_points_csv
-    from mavis.evaluation.sweep import by_method
-
-    summary = summarise_fronts(results, names, corner)
-    store.note("fronts", summary.to_dict())
-    write_points_csv(out.with_suffix(".csv"), results, names, summary)
-    series = by_method(results)
-    flags = {m: [summary.dominated_in_method[p.key] for p, _ in results if p.method == m]
-             for m in series}
-    path = plot_comparison(series, names, out, summary.hypervolume, flags,
-                           title=f"{' vs '.join(names)} ({where})")
-    for point, p in results:
+    where = (f"{identity['prompts']}/{identity['split']}, {len(chosen)} prompts x "
+             f"{settings.num_samples}")
+    comparison = run_comparison(out, reference=identity["model"], value_models=folders,
+                                prompts=chosen, points=points, settings=settings,
+                                identity=identity, beam=beam, baselines=baselines,
+                                hv_reference=corner, command=_command(ctx),
+                                title=f"{' vs '.join(names)} ({where})")
+    summary = comparison.summary
+    for point, p in comparison.results:
         rewards = "  ".join(f"{n} {p.reward[n]:+.3f}" for n in names)
         typer.echo(f"{point.method:<12} {p.label:<28} {rewards}  KL {p.kl:.2f} ({p.kl_kind})"
                    f"{'  dominated' if summary.dominated_overall[point.key] else ''}")
@@ -316,7 +290,7 @@ def _write_comparison(out: Path, store, results: list, names: list[str],
     typer.echo("hypervolume above " + (f"pi_ref ({reference})" if summary.reference_from
                                        == "pi_ref" else f"({reference})") + ": " + ", ".join(
         f"{m} {hv:.4g}" for m, hv in summary.hypervolume.items()))
-    typer.echo(f"plot: {path}; points: {store.path}, {out.with_suffix('.csv')}")
+    typer.echo(f"plot: {comparison.plot}; points: {comparison.points_file}, {comparison.table}")
 
 
 def _command(ctx: typer.Context) -> str:
@@ -330,6 +304,9 @@ def _command(ctx: typer.Context) -> str:
         if value is None or not getattr(param, "opts", None):
             continue
         flag = param.opts[0]
+        if getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None):
+            parts += [flag] if value else []
+            continue
         for item in (value if isinstance(value, list | tuple) else [value]):
             parts += [flag, str(item)]
     return shlex.join(parts)

@@ -9,8 +9,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Annotated
+
+import typer
 
 from mavis.errors import MavisError
+
+# Options several commands take, declared once (each command gives its own default).
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
+Compile = Annotated[bool | None, typer.Option(
+    "--compile/--no-compile", help="Static caches and compiled decoding steps (default: on "
+    "for CUDA; the first call compiles, later ones are faster).")]
+PromptSets = Annotated[str, typer.Option(help="Prompt set(s) or file(s), e.g. chitchat,harmful.")]
+Split = Annotated[str, typer.Option(help="train, validation, test or all.")]
+Limit = Annotated[int, typer.Option(help="Prompts per set.")]
+NumSamples = Annotated[int, typer.Option("--num-samples", "-n", help="Answers per prompt.")]
+Model = Annotated[str, typer.Option(help="Reference model: packaged name, path or hub id.")]
+ValueModels = Annotated[list[str], typer.Option(
+    "--value-model", help="NAME=PATH of a value model (repeatable); default: the bundled "
+    "ones.")]
 
 
 def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, str]:
@@ -98,18 +115,6 @@ def parse_names(text: str | None, option: str) -> list[str] | None:
     if repeated:
         raise MavisError(f"{option} names {', '.join(map(repr, repeated))} more than once")
     return names
-
-
-def per_token_budget(kl_budget: float | None, max_new_tokens: int,
-                     option: str = "--kl-budget") -> float | None:
-    """A KL budget per answer (what users think in) as the budget per token the decoder
-    keeps at every step."""
-    if kl_budget is None or kl_budget == math.inf:  # inf: no budget, a fixed beta
-        return None
-    if not math.isfinite(kl_budget) or kl_budget < 0:
-        raise MavisError(f"{option} is {kl_budget}; give the nats per answer, a number >= 0 "
-                         "(inf: no budget)")
-    return kl_budget / max(max_new_tokens, 1)
 
 
 def parse_betas(text: str, lambdas: list[float], option: str = "--beta"

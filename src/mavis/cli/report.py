@@ -11,15 +11,17 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.evaluate import load_prompt_sets
+from mavis.cli.evaluate import EVALUATION, load_prompt_sets
 from mavis.cli.options import parse_assignments, parse_numbers
+from mavis.cli.sampling import sampling_options
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.models.names import DEFAULT_MODEL
 
 report_app = typer.Typer(
     help="Tables of finished runs: iterations of Algorithm 1, distilled vs teacher value "
          "models.", no_args_is_help=True)
-_E = EvaluationSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +48,7 @@ def iterations_command(
 
 
 @report_app.command("distill")
+@sampling_options(exclude=("weights", "beta", "kl_budget"), defaults=EVALUATION)
 def distill_command(
     student: Annotated[Path, typer.Argument(help="A `mavis distill` output folder.")],
     beta: Annotated[str, typer.Option(
@@ -57,14 +60,12 @@ def distill_command(
     prompts: Annotated[str, typer.Option(help="Prompt set(s) or file(s).")] = "chitchat,harmful",
     split: Annotated[str, typer.Option()] = "test",
     limit: Annotated[int, typer.Option(help="Prompts per set.")] = 24,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = _E.num_samples,
-    top_k: Annotated[int, typer.Option("--top-k")] = _E.top_k,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = _E.max_new_tokens,
-    seed: Annotated[int, typer.Option()] = _E.seed,
-    model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 1,
+    model: Annotated[str, typer.Option()] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option(help="Folder for distill.md/.csv/.png and the "
                                            "evaluations (a rerun resumes).")]
     = Path("reports/distill"),
+    *, sampling: SamplingSettings,
 ) -> None:
     """MAVIS with per-objective teachers vs with their distilled student (paper Table 3):
     reward, KL and decoding speed per objective, and for all objectives at once."""
@@ -73,8 +74,7 @@ def distill_command(
     teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
     names = list(teachers or teachers_of(student_folders(student)[1]))
     betas = _betas(beta, names)
-    settings = EvaluationSettings(max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                  top_k=top_k, seed=seed)
+    settings = EvaluationSettings(sampling, num_samples=num_samples)
     chosen = load_prompt_sets(prompts, split, limit, model)
     table = distill_report(student, chosen, out, reference=model, betas=betas,
                            settings=settings, teachers=teachers or None,

@@ -10,6 +10,7 @@ import typer
 
 from mavis.cli.options import parse_assignments
 from mavis.errors import MavisError
+from mavis.models.names import DEFAULT_MODEL
 from mavis.serving.spec import ServerLimits, ServerSpec, api_key_from_environment
 
 DEFAULTS = ServerLimits()
@@ -25,7 +26,7 @@ def serve(
                                            "otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     model: Annotated[str, typer.Option(help="Reference model: packaged name, path or hub id.")]
-    = "smollm2-135m-instruct",
+    = DEFAULT_MODEL,
     value_model: Annotated[list[str], typer.Option(
         "--value-model", help="NAME=PATH of a value model (repeatable); defaults to the "
         "bundled ones of --model.")] = [],  # noqa: B006

@@ -1,9 +1,16 @@
 """`MavisDecoder`: value-guided sampling (Algorithm 2) over batches of prompts.
 
-    decoder = MavisDecoder.load("smollm2-135m-instruct", {"harmless": "path/to/vm", ...})
+    decoder = MavisDecoder.load("smollm2-135m-instruct", ["path/to/vm", ...])
     out = decoder.generate(["How do I ..."], weights={"harmless": 0.4, "relevant": 0.6},
-                           beta=8, top_k=40, max_new_tokens=64, seed=0)
+                           max_new_tokens=64, seed=0)
     out[0].text, out[0].kl
+
+How an answer is decoded is one `SamplingSettings` (`mavis.decoding.sampling`: weights, beta,
+KL budget, top-k, temperature, stop strings, seed, ...), given whole or as keywords; with no
+other argument, `generate` decodes exactly as `mavis generate` with no other option does.
+`resolve` turns it into what this decoder will do (weights checked against its value models,
+top-k at most the vocabulary, beta 0 when nothing guides), and every row of the decoding state
+carries its resolved settings.
 
 Every returned sequence carries its token ids and, per token, log pi(a_t|s_t) under the
 distribution it was sampled from and log pi_ref(a_t|s_t) under the reference model
@@ -15,7 +22,7 @@ while log pi_ref is still read from the reference:
 
     policy = decoder.with_proposals([(fine_tuned, 1.0)])          # a fine-tuned policy
     mod = decoder.with_proposals([(policy_a, 0.3), (policy_b, 0.7)])  # MOD at lambda = 0.3
-    mod.generate(prompts, beta=0.0, top_k=40)    # plain top-k sampling of the combination
+    mod.generate(prompts, beta=0.0)    # plain top-k sampling of the combination
 
 On a GPU, `MavisDecoder.load(..., compile=True)` (the default on CUDA) decodes `generate`'s
 batches with static caches and compiled forwards (`mavis.models.layout.StaticLayout`): the
@@ -26,14 +33,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mavis.decoding.guide import ValueGuide, resolve_weights
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.batch import Batch
+from mavis.decoding.guide import ValueGuide, resolve_guidance
+from mavis.decoding.sampling import SamplingSettings, build_sampling
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
 from mavis.models.layout import DynamicLayout, StaticLayout
@@ -58,9 +66,10 @@ class GeneratedSequence:
     logprobs: list[float]
     ref_logprobs: list[float]
     finish_reason: str  # "eos", "length" or "stop"
-    weights: dict[str, float] = field(default_factory=dict)
-    beta: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)  # normalised; {}: unguided
+    beta: float = 0.0  # 0: plain top-k sampling from the reference (or the proposals)
     top_k: int = 0
+    kl_budget: float | None = None  # nats per answer, when a budget chose each step's beta
     value: float | None = None  # weighted value of the final state, when guided
     topk_logprobs: list[float] = field(default_factory=list)
     tv: list[float] = field(default_factory=list)
@@ -95,29 +104,12 @@ class GeneratedSequence:
 
 @dataclass
 class RowRequest:
-    """One row of a batch whose rows differ: its settings, its weights (resolved; None: plain
-    top-k sampling) and its random generator (None: the batch's)."""
+    """One row of a batch whose rows differ (the server's way): its settings, already
+    resolved by `MavisDecoder.resolve`, and its random generator (None: the batch's)."""
 
-    settings: StepSettings
-    weights: dict[str, float] | None = None
+    settings: SamplingSettings
     generator: torch.Generator | None = None
     proposal_weights: Sequence[float] | None = None  # None: the decoder's
-
-
-@dataclass
-class Batch:
-    """Tokenised, left-padded prompts."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    prompts: list[str]
-
-    def rows(self, start: int, stop: int) -> Batch:
-        """Rows start..stop-1, without the left-padding columns none of them needs."""
-        mask = self.attention_mask[start:stop]
-        first = int(mask.any(0).long().argmax())
-        return Batch(self.input_ids[start:stop, first:], mask[:, first:],
-                     self.prompts[start:stop])
 
 
 class MavisDecoder:
@@ -134,6 +126,7 @@ class MavisDecoder:
         growing caches (False); None: True on CUDA, False elsewhere."""
         self.reference = reference.eval()
         self.tokenizer = tokenizer
+        self.eos = eos_ids(tokenizer, reference)
         self.guide = ValueGuide([vm.eval() for vm in value_models])
         self.device = next(reference.parameters()).device
         if check_tokenizers and self.guide.value_models:
@@ -257,163 +250,144 @@ class MavisDecoder:
                      texts)
 
     # -- sampling -------------------------------------------------------------------------
-    def settings(self, **kwargs: Any) -> StepSettings:
-        """`StepSettings(**kwargs)`, also checked against this decoder's model."""
-        settings = StepSettings(**kwargs)
-        vocab = self.reference.config.vocab_size
-        if settings.top_k > vocab:
-            raise MavisError(f"top_k={settings.top_k} must be between 1 and the vocabulary "
-                             f"size ({vocab})")
-        return settings
+    def resolve(self, settings: SamplingSettings) -> SamplingSettings:
+        """`settings` as this decoder decodes them: top-k at most the vocabulary (as
+        transformers' top-k does), and the guidance resolved against the loaded value models
+        (`resolve_guidance`: None weights give each objective the same weight; beta 0 when
+        nothing guides), so that every answer reports what was done."""
+        resolved = resolve_guidance(settings, self.guide.objectives)
+        return replace(resolved, top_k=min(settings.top_k,
+                                           int(self.reference.config.vocab_size)))
 
-    def start(self, batch: Batch, weights: Mapping[str, float] | None,
-              settings: StepSettings, layout: DynamicLayout | StaticLayout | None = None
-              ) -> tuple[DecodingState, dict[str, float]]:
-        """A fresh decoding state for `batch`, every row with the same weights and settings
+    def weight_matrix(self, rows: Sequence[SamplingSettings]) -> torch.Tensor:
+        """Each row's lambda over the guide's columns, [B, width] (zeros when unguided)."""
+        if not rows:
+            return torch.zeros(0, self.guide.width)
+        return torch.stack([self.guide.weight_row(row.weights) for row in rows])
+
+    def start(self, batch: Batch, settings: SamplingSettings,
+              layout: DynamicLayout | StaticLayout | None = None) -> DecodingState:
+        """A fresh decoding state for `batch`, every row with the same resolved `settings`
         (the building block of generation, beam search and tree collection); `layout`: its
         caches' layout (default: growing caches, which rows can leave and join)."""
-        resolved: dict[str, float] = {}
-        matrix = torch.zeros(batch.input_ids.shape[0], self.guide.width)
-        if settings.beta != 0.0 and (weights or self.guide.objectives):
-            resolved = resolve_weights(weights or {}, self.guide.objectives)
-            matrix[:] = self.guide.weight_row(resolved)
-        elif weights:
-            resolved = resolve_weights(weights, self.guide.objectives or list(weights))
-        proposal = self._proposal_matrix([None] * matrix.shape[0])
-        with torch.inference_mode():
-            state = DecodingState(self.reference, self.guide, batch.input_ids,
-                                  batch.attention_mask, [settings] * matrix.shape[0], matrix,
-                                  proposals=self.proposals, proposal_weights=proposal,
-                                  layout=layout)
-        return state, resolved
+        rows = [settings] * batch.input_ids.shape[0]
+        return self._state(batch, rows, None, [None] * len(rows), layout)
 
     def start_rows(self, batch: Batch, rows: Sequence[RowRequest]) -> DecodingState:
-        """A fresh decoding state whose rows each have their own settings, weights (already
-        resolved: see `resolve_weights`) and random generator (the server's way)."""
-        matrix = torch.stack([self.guide.weight_row(row.weights) for row in rows]) if rows \
-            else torch.zeros(0, self.guide.width)
-        proposal = self._proposal_matrix([row.proposal_weights for row in rows])
+        """A fresh decoding state whose rows each have their own resolved settings and random
+        generator (the server's way)."""
+        return self._state(batch, [row.settings for row in rows],
+                           [row.generator for row in rows],
+                           [row.proposal_weights for row in rows])
+
+    def _state(self, batch: Batch, rows: Sequence[SamplingSettings],
+               generators: Sequence[torch.Generator | None] | None,
+               proposal_weights: Sequence[Sequence[float] | None],
+               layout: DynamicLayout | StaticLayout | None = None) -> DecodingState:
+        proposal = self._proposal_matrix(proposal_weights)
         with torch.inference_mode():
             return DecodingState(self.reference, self.guide, batch.input_ids,
-                                 batch.attention_mask, [row.settings for row in rows], matrix,
-                                 [row.generator for row in rows], proposals=self.proposals,
-                                 proposal_weights=proposal)
+                                 batch.attention_mask, rows, self.weight_matrix(rows),
+                                 generators, proposals=self.proposals,
+                                 proposal_weights=proposal, layout=layout)
 
     @torch.inference_mode()
-    def generate(self, prompts: str | Sequence[str | Prompt], *,
-                 weights: Mapping[str, float] | None = None, beta: float = 1.0,
-                 top_k: int = 40, temperature: float = 1.0,
-                 max_new_tokens: int = 64, num_samples: int = 1, greedy: bool = False,
-                 seed: int | None = None, stop_strings: Sequence[str] = (),
-                 chat_template: bool = True, candidate_epsilon: float = 0.0,
-                 kl_budget: float | None = None,
-                 batch_size: int = 16, ignore_eos: bool = False, progress: bool = False,
-                 on_rows: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
+    def generate(self, prompts: str | Sequence[str | Prompt],
+                 settings: SamplingSettings | None = None, *, num_samples: int = 1,
+                 batch_size: int = 16, chat_template: bool = True, progress: bool = False,
+                 on_rows: Callable[[int], None] | None = None, **fields: Any
+                 ) -> list[GeneratedSequence]:
         """Sample `num_samples` answers per prompt; results are grouped by prompt, in order.
 
-        beta = 0 (or no value models) is plain top-k sampling from the reference model.
-        `ignore_eos` keeps generating past EOS (for benchmarks of a fixed length).
-        `kl_budget` (nats per token) lets each step's beta be the largest one up to `beta` that
-        keeps the step within that KL of plain top-k sampling (see `StepSettings`).
-        `progress` shows a bar; `on_rows(count)` is called as each batch of rows finishes.
+        How: `settings`, or its fields as keywords (`weights=..., beta=..., seed=...`; see
+        `SamplingSettings`, whose defaults are every command's). With `settings.seed` the whole
+        call draws from one generator seeded with it. `progress` shows a bar; `on_rows(count)`
+        is called as each batch of rows finishes.
         """
+        settings = self.resolve(build_sampling(settings, fields))
         if isinstance(prompts, str):
             prompts = [prompts]
-        if max_new_tokens < 1:
-            raise MavisError("max_new_tokens must be >= 1")
-        settings = self.settings(beta=beta, top_k=top_k, temperature=temperature, greedy=greedy,
-                                 candidate_epsilon=candidate_epsilon, kl_budget=kl_budget)
+        if num_samples < 1 or batch_size < 1:
+            raise MavisError("num_samples and batch_size must be >= 1")
         # Tokenised once, up front: bad prompts fail before any generation starts.
-        once = self.encode(list(prompts), chat_template=chat_template,
-                           max_new_tokens=max_new_tokens)
-        rows = [p for p in once.prompts for _ in range(num_samples)]
-        encoded = Batch(once.input_ids.repeat_interleave(num_samples, 0),
-                        once.attention_mask.repeat_interleave(num_samples, 0), rows)
+        encoded = self.encode(list(prompts), chat_template=chat_template,
+                              max_new_tokens=settings.max_new_tokens).repeated(num_samples)
         generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        if settings.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(settings.seed)
         results: list[GeneratedSequence] = []
-        chunks = range(0, len(rows), batch_size)
+        rows = len(encoded.prompts)
+        chunks = range(0, rows, batch_size)
         if progress:
-            chunks = track(chunks, "generating", total=math.ceil(len(rows) / batch_size),
+            chunks = track(chunks, "generating", total=math.ceil(rows / batch_size),
                            unit="batch")
         for start in chunks:
             batch = encoded.rows(start, start + batch_size)
-            results.extend(self._run(batch, weights, settings, max_new_tokens, stop_strings,
-                                     generator, ignore_eos))
+            results.extend(self._run(batch, settings, generator))
             if on_rows is not None:
                 on_rows(len(batch.prompts))
         return results
 
-    def _run(self, batch: Batch, weights: Mapping[str, float] | None, settings: StepSettings,
-             max_new_tokens: int, stop_strings: Sequence[str],
-             generator: torch.Generator | None,
-             ignore_eos: bool = False) -> list[GeneratedSequence]:
+    def _run(self, batch: Batch, settings: SamplingSettings,
+             generator: torch.Generator | None) -> list[GeneratedSequence]:
         """Decode one batch to the end. With the static layout the batch keeps its rows
         (finished ones are decoded on and ignored); otherwise finished rows leave it."""
         layout = self.static_layout
         if layout is not None:
-            layout.start(batch.input_ids.shape[0], batch.input_ids.shape[1], max_new_tokens,
-                         settings.top_k)
-        state, resolved = self.start(batch, weights, settings, layout)
-        eos = set() if ignore_eos else eos_ids(self.tokenizer, self.reference)
+            layout.start(batch.input_ids.shape[0], batch.input_ids.shape[1],
+                         settings.max_new_tokens, settings.top_k)
+        state = self.start(batch, settings, layout)
         origin = torch.arange(state.batch_size)
         done: dict[int, GeneratedSequence] = {}
-        for step in range(max_new_tokens):
-            tokens = state.choose(generator)
-            finished = self._finished(state, tokens, origin, done, eos, stop_strings,
-                                      step == max_new_tokens - 1)
+        while len(done) < len(batch.prompts):
+            tokens = state.choose(generator).tolist()
+            finished = [(row, reason) for row in range(state.batch_size)
+                        if int(origin[row]) not in done
+                        and (reason := self.finish_reason(state, row, tokens[row]))]
             for row, reason in finished:
                 index = int(origin[row])
-                done[index] = self.sequence_from(batch.prompts[index], state, row, reason,
-                                                 resolved, stop_strings)
+                done[index] = self.sequence_from(batch.prompts[index], state, row, reason)
             if len(done) == len(batch.prompts):
                 break
             if finished and layout is None:
-                keep = torch.tensor([r for r in range(state.batch_size)
-                                     if r not in {f[0] for f in finished}])
+                gone = {row for row, _ in finished}
+                keep = torch.tensor([r for r in range(state.batch_size) if r not in gone])
                 state.select(keep)
                 origin = origin[keep]
             state.advance()
         return [done[i] for i in range(len(batch.prompts))]
 
-    def _finished(self, state: DecodingState, tokens: torch.Tensor, origin: torch.Tensor,
-                  done: Mapping[int, GeneratedSequence], eos: set[int],
-                  stop_strings: Sequence[str], last: bool) -> list[tuple[int, str]]:
-        """The rows that this step's `tokens` finish, with why (rows already done are
-        skipped: the static layout keeps them in the batch)."""
-        finished = []
-        for row in range(state.batch_size):
-            if int(origin[row]) in done:
-                continue
-            reason = None
-            if int(tokens[row]) in eos:
-                reason = "eos"
-            elif stop_strings and hits_stop(self.tokenizer, state.generated(row), stop_strings):
-                reason = "stop"
-            elif last:
-                reason = "length"
-            if reason:
-                finished.append((row, reason))
-        return finished
+    def finish_reason(self, state: DecodingState, row: int, token: int) -> str | None:
+        """Why row `row` of `state` ends with the `token` it just chose, by its own settings:
+        "eos" (an end-of-sequence token, unless it ignores EOS), "stop" (its text holds a stop
+        string) or "length" (max_new_tokens reached); None: it goes on. The one rule of
+        generation, beam search and the server."""
+        settings = state.settings[row]
+        if token in self.eos and not settings.ignore_eos:
+            return "eos"
+        if settings.stop and hits_stop(self.tokenizer, state.generated(row), settings.stop):
+            return "stop"
+        if int(state.lengths[row]) >= settings.max_new_tokens:
+            return "length"
+        return None
 
-    def sequence_from(self, prompt: str, state: DecodingState, row: int, reason: str,
-                      weights: dict[str, float], stop_strings: Sequence[str]
+    def sequence_from(self, prompt: str, state: DecodingState, row: int, reason: str
                       ) -> GeneratedSequence:
         """The finished row `row` of `state` as a returned sequence (text cut at a stop
-        string when that is why it ended)."""
+        string when that is why it ended), with the settings it was decoded with."""
+        settings = state.settings[row]
         ids = state.generated(row)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if reason == "stop":
-            cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+            cut = min((text.find(s) for s in settings.stop if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
-        settings = state.settings[row]
         value = float(state.value[row]) if state.active else None
         return GeneratedSequence(
             prompt=prompt, text=text, token_ids=ids, logprobs=state.generated(row, "logprobs"),
             ref_logprobs=state.generated(row, "ref_logprobs"), finish_reason=reason,
-            weights=weights, beta=settings.beta, top_k=settings.top_k, value=value,
+            weights=dict(settings.weights or {}), beta=settings.beta, top_k=settings.top_k,
+            kl_budget=settings.kl_budget, value=value,
             topk_logprobs=state.generated(row, "topk_logprobs"),
             tv=state.generated(row, "tv"), betas=state.generated(row, "betas"))
 

@@ -14,48 +14,38 @@ models saved without a scale are used as they are.
 from __future__ import annotations
 
 import math
-import numbers
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from mavis.decoding.sampling import SamplingSettings, SettingsError
 from mavis.errors import MavisError
 from mavis.models.value_model import ValueModel
 
 
-def resolve_weights(weights: Mapping[str, float], available: Sequence[str]) -> dict[str, float]:
-    """Check user weights against the available objectives and normalise them to sum to 1.
+def resolve_guidance(settings: SamplingSettings, available: Sequence[str]) -> SamplingSettings:
+    """`settings` as value models covering `available` objectives carry them out: weights
+    checked against them (None: each the same weight); when nothing guides (beta 0, or no
+    weights asked for and none available) beta 0, no weights and no budget, so that what is
+    reported is what was done."""
+    if settings.beta == 0 or (settings.weights is None and not available):
+        return replace(settings, weights=None, beta=0.0, kl_budget=None)
+    if settings.weights is None:
+        return replace(settings, weights={name: 1.0 / len(available) for name in available})
+    return replace(settings, weights=check_objectives(settings.weights, available))
 
-    Unknown names, weights that are not finite numbers >= 0 and all-zero weights are errors;
-    weights that do not sum to 1 are normalised with a warning (never silently)."""
-    if not weights:
-        raise MavisError("no objective weights given; pass e.g. --weights "
-                         + ",".join(f"{name}={1 / len(available):.2g}" for name in available))
-    unknown = [name for name in weights if name not in available]
+
+def check_objectives(weights: Mapping[str, float], available: Sequence[str]
+                     ) -> dict[str, float]:
+    """`weights` (already checked and normalised by `SamplingSettings`) when every objective
+    with a positive weight has a value model among `available`; a `SettingsError` naming the
+    others otherwise. Objectives weighted zero need none."""
+    unknown = [name for name, value in weights.items() if value > 0 and name not in available]
     if unknown:
-        raise MavisError(
-            f"no value model for objective(s) {', '.join(map(repr, unknown))}; "
-            f"the loaded value models cover: {', '.join(available) or '(none)'}"
-        )
-    for name, value in weights.items():
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise MavisError(f"weight for {name!r} is {value!r}; weights must be finite "
-                             "numbers >= 0")
-        if value < 0:
-            raise MavisError(f"weight for {name!r} is {value}; weights must be >= 0")
-    total = sum(weights.values())
-    if total <= 0:
-        raise MavisError("all objective weights are zero; give at least one positive weight")
-    if abs(total - 1.0) > 1e-6:
-        normalised = {name: value / total for name, value in weights.items()}
-        warnings.warn(
-            f"objective weights sum to {total:g}, not 1; normalised to "
-            + ", ".join(f"{n}={v:.3g}" for n, v in normalised.items()),
-            stacklevel=2,
-        )
-        return normalised
+        raise SettingsError(
+            "weights", f"name(s) {', '.join(map(repr, unknown))} without a value model; the "
+            f"loaded value models cover: {', '.join(available) or '(none)'}")
     return dict(weights)
 
 
@@ -123,8 +113,10 @@ class ValueGuide:
     def weight_row(self, weights: Mapping[str, float] | None) -> torch.Tensor:
         """One row's lambda over the guide's columns ([width]; zeros for None)."""
         row = torch.zeros(self.width)
+        columns = list(self.owner)
         for name, value in (weights or {}).items():
-            row[list(self.owner).index(name)] = float(value)
+            if value:  # objectives weighted zero need no value model
+                row[columns.index(name)] = float(value)
         return row
 
     def used(self, weights: torch.Tensor) -> list[int]:

@@ -2,72 +2,88 @@
 
 `beam_search`: N beams; every `prune_every` tokens each live beam is expanded into `expand`
 copies that continue by sampling from the MAVIS distribution, and the live set is pruned back to
-N by the weighted value sum_m lambda_m V_m(s) of each partial sequence. Beams that end (EOS) join
-a pool; at the end the top N of pool and live beams by weighted value are returned, best first.
+N by the weighted value sum_m lambda_m V_m(s) of each partial sequence. Beams that end (the
+decoder's finished-row rule: EOS, a stop string, max_new_tokens) join a pool; at the end the
+top N of the pool by weighted value are returned, best first. How each token is chosen is the
+`SamplingSettings` given (weights, beta, KL budget, top-k, ...), as for sampling.
 
 (Its baseline, best-of-N from pi_ref, lives in `mavis.evaluation.best_of_n`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from mavis.decoding.decoder import GeneratedSequence, MavisDecoder, eos_ids
+from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
+from mavis.decoding.sampling import SamplingSettings, SettingsError, build_sampling
 from mavis.errors import MavisError
 from mavis.prompts.base import Prompt
 from mavis.prompts.formatting import prompt_text
 
 
+@dataclass(frozen=True)
+class BeamSettings:
+    """How beam search keeps its beams.
+
+    num_beams (`int`, default `4`): beams kept, and answers returned.
+    expand (`int`, default `2`): copies each live beam continues as, by sampling, before the
+        live set is pruned back to N by weighted value.
+    prune_every (`int`, default `8`): tokens between two prunings.
+    """
+
+    num_beams: int = 4
+    expand: int = 2
+    prune_every: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("num_beams", "expand", "prune_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise MavisError(f"beam setting {name}={value!r} must be a whole number >= 1")
+
+
 @torch.inference_mode()
-def beam_search(decoder: MavisDecoder, prompt: str | Prompt, *, weights: Mapping[str, float],
-                beta: float = 1.0, top_k: int = 40, num_beams: int = 4, expand: int = 2,
-                prune_every: int = 8, max_new_tokens: int = 64, temperature: float = 1.0,
-                seed: int | None = None, chat_template: bool = True,
-                candidate_epsilon: float = 0.0) -> list[GeneratedSequence]:
-    """Value-guided beam search for one prompt; returns `num_beams` sequences, best first
-    (each with `.value`, its weighted value)."""
-    if num_beams < 1 or expand < 1 or prune_every < 1:
-        raise MavisError("num_beams, expand and prune_every must be >= 1")
-    if beta <= 0:
-        raise MavisError("beam search ranks beams by their values: give beta > 0")
-    settings = decoder.settings(beta=beta, top_k=top_k, temperature=temperature,
-                                candidate_epsilon=candidate_epsilon)
-    batch = decoder.encode([prompt], chat_template=chat_template, max_new_tokens=max_new_tokens)
-    state, resolved = decoder.start(batch, weights, settings)
+def beam_search(decoder: MavisDecoder, prompt: str | Prompt,
+                settings: SamplingSettings | None = None, *,
+                beam: BeamSettings = BeamSettings(), chat_template: bool = True,
+                **fields: Any) -> list[GeneratedSequence]:
+    """Value-guided beam search for one prompt; returns `beam.num_beams` sequences, best first
+    (each with `.value`, its weighted value). `settings` (or its fields as keywords) say how
+    each token is chosen; with a seed, the search draws from one generator seeded with it."""
+    settings = decoder.resolve(build_sampling(settings, fields))
+    if settings.beta <= 0:
+        raise SettingsError("beta", "is 0 (or no value model guides): beam search ranks beams "
+                            "by their values; give beta > 0 and value models")
+    if settings.greedy:
+        raise SettingsError("greedy", "is on: every copy of a beam would continue alike; beam "
+                            "search samples its copies")
+    batch = decoder.encode([prompt], chat_template=chat_template,
+                           max_new_tokens=settings.max_new_tokens)
+    state = decoder.start(batch, settings)
     generator = torch.Generator(device=decoder.device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    eos = eos_ids(decoder.tokenizer, decoder.reference)
+    if settings.seed is not None:
+        generator.manual_seed(settings.seed)
     pool: list[GeneratedSequence] = []
     text = prompt_text(prompt)
-
-    def finish(rows: Sequence[int], reason: str) -> None:
-        for row in rows:
-            pool.append(decoder.sequence_from(text, state, row, reason, resolved, ()))
-
-    step = 0
-    state.select(torch.zeros(num_beams, dtype=torch.long))
-    while step < max_new_tokens and state.batch_size:
-        state.select(torch.arange(state.batch_size).repeat_interleave(expand))
-        for _ in range(min(prune_every, max_new_tokens - step)):
-            tokens = state.choose(generator)
-            step += 1
-            ended = [r for r in range(state.batch_size) if int(tokens[r]) in eos]
-            finish(ended, "eos")
-            if step == max_new_tokens:
-                finish([r for r in range(state.batch_size) if r not in ended], "length")
-                state.select(torch.zeros(0, dtype=torch.long))
-                break
+    state.select(torch.zeros(beam.num_beams, dtype=torch.long))
+    while state.batch_size:
+        state.select(torch.arange(state.batch_size).repeat_interleave(beam.expand))
+        for _ in range(beam.prune_every):
+            tokens = state.choose(generator).tolist()
+            ended = {row: reason for row in range(state.batch_size)
+                     if (reason := decoder.finish_reason(state, row, tokens[row]))}
+            pool += [decoder.sequence_from(text, state, row, reason)
+                     for row, reason in ended.items()]
             if ended:
                 state.select(torch.tensor([r for r in range(state.batch_size) if r not in ended],
                                           dtype=torch.long))
             if not state.batch_size:
                 break
             state.advance()
-        if state.batch_size > num_beams:
-            best = torch.topk(state.value, num_beams).indices
-            state.select(best)
+        if state.batch_size > beam.num_beams:
+            state.select(torch.topk(state.value, beam.num_beams).indices)
     pool.sort(key=lambda s: s.value if s.value is not None else float("-inf"), reverse=True)
-    return pool[:num_beams]
+    return pool[:beam.num_beams]

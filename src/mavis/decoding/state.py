@@ -3,12 +3,13 @@ server.
 
 A `DecodingState` holds a batch of rows (left-padded prompts plus what was generated so far),
 the KV cache of the reference model and of every value model some row uses, and the
-reference's next-token logits. Every row carries its own settings (`StepSettings`: beta,
-top-k, temperature, greedy, KL budget), its own objective weights (a row of `weights`, over the
-guide's columns) and optionally its own random generator, so one batch can serve requests with
-different trade-offs. `choose()` adds one token to every row; `select(rows)` keeps, reorders
-or duplicates rows (finished rows leave, beams branch); `advance()` runs the reference model
-on the chosen tokens; `merge(other)` lets the rows of another state join (continuous batching).
+reference's next-token logits. Every row carries its own settings (a `SamplingSettings`,
+resolved by the decoder: beta, top-k, temperature, greedy, KL budget), its own objective
+weights (a row of `weights`, over the guide's columns) and optionally its own random
+generator, so one batch can serve requests with different trade-offs. `choose()` adds one
+token to every row; `select(rows)` keeps, reorders or duplicates rows (finished rows leave,
+beams branch); `advance()` runs the reference model on the chosen tokens; `merge(other)` lets
+the rows of another state join (continuous batching).
 
 Proposal models (optional) are causal LMs whose combined next-token log-probabilities
 
@@ -47,7 +48,7 @@ from typing import Any
 import torch
 
 from mavis.decoding.guide import ValueGuide
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
@@ -98,7 +99,7 @@ def _dtype(model: Any) -> torch.dtype:
 
 class DecodingState:
     def __init__(self, reference: torch.nn.Module, guide: ValueGuide, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, settings: Sequence[StepSettings],
+                 attention_mask: torch.Tensor, settings: Sequence[SamplingSettings],
                  weights: torch.Tensor,
                  generators: Sequence[torch.Generator | None] | None = None,
                  proposals: Sequence[torch.nn.Module] = (),
@@ -151,9 +152,9 @@ class DecodingState:
 
         self.beta = column([float(s.beta) for s in self.settings], torch.float32)
         self.top_k = column([s.top_k for s in self.settings], torch.long)
-        self.temperature = column([float(s.temperature) for s in self.settings], torch.float32)
-        self.greedy = column([bool(s.greedy) for s in self.settings], torch.bool)
-        self.kl_budget = column([math.nan if s.kl_budget is None else float(s.kl_budget)
+        self.temperature = column([s.step_temperature for s in self.settings], torch.float32)
+        self.greedy = column([s.greedy for s in self.settings], torch.bool)
+        self.kl_budget = column([math.nan if s.step_kl_budget is None else s.step_kl_budget
                                  for s in self.settings], torch.float32)
 
     def _prefill_proposals(self, positions: torch.Tensor,

@@ -16,75 +16,47 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
-from mavis.decoding.guide import resolve_weights
-from mavis.decoding.search import beam_search
-from mavis.errors import MavisError
-from mavis.evaluation.policy import KL_PATH, PolicyEvaluation, mean_and_se
+from mavis.decoding.search import BeamSettings, beam_search
+from mavis.evaluation.policy import KL_PATH, PolicyEvaluation, summarise_answers
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.prompts.base import Prompt
 from mavis.prompts.formatting import prompt_text
 
 
-@dataclass(frozen=True)
-class BeamSettings:
-    """How the `beam-N` points of a sweep search (see `mavis.decoding.search.beam_search`).
-
-    expand (`int`, default `2`): copies each live beam continues as, by sampling, before the
-        live set is pruned back to N by weighted value.
-    prune_every (`int`, default `8`): tokens between two prunings.
-    """
-
-    expand: int = 2
-    prune_every: int = 8
-
-    def __post_init__(self) -> None:
-        for name in ("expand", "prune_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MavisError(f"beam setting {name}={value!r} must be a whole number >= 1")
-
-
 def evaluate_beam(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
-                  objectives: Sequence[str], weights: Mapping[str, float], beta: float,
-                  beams: int, settings: EvaluationSettings = EvaluationSettings(),
+                  objectives: Sequence[str], settings: EvaluationSettings,
                   beam: BeamSettings = BeamSettings(), label: str = "",
                   on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
-    """Beam search with `beams` beams for every prompt and sample (seed `settings.seed` plus
-    the sample's index); of each search's N answers the one with the highest weighted reward
-    counts. Rewards of every objective; KL as the path log-ratio (`KL_PATH`)."""
-    resolved = resolve_weights(weights, list(objectives))
+    """Beam search with `beam.num_beams` beams for every prompt and sample, each token chosen
+    as `settings.sampling` says (its seed plus the sample's index); of each search's N answers
+    the one with the highest weighted reward counts. Rewards of every objective; KL as the
+    path log-ratio (`KL_PATH`)."""
     groups: list[list[GeneratedSequence]] = []
     texts: list[str] = []
     started = time.perf_counter()
+    seed = settings.sampling.seed or 0
     for prompt in prompts:
         for sample in range(settings.num_samples):
-            groups.append(beam_search(
-                decoder, prompt, weights=weights, beta=beta, top_k=settings.top_k,
-                num_beams=beams, expand=beam.expand, prune_every=beam.prune_every,
-                max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                seed=settings.seed + sample, candidate_epsilon=settings.candidate_epsilon))
+            sampling = replace(settings.sampling, seed=seed + sample)
+            groups.append(beam_search(decoder, prompt, sampling, beam=beam))
             texts.append(prompt_text(prompt))
             if on_rows is not None:
                 on_rows(1)
     seconds = time.perf_counter() - started
-    chosen, rewards = _best_by_reward(groups, texts, objectives, resolved)
+    weights = {name: w for name, w in groups[0][0].weights.items() if name in objectives}
+    chosen, rewards = _best_by_reward(groups, texts, objectives, weights)
     result = PolicyEvaluation(
-        label=label or ",".join(f"{k}={v:g}" for k, v in resolved.items()),
-        weights=dict(resolved), beta=beta, prompts=len(prompts), samples=len(chosen),
-        kl_kind=KL_PATH, mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])),
-        seconds=seconds)
-    for name in objectives:
-        result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
-    result.kl, result.kl_se = mean_and_se([a.kl for a in chosen])
-    result.kl_topk, result.kl_topk_se = mean_and_se([a.kl_topk for a in chosen])
-    result.tv = mean_and_se([a.mean_tv for a in chosen])[0]
-    result.mean_beta = beta
+        label=label or ",".join(f"{k}={v:g}" for k, v in weights.items()),
+        weights=dict(weights), beta=groups[0][0].beta, prompts=len(prompts),
+        samples=len(chosen), kl_kind=KL_PATH, kl_budget=groups[0][0].kl_budget,
+        mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])), seconds=seconds)
+    summarise_answers(result, chosen, objectives, rewards)
     return result
 
 

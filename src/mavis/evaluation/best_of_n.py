@@ -1,5 +1,6 @@
 """The best-of-N baseline: N answers sampled from pi_ref (plain top-k sampling), judged by the
-objectives (reward functions) themselves; the highest weighted reward wins.
+objectives (reward functions) themselves; the highest weighted reward wins. (The N answers come
+from whatever the evaluation's sampling settings say: beta 0 is pi_ref.)
 
 The answers do not depend on the weights, only the choice does: `sample_best_of_n` draws and
 scores the N answers of every prompt once, and `pick_best` chooses for any weights, so a sweep
@@ -15,11 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
-from mavis.decoding.guide import resolve_weights
+from mavis.decoding.sampling import SamplingSettings
+from mavis.errors import MavisError
 from mavis.evaluation.policy import KL_WITH_BOUND, PolicyEvaluation, mean_and_se
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
@@ -40,11 +43,10 @@ def sample_best_of_n(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                      objectives: Sequence[str], n: int,
                      settings: EvaluationSettings = EvaluationSettings(),
                      on_rows: Callable[[int], None] | None = None) -> BestOfNSamples:
-    """Draw `n * settings.num_samples` answers per prompt from pi_ref and score them all."""
-    answers = decoder.generate(list(prompts), beta=0.0, top_k=settings.top_k,
-                               temperature=settings.temperature,
-                               max_new_tokens=settings.max_new_tokens,
-                               num_samples=n * settings.num_samples, seed=settings.seed,
+    """Draw `n * settings.num_samples` answers per prompt as `settings.sampling` says (beta 0:
+    from pi_ref) and score them all."""
+    answers = decoder.generate(list(prompts), settings.sampling,
+                               num_samples=n * settings.num_samples,
                                batch_size=settings.batch_size, on_rows=on_rows)
     scores = score_all(list(objectives), [a.prompt for a in answers], [a.text for a in answers])
     groups = [answers[i:i + n] for i in range(0, len(answers), n)]
@@ -57,7 +59,7 @@ def pick_best(samples: BestOfNSamples, weights: Mapping[str, float], label: str 
               ) -> PolicyEvaluation:
     """For every group, the answer with the highest weighted reward; their mean rewards and
     KL (measured part plus the bound)."""
-    resolved = resolve_weights(weights, list(samples.rewards))
+    resolved = reward_weights(weights, list(samples.rewards))
     weighted = sum(w * samples.rewards[name] for name, w in resolved.items())
     chosen = np.argmax(weighted, axis=1)
     rows = np.arange(len(samples.groups))
@@ -86,16 +88,29 @@ class BestOfN:
 
 
 def best_of_n(decoder: MavisDecoder, prompt: str | Prompt, *, weights: Mapping[str, float],
-              n: int = 4, top_k: int = 40, max_new_tokens: int = 64, temperature: float = 1.0,
-              seed: int | None = None) -> BestOfN:
-    """Sample `n` answers to one prompt from pi_ref; keep the one with the highest weighted
-    reward (every objective named in `weights` is scored, zero weights too)."""
-    resolved = resolve_weights(weights, list(weights))
-    settings = EvaluationSettings(top_k=top_k, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, seed=seed or 0)
-    samples = sample_best_of_n(decoder, [prompt], list(resolved), n, settings)
+              n: int = 4, sampling: SamplingSettings | None = None, **fields: Any) -> BestOfN:
+    """Sample `n` answers to one prompt (from pi_ref unless `sampling` says otherwise; its
+    fields may be given as keywords, e.g. max_new_tokens=32, seed=0); keep the one with the
+    highest reward weighted by `weights` (every objective named there is scored, zero weights
+    too)."""
+    resolved = reward_weights(weights, list(weights))
+    if sampling is None:
+        sampling = SamplingSettings(**{"beta": 0.0, "seed": 0, **fields})
+    samples = sample_best_of_n(decoder, [prompt], list(resolved), n,
+                               EvaluationSettings(sampling))
     weighted = sum(w * samples.rewards[name][0] for name, w in resolved.items())
     best = int(np.argmax(weighted))
     return BestOfN(samples.groups[0][best], samples.groups[0],
                    {name: r[0].tolist() for name, r in samples.rewards.items()},
                    [float(x) for x in weighted])
+
+
+def reward_weights(weights: Mapping[str, float], scored: Sequence[str]) -> dict[str, float]:
+    """Weights of the rewards that choose the best answer: normalised as sampling weights are,
+    each naming an objective that was scored."""
+    resolved = SamplingSettings(weights=dict(weights)).weights or {}
+    unknown = [name for name in resolved if name not in scored]
+    if unknown:
+        raise MavisError(f"weights name {', '.join(map(repr, unknown))}, which were not scored "
+                         f"(scored: {', '.join(scored)})")
+    return resolved

@@ -4,13 +4,13 @@ and KL of every iteration of Algorithm 1. PNG files only (no display)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 from mavis.evaluation.policy import KL_ESTIMATE, KL_PATH, PolicyEvaluation
+from mavis.paths import atomic_path
 
 matplotlib.use("Agg")  # file output only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -125,13 +125,10 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
 def _save(fig, out: str | Path) -> Path:
     """Save beside `out`, then rename: a reader never sees half a picture."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     fig.tight_layout()
     try:
-        fig.savefig(temp, dpi=120, format=out.suffix.lstrip(".") or "png")
-        os.replace(temp, out)
+        with atomic_path(out) as temp:
+            fig.savefig(temp, dpi=120, format=out.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        temp.unlink(missing_ok=True)
     return out

@@ -43,7 +43,7 @@ class PolicyEvaluation:
     kl_topk_se: float = 0.0
     tv: float = 0.0  # mean per-step total variation between plain top-k sampling and the policy
     kl_is_bound: bool = False  # best-of-N: measured part + the analytic log N - (N-1)/N bound
-    kl_budget: float | None = None  # nats per token, when a KL budget chose each step's beta
+    kl_budget: float | None = None  # nats per answer, when a KL budget chose each step's beta
     mean_beta: float = 0.0  # the beta used, averaged over steps and answers
     mean_tokens: float = 0.0
     kl_kind: str = KL_ESTIMATE
@@ -82,39 +82,42 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
 
 
 def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
-                    objectives: Sequence[str], *,
-                    weights: Mapping[str, float] | None = None, beta: float = 0.0,
-                    kl_budget: float | None = None,
-                    settings: EvaluationSettings = EvaluationSettings(), label: str = "",
-                    progress: bool = False,
+                    objectives: Sequence[str], settings: EvaluationSettings = EvaluationSettings(),
+                    *, label: str = "", progress: bool = False,
                     on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
-    """Sample answers with MAVIS(weights, beta) (beta=0: the reference policy) and score them.
+    """Sample answers as `settings.sampling` says (its weights, beta and KL budget are the
+    policy's; beta 0: the reference policy) and score them with `objectives`.
 
     Prompts are framed as collection frames them (`frame_prompt`); the objectives score each
     answer against the prompt's own words."""
     started = time.perf_counter()
-    outputs = decoder.generate(list(prompts), weights=weights, beta=beta, top_k=settings.top_k,
-                               max_new_tokens=settings.max_new_tokens,
+    outputs = decoder.generate(list(prompts), settings.sampling,
                                num_samples=settings.num_samples,
-                               temperature=settings.temperature, seed=settings.seed,
-                               batch_size=settings.batch_size,
-                               candidate_epsilon=settings.candidate_epsilon,
-                               kl_budget=kl_budget, progress=progress,
+                               batch_size=settings.batch_size, progress=progress,
                                on_rows=on_rows)
     seconds = time.perf_counter() - started
     rewards = score_all(list(objectives), [o.prompt for o in outputs], [o.text for o in outputs])
+    first = outputs[0] if outputs else None
+    weights = dict(first.weights) if first else {}
+    beta = first.beta if first else 0.0
     result = PolicyEvaluation(
         label=label or (f"beta={beta:g} " + ",".join(f"{k}={v:g}" for k, v in
-                                                      (weights or {}).items())).strip(),
-        weights=dict(outputs[0].weights) if outputs and outputs[0].weights else dict(
-            weights or {}),
-        beta=beta, prompts=len(prompts), samples=len(outputs), kl_budget=kl_budget,
+                                                      weights.items())).strip(),
+        weights=weights, beta=beta, prompts=len(prompts), samples=len(outputs),
+        kl_budget=first.kl_budget if first else None,
         mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1),
         seconds=seconds)
-    for name in objectives:
-        result.reward[name], result.reward_se[name] = mean_and_se(rewards[name])
-    result.kl, result.kl_se = mean_and_se([o.kl for o in outputs])
-    result.kl_topk, result.kl_topk_se = mean_and_se([o.kl_topk for o in outputs])
-    result.tv = mean_and_se([o.mean_tv for o in outputs])[0]
-    result.mean_beta = mean_and_se([o.mean_beta for o in outputs])[0]
+    summarise_answers(result, outputs, objectives, rewards)
     return result
+
+
+def summarise_answers(result: PolicyEvaluation, answers: Sequence[Any],
+                      objectives: Sequence[str], rewards: Mapping[str, Sequence[float]]) -> None:
+    """Fill `result`'s rewards (mean and standard error per objective), KL figures, total
+    variation and mean beta from the answers it kept and their rewards."""
+    for name in objectives:
+        result.reward[name], result.reward_se[name] = mean_and_se(list(rewards[name]))
+    result.kl, result.kl_se = mean_and_se([a.kl for a in answers])
+    result.kl_topk, result.kl_topk_se = mean_and_se([a.kl_topk for a in answers])
+    result.tv = mean_and_se([a.mean_tv for a in answers])[0]
+    result.mean_beta = mean_and_se([a.mean_beta for a in answers])[0]

@@ -3,45 +3,77 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
+from mavis.decoding.sampling import SamplingSettings, reproducible, sampling_fields
 from mavis.errors import MavisError
+
+# What a sweep point sets itself (the policy being evaluated), not the evaluation.
+POLICY_FIELDS = ("weights", "beta", "kl_budget")
+# The sampling fields every results file names in its identity (files made before any other
+# sampling field existed name these only; the others are named when they differ from their
+# defaults, so those files keep their identity).
+IDENTITY_FIELDS = ("max_new_tokens", "top_k", "temperature", "seed", "candidate_epsilon")
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     r"""Settings of a policy evaluation.
 
-    max_new_tokens (`int`, default `48`): the longest answer, in tokens.
+    sampling (`SamplingSettings`, default: 48 new tokens, seed 0, the other defaults of
+        `SamplingSettings`): how each answer is decoded; the seed makes a rerun give the same
+        answers. The policy's own weights, beta and KL budget are the sweep point's.
     num_samples (`int`, default `1`): answers sampled per prompt.
-    top_k (`int`, default `40`): candidates of the reference model per step (the paper: 40).
-    temperature (`float`, default `1.0`): of the reference's next-token distribution.
-    seed (`int`, default `0`): seeds the sampling, so that a rerun gives the same answers.
     batch_size (`int`, default `16`): rows decoded together.
-    candidate_epsilon (`float`, default `0.0`): candidate skipping's total-variation bound
-        (0 scores all k).
+
+    A recipe's `evaluation:` section is flat: the sampling fields beside num_samples and
+    batch_size (`from_dict`).
     """
 
-    max_new_tokens: int = 48
+    sampling: SamplingSettings = field(default_factory=reproducible)
     num_samples: int = 1
-    top_k: int = 40
-    temperature: float = 1.0
-    seed: int = 0
     batch_size: int = 16
-    candidate_epsilon: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "num_samples", "top_k", "batch_size"):
+        if not isinstance(self.sampling, SamplingSettings):
+            raise MavisError("evaluation setting sampling must be a SamplingSettings")
+        for name in ("num_samples", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise MavisError(f"evaluation setting {name}={value!r} must be a whole "
                                  "number >= 1")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise MavisError(f"evaluation setting seed={self.seed!r} must be a whole number "
-                             ">= 0")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise MavisError(f"evaluation setting temperature={self.temperature} must be > 0")
-        if not 0 <= self.candidate_epsilon < 1:
-            raise MavisError(f"evaluation setting candidate_epsilon={self.candidate_epsilon} "
-                             "must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationSettings:
+        """From flat keys: sampling fields (but the policy's own) and num_samples, batch_size."""
+        own = {f.name for f in fields(cls)} - {"sampling"}
+        known = (set(sampling_fields()) - set(POLICY_FIELDS)) | own
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MavisError(f"unknown evaluation setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        sampling = reproducible(**{k: v for k, v in data.items() if k not in own})
+        return cls(sampling, **{k: v for k, v in data.items() if k in own})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat identity of an evaluation (results files keep it; the policy's own fields
+        are left out)."""
+        sampling = self.sampling.to_dict()
+        default = SamplingSettings().to_dict()
+        data = {name: sampling[name] for name in IDENTITY_FIELDS}
+        data.update({name: value for name, value in sampling.items()
+                     if name not in (*IDENTITY_FIELDS, *POLICY_FIELDS)
+                     and value != default[name]})
+        return {**data, "num_samples": self.num_samples, "batch_size": self.batch_size}
+
+    def policy(self, weights: Mapping[str, float] | None, beta: float,
+               kl_budget: float | None) -> EvaluationSettings:
+        """These settings for one policy: its weights, beta and KL budget (nats per answer)."""
+        return replace(self, sampling=replace(self.sampling, weights=weights, beta=beta,
+                                              kl_budget=kl_budget))
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.sampling.max_new_tokens

@@ -15,7 +15,6 @@ bought with more KL is not better for it).
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 from mavis.errors import MavisError
 from mavis.evaluation.fronts import dominated, hypervolume
+from mavis.evaluation.points import REFERENCE, SweepPoint
 from mavis.evaluation.policy import PolicyEvaluation
-from mavis.evaluation.sweep import REFERENCE, SweepPoint
+from mavis.paths import atomic_path
 
 Results = Sequence[tuple[SweepPoint, PolicyEvaluation]]
 
@@ -91,8 +91,7 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
               "kl_topk", "tv", "mean_tokens", "samples", "seconds"]
     if summary is not None:
         header += ["hypervolume", "dominated_in_method", "dominated_overall"]
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temp.open("w", newline="") as handle:
+    with atomic_path(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for point, p in results:
@@ -106,5 +105,4 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
                         summary.dominated_in_method[point.key],
                         summary.dominated_overall[point.key]]
             writer.writerow(row)
-    os.replace(temp, path)
     return path

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from mavis.errors import MavisError
+from mavis.models.names import DEFAULT_MODEL
 from mavis.models.value_folder import CONFIG_NAME, read_value_config, value_model_files
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "value_models"
 
 
-def bundled_value_models(reference: str = "smollm2-135m-instruct") -> dict[str, Path]:
+def bundled_value_models(reference: str = DEFAULT_MODEL) -> dict[str, Path]:
     """Objective name -> folder of a bundled value model for `reference` (may be empty)."""
     found: dict[str, Path] = {}
     for config_path in sorted(BUNDLED_DIR.glob(f"*/{CONFIG_NAME}")):

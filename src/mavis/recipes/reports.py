@@ -14,8 +14,6 @@ Every report writes `<name>.md`, `<name>.csv`, `<name>.json` and `<name>.png` in
 from __future__ import annotations
 
 import csv
-import dataclasses
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, SweepPoint, SweepStore, run_sweep
 from mavis.models.value_folder import find_value_model
+from mavis.paths import atomic_path
 from mavis.prompts.base import Prompt
 from mavis.recipes.iterate import RESULTS, read_results
 from mavis.training.checkpoint import read_report
@@ -116,7 +115,7 @@ def distill_report(student: str | Path, prompts: Sequence[str | Prompt], out: st
         cases.append(({n: 1.0 / len(names) for n in names},
                       sum(float(betas[n]) for n in names) / len(names)))
     shared = {**(identity or {}), "reference": reference, "objectives": names,
-              "betas": dict(betas), "settings": dataclasses.asdict(settings)}
+              "betas": dict(betas), "settings": settings.to_dict()}
     results = {}
     for method, folders in ((TEACHERS, teachers), (STUDENT, {n: str(model) for n in names})):
         store = SweepStore(folder / f"distill-{method}.json", {**shared, method: folders},
@@ -221,13 +220,11 @@ def _plot_distill(table: list[dict[str, Any]], out: Path) -> Path:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(temp, dpi=120, format="png")
-        os.replace(temp, out)
+        with atomic_path(out) as temp:
+            fig.savefig(temp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        temp.unlink(missing_ok=True)
     return out
 
 
@@ -241,12 +238,10 @@ def _folder(out: str | Path) -> Path:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temp.open("w", newline="") as handle:
+    with atomic_path(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temp, path)
 
 
 def _pm(value: float | None, se: float | None, digits: int = 3) -> str:

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.models.value_folder import read_value_config
 from mavis.serving.auth import APIKeyMiddleware
 from mavis.serving.engine import Engine
@@ -105,10 +106,10 @@ def _information_routes(app: FastAPI, decoder: MavisDecoder, spec: ServerSpec, e
 
     @app.get("/v1/objectives")
     async def list_objectives() -> dict[str, Any]:
-        limits = spec.limits
-        return {"object": "list", "data": objectives, "default_beta": limits.default_beta,
-                "default_kl_budget": limits.default_kl_budget,
-                "default_top_k": min(limits.default_top_k, vocab), "max_top_k": vocab,
+        limits, default = spec.limits, SamplingSettings()
+        return {"object": "list", "data": objectives, "default_beta": default.beta,
+                "default_kl_budget": default.kl_budget,
+                "default_top_k": min(default.top_k, vocab), "max_top_k": vocab,
                 "max_tokens": limits.max_tokens, "default_max_tokens": limits.default_max_tokens}
 
     @app.get("/health")

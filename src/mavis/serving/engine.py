@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mavis.decoding.decoder import Batch, MavisDecoder, eos_ids, hits_stop
+from mavis.decoding.batch import Batch
+from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.state import DecodingState
 from mavis.serving.errors import APIError
 from mavis.serving.jobs import Delta, Done, Failed, Job
@@ -41,12 +42,11 @@ CLIENT_GONE = APIError(499, "the client closed the request", code="client_closed
 
 @dataclass
 class Slot:
-    """The engine's bookkeeping for one row of the batch: which job and choice it answers,
-    how many tokens it has, and how much of its text and tokens were streamed."""
+    """The engine's bookkeeping for one row of the batch: which job and choice it answers, and
+    how much of its text and tokens were streamed."""
 
     job: Job
     index: int
-    generated: int = 0
     sent_chars: int = 0
     sent_tokens: int = 0
 
@@ -64,7 +64,6 @@ class Engine:
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.tokenizer_lock = threading.Lock()
-        self.eos = eos_ids(decoder.tokenizer, decoder.reference)
         self._pending: deque[Job] = deque()
         self._pending_rows = 0
         self._wake = threading.Condition()
@@ -174,13 +173,9 @@ class Engine:
         """Every row's prompt tokens, left-padded into one batch."""
         rows = [(job.prompt_ids[index // job.n], job.prompts[index // job.n])
                 for job in jobs for index in range(job.size)]
-        width = max(len(ids) for ids, _ in rows)
         pad = self.decoder.tokenizer.pad_token_id
-        pad = 0 if pad is None else int(pad)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r, _ in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r, _ in rows])
-        return Batch(ids.to(self.decoder.device), mask.to(self.decoder.device),
-                     [prompt for _, prompt in rows])
+        return Batch.from_token_lists([ids for ids, _ in rows], 0 if pad is None else int(pad),
+                                      self.decoder.device, [prompt for _, prompt in rows])
 
     def _step(self) -> None:
         state = self._state
@@ -190,8 +185,7 @@ class Engine:
         keep: list[int] = []
         with self.tokenizer_lock:
             for row, (slot, token) in enumerate(zip(self._slots, tokens, strict=True)):
-                slot.generated += 1
-                reason = self._finish_reason(slot, token, row)
+                reason = self.decoder.finish_reason(state, row, token)
                 if reason is None:
                     keep.append(row)
                     if slot.job.stream:
@@ -201,16 +195,6 @@ class Engine:
         self._keep(keep)
         if self._state is not None:
             self._state.advance()
-
-    def _finish_reason(self, slot: Slot, token: int, row: int) -> str | None:
-        job = slot.job
-        if token in self.eos and not job.ignore_eos:
-            return "eos"
-        if job.stop and hits_stop(self.decoder.tokenizer, self._state.generated(row), job.stop):
-            return "stop"
-        if slot.generated >= job.max_tokens:
-            return "length"
-        return None
 
     def _stream(self, slot: Slot, row: int) -> None:
         """Send the row's new text, when some of it is safe to send."""
@@ -229,8 +213,7 @@ class Engine:
 
     def _finish(self, slot: Slot, row: int, reason: str) -> None:
         job = slot.job
-        sequence = self.decoder.sequence_from(slot.prompt, self._state, row, reason, job.weights,
-                                              job.stop)
+        sequence = self.decoder.sequence_from(slot.prompt, self._state, row, reason)
         delta = self._delta(slot, row, sequence.text[slot.sent_chars:], sequence.token_ids)
         job.send(Done(slot.index, sequence, delta, self._token_texts(job, sequence.token_ids)))
 

@@ -59,12 +59,8 @@ class Job:
 
     prompts: list[str]
     prompt_ids: list[list[int]]
-    rows: list[RowRequest]
+    rows: list[RowRequest]  # how each choice is decoded and ends: its `settings`
     n: int
-    max_tokens: int
-    stop: list[str]
-    weights: dict[str, float]
-    ignore_eos: bool = False
     stream: bool = False
     logprobs: bool = False
     created: float = field(default_factory=time.time)
@@ -76,6 +72,11 @@ class Job:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._events = asyncio.Queue()
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """The stop strings of the job's choices (one request: the same for all)."""
+        return self.rows[0].settings.stop if self.rows else ()
 
     @property
     def size(self) -> int:

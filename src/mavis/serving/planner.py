@@ -1,41 +1,42 @@
 """A parsed request, checked against the loaded models and limits, becomes a `Job`.
 
 Every check names the field at fault (`param`) and says what would work. What OpenAI's API has
-and mavis cannot do (top_p, penalties, logit_bias, echo, suffix, best_of > 1) is refused rather
-than ignored, so that a client never gets an answer made differently from what it asked.
+and mavis cannot do (the sampling fields `SamplingSettings` does not have, such as penalties
+and logit_bias; echo, suffix, best_of > 1) is refused rather than ignored, so that a client
+never gets an answer made differently from what it asked.
 
-Sampling: `temperature: 0` is greedy decoding; a request with neither `beta` nor `kl_budget`
-gets the server's defaults (beta up to 16 under a KL budget of 10 nats per answer), a `beta`
-alone is a fixed beta, and `top_k` defaults to 40 (or the vocabulary, when smaller);
-`kl_budget` is nats per answer, kept as `kl_budget / max_tokens` per token (see
-`StepSettings.kl_budget`). Without
-`objective_weights`, every loaded objective gets the same weight. With a `seed`, choice i
-samples from its own generator seeded with `numpy.random.SeedSequence([seed mod 2**64, i])`,
-so it gets the same tokens alone or beside any other requests; without one, from a generator
-seeded at random.
+Sampling: the request's fields become one `SamplingSettings` (`mavis.decoding.sampling`), with
+its defaults and rules, the same as the library's and the command line's: `temperature: 0` is
+greedy decoding; neither `beta` nor `kl_budget` gives beta up to 16 under a KL budget of 10
+nats per answer, a `beta` alone is a fixed beta; `top_k` defaults to 40 (at most the
+vocabulary); `objective_weights` are relative (normalised to sum 1), and without them every
+loaded objective gets the same weight. Its errors name the field, which is mapped to the
+request's `param`. With a `seed` (0 to 2**64 - 1), choice i samples from its own generator
+seeded with `numpy.random.SeedSequence([seed, i])`, so it gets the same tokens alone or beside
+any other requests; without one, from a generator seeded at random.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
 
 from mavis.decoding.decoder import MavisDecoder, RowRequest
-from mavis.decoding.guide import resolve_weights
-from mavis.decoding.settings import StepSettings
-from mavis.errors import MavisError
+from mavis.decoding.sampling import SamplingSettings, SettingsError, sampling_fields
 from mavis.serving.errors import APIError, bad_request
 from mavis.serving.jobs import Job
 from mavis.serving.schemas import ChatRequest, CompletionRequest, SamplingRequest
 from mavis.serving.spec import ServerSpec
 
 MAX_TEMPERATURE = 2.0
+# OpenAI's sampling fields that mavis does not have (those that `SamplingSettings` has are
+# taken, under the same name); a request that sets one is refused.
+OPENAI_SAMPLING = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
+# The request's names of settings it calls otherwise (the rest share their names).
+REQUEST_NAMES = {"weights": "objective_weights"}
 
 
 class Planner:
@@ -95,26 +96,20 @@ class Planner:
                            code="model_not_found")
         max_tokens = self._max_tokens(max_tokens, tokens_param)
         rows_wanted = self._choices(request.n, len(framed))
-        settings = self._settings(request, max_tokens)
-        weights = self._weights(request.objective_weights, settings.beta)
-        stop = self._stops(request.stop)
+        settings = self._settings(request, max_tokens, tokens_param)
         ids = [self._tokenize(words, text, special, max_tokens, prompt_param)
                for words, text, special in framed]
-        generators = self._generators(request.seed, rows_wanted)
-        rows = [RowRequest(settings, weights, generator) for generator in generators]
+        generators = self._generators(settings.seed, rows_wanted)
+        rows = [RowRequest(settings, generator) for generator in generators]
         return Job(prompts=[words for words, _, _ in framed], prompt_ids=ids, rows=rows,
-                   n=request.n, max_tokens=max_tokens, stop=stop, weights=weights or {},
-                   ignore_eos=request.ignore_eos, stream=request.stream, logprobs=logprobs)
+                   n=request.n, stream=request.stream, logprobs=logprobs)
 
     def _check_unsupported(self, request: SamplingRequest) -> None:
-        if request.top_p is not None and request.top_p != 1:
-            raise bad_request("top_p is not supported: mavis samples from the top_k most likely "
-                              "tokens; leave top_p out (or 1) and set top_k", "top_p",
-                              "unsupported_parameter")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(request, name) not in (None, 0):
-                raise bad_request(f"{name} is not supported by mavis; leave it out (or 0)", name,
-                                  "unsupported_parameter")
+        for name, neutral in OPENAI_SAMPLING.items():
+            if name not in sampling_fields() and getattr(request, name) not in (None, neutral):
+                raise bad_request(f"{name} is not supported by mavis; leave it out (or "
+                                  f"{neutral}); mavis samples from the top_k most likely "
+                                  "tokens", name, "unsupported_parameter")
         if request.logit_bias:
             raise bad_request("logit_bias is not supported by mavis; steer with "
                               "objective_weights instead", "logit_bias", "unsupported_parameter")
@@ -139,55 +134,28 @@ class Planner:
                               "n_out_of_range")
         return n * prompts
 
-    def _settings(self, request: SamplingRequest, max_tokens: int) -> StepSettings:
-        temperature = 1.0 if request.temperature is None else request.temperature
-        if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
-            raise bad_request(f"temperature is {temperature}; give a number from 0 (greedy) to "
-                              f"{MAX_TEMPERATURE:g}", "temperature")
-        beta, budget = request.beta, request.kl_budget
-        if beta is None and budget is None:  # the defaults; a beta alone is a fixed beta
-            budget = self.limits.default_kl_budget
-        beta = self.limits.default_beta if beta is None else beta
-        if not (math.isfinite(beta) and beta >= 0):
-            raise bad_request(f"beta is {beta}; give a finite number >= 0 (0: plain top-k "
-                              "sampling from the reference model)", "beta")
-        top_k = min(self.limits.default_top_k, self.vocab) if request.top_k is None \
-            else request.top_k
-        if not 1 <= top_k <= self.vocab:
-            raise bad_request(f"top_k is {top_k}; give a whole number from 1 to the "
-                              f"vocabulary size ({self.vocab})", "top_k")
-        if budget is not None and not (math.isfinite(budget) and budget >= 0):
-            raise bad_request(f"kl_budget is {budget}; give the nats of KL per answer, a "
-                              "number >= 0", "kl_budget")
-        try:
-            return self.decoder.settings(
-                beta=beta, top_k=top_k, temperature=temperature or 1.0,
-                greedy=temperature == 0, kl_budget=None if budget is None else budget / max_tokens)
-        except MavisError as exc:
-            raise bad_request(str(exc)) from None
-
-    def _weights(self, given: Mapping[str, float] | None, beta: float) -> dict[str, float] | None:
-        """The request's weights, checked and normalised to sum 1 (None: plain sampling)."""
-        objectives = self.decoder.guide.objectives
-        if given is None:
-            if beta == 0 or not objectives:
-                return None
-            given = {name: 1.0 for name in objectives}
-        try:
-            resolved = resolve_weights(normalised(given), objectives)
-        except MavisError as exc:
-            raise bad_request(str(exc), "objective_weights", "invalid_objective_weights") from None
-        return resolved if beta > 0 else None
-
-    def _stops(self, stop: str | list[str] | None) -> list[str]:
-        stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    def _settings(self, request: SamplingRequest, max_tokens: int, tokens_param: str
+                  ) -> SamplingSettings:
+        """The request's sampling fields as one `SamplingSettings`, resolved against the loaded
+        models; its errors become 400s naming the request's field."""
+        if request.temperature is not None and request.temperature > MAX_TEMPERATURE:
+            raise bad_request(f"temperature is {request.temperature}; give a number from 0 "
+                              f"(greedy) to {MAX_TEMPERATURE:g}", "temperature")
+        stops = [] if request.stop is None else [request.stop] if isinstance(
+            request.stop, str) else list(request.stop)
         if len(stops) > self.limits.max_stop:
             raise bad_request(f"stop has {len(stops)} strings; give at most "
                               f"{self.limits.max_stop}", "stop")
-        if any(not s for s in stops):
-            raise bad_request("stop holds an empty string, which would stop at once; give "
-                              "non-empty stop strings", "stop")
-        return stops
+        names = {name: REQUEST_NAMES.get(name, name) for name in sampling_fields()}
+        given = {name: getattr(request, field) for name, field in names.items()
+                 if field in type(request).model_fields and getattr(request, field) is not None}
+        given.update(max_new_tokens=max_tokens, stop=stops)
+        try:
+            return self.decoder.resolve(SamplingSettings(**given))
+        except SettingsError as exc:
+            param = tokens_param if exc.field == "max_new_tokens" else names[exc.field]
+            code = "invalid_objective_weights" if exc.field == "weights" else None
+            raise bad_request(f"{param} {exc.problem}", param, code) from None
 
     def _frame_chat(self, request: ChatRequest) -> tuple[str, str, bool]:
         """(the last user message, the conversation as the model reads it, special tokens)."""
@@ -225,6 +193,8 @@ class Planner:
         return list(ids)
 
     def _generators(self, seed: int | None, count: int) -> list[torch.Generator]:
+        """One generator per choice: seeded from the request's seed (`row_seed`), or at
+        random."""
         device = self.decoder.device
         return [torch.Generator(device=device).manual_seed(
             row_seed(seed, i) if seed is not None else secrets.randbits(63))
@@ -232,18 +202,6 @@ class Planner:
 
 
 def row_seed(seed: int, row: int) -> int:
-    """The seed of choice `row` of a request with `seed` (any integer)."""
-    sequence = np.random.SeedSequence([seed % 2**64, row])
+    """The seed of choice `row` of a request with `seed` (0 to 2**64 - 1)."""
+    sequence = np.random.SeedSequence([seed, row])
     return int(sequence.generate_state(1, np.uint64)[0])
-
-
-def normalised(weights: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Weights scaled to sum 1 when they are all finite numbers >= 0 with a positive sum (the
-    server's clients see the weights used in each choice); otherwise as given, for
-    `resolve_weights` to name what is wrong."""
-    values = list(weights.values())
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               and v >= 0 for v in values):
-        return weights
-    total = sum(values)
-    return {name: value / total for name, value in weights.items()} if total > 0 else weights

@@ -56,7 +56,8 @@ def usage(prompt_ids: Sequence[Sequence[int]], sequences: Sequence[GeneratedSequ
 def mavis_fields(sequence: GeneratedSequence, scores: dict[str, float] | None
                  ) -> dict[str, Any]:
     fields: dict[str, Any] = {"kl": sequence.kl, "weights": sequence.weights,
-                              "beta": sequence.beta}
+                              "beta": sequence.beta, "kl_budget": sequence.kl_budget,
+                              "top_k": sequence.top_k}
     if scores is not None:
         fields["scores"] = scores
     return fields

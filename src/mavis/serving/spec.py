@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from mavis.decoding.settings import DEFAULT_BETA, DEFAULT_KL_BUDGET
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 
 API_KEY_VARIABLE = "MAVIS_API_KEY"
@@ -25,29 +25,24 @@ class ServerLimits:
     max_prompt_chars: characters of prompt text per request at most (before tokenising).
     max_body_bytes: size of a request body at most (413 beyond).
     max_stop: stop strings per request at most (OpenAI's cap).
-    default_beta: guidance strength when a request gives none (the most, under a KL budget).
-    default_kl_budget: nats of KL per answer steering may add when a request gives no
-        kl_budget (None: a fixed beta).
-    default_top_k: candidates per step when a request gives none.
+
+    What a request leaves out (beta, kl_budget, top_k, ...) takes `SamplingSettings`' defaults,
+    the same as the library's and the command line's.
     """
 
     max_batch: int = 16
     max_queue: int = 64
     max_tokens: int = 512
-    default_max_tokens: int = 64
+    default_max_tokens: int = SamplingSettings().max_new_tokens
     max_n: int = 16
     max_prompts: int = 16
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 1_000_000
     max_stop: int = 4
-    default_beta: float = DEFAULT_BETA
-    default_kl_budget: float | None = DEFAULT_KL_BUDGET
-    default_top_k: int = 40
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "max_tokens", "default_max_tokens", "max_n",
-                     "max_prompts", "max_prompt_chars", "max_body_bytes", "max_stop",
-                     "default_top_k"):
+                     "max_prompts", "max_prompt_chars", "max_body_bytes", "max_stop"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise MavisError(f"{name.replace('_', '-')} is {value!r}; it must be a whole "
@@ -55,8 +50,6 @@ class ServerLimits:
         if self.default_max_tokens > self.max_tokens:
             raise MavisError(f"default max tokens ({self.default_max_tokens}) exceeds the cap "
                              f"({self.max_tokens})")
-        if not self.default_beta >= 0:
-            raise MavisError(f"default beta {self.default_beta} must be >= 0")
 
     @property
     def choices_cap(self) -> int:

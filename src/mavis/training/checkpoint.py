@@ -14,7 +14,6 @@ leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from mavis.errors import MavisError
 from mavis.models.value_folder import BEST_DIR, replace_folder
 from mavis.models.value_model import ValueModel
+from mavis.paths import write_text_atomic
 
 STATE_NAME = "trainer_state.pt"
 LAST_DIR = "last"
@@ -77,10 +77,8 @@ def read_report(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON beside `path`, then rename it into place."""
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2))
-    os.replace(temp, path)
+    """Write JSON through `atomic_path` (beside `path`, then renamed into place)."""
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def rng_state() -> dict[str, Any]:
@@ -124,6 +122,4 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(temp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))

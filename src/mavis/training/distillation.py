@@ -27,6 +27,7 @@ from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
 from mavis.models.value_folder import read_value_config, value_model_fingerprint
 from mavis.models.value_model import ValueModel
+from mavis.paths import atomic_path
 from mavis.progress import track
 from mavis.training.config import TrainConfig
 from mavis.training.packing import Unit, collate, fit_length, pack_tree, plan_batches, predict
@@ -121,10 +122,8 @@ def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: lis
     values = _cached_values(cache, key, sum(u.num_reads for u in units))
     if values is None:
         values = _teacher_values(teacher, name, units, config, clamp)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.stem + ".partial.npz")
-        np.savez(partial, values=values, key=np.array(key))
-        partial.replace(cache)
+        with atomic_path(cache) as temp, temp.open("wb") as handle:
+            np.savez(handle, values=values, key=np.array(key))
     start = 0
     for unit in units:
         unit.targets[:, column] = values[start:start + unit.num_reads]

@@ -2,7 +2,7 @@
 
     decoder = MavisDecoder.load("smollm2-135m-instruct")
     collect_trees(decoder, load_prompts("chitchat", "train", limit=50), "relevant,harmless",
-                  "runs/x/trees.h5", CollectionSettings(T=48, L=4, K_root=4, K=2))
+                  "runs/x/trees.h5", CollectionSettings(L=4, K_root=4, K=2))
 
 The prompts are cut into groups of `settings.batch_prompts`; each group's trees are grown in
 one batched decoding state (see `mavis.trees.grow`), scored with every objective in one call,
@@ -11,9 +11,9 @@ and written as a part file; the parts are merged into `out_path` at the end. An 
 produces the same file as an uninterrupted run: each group's random streams come from
 (seed, group index) alone.
 
-With `settings.beta = 0` the trees are sampled from the reference model (top-k, iteration 0);
-with value models and `beta > 0` from the MAVIS policy (later iterations, where the two-layer
-guarantee of appendix C is usually turned on).
+With `settings.sampling.beta = 0` the trees are sampled from the reference model (top-k,
+iteration 0); with value models and beta > 0 from the MAVIS policy (later iterations, where the
+two-layer guarantee of appendix C is usually turned on).
 """
 
 from __future__ import annotations
@@ -23,23 +23,19 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from mavis import __version__
-from mavis.decoding.guide import resolve_weights
+from mavis.decoding.guide import resolve_guidance
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.objectives import get_objective, parse_objective_names
 from mavis.trees.decoder_spec import DecoderSpec, decoder_info
-from mavis.trees.group import (
-    PromptRecord,
-    collect_group,
-    collection_step_settings,
-    prompt_records,
-)
+from mavis.trees.group import PromptRecord, collect_group, prompt_records
 from mavis.trees.parts import PartsFolder, describe_differences
 from mavis.trees.settings import CollectionSettings
 from mavis.trees.store import read_attrs
@@ -57,7 +53,8 @@ def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequen
         prompts: `mavis.prompts.Prompt` objects or plain strings, one tree each.
         objectives: names (or "a,b") of the objectives that score the leaves.
         settings: tree shape, sampling policy and seed (`CollectionSettings`); beta > 0
-            needs value models, whose objectives get equal weights unless `weights` says.
+            needs value models, whose objectives get equal weights unless the sampling's
+            weights say.
         meta: extra or overriding entries for the file's meta (e.g. "reference" as a model
             name, "prompt_set", "split", "iteration").
         keep_parts: keep the parts folder after the merge.
@@ -70,13 +67,12 @@ def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequen
         return plan.out
     if plan.pending and isinstance(decoder, DecoderSpec):
         decoder = decoder.load()
-        check_decoder_settings(decoder, settings)
     meter = Meter(len(plan.records), plan.done_prompts, enabled=progress)
     try:
         for group in plan.pending:
             chunk = [plan.records[i] for i in plan.groups[group]]
-            result = collect_group(decoder, chunk, group, plan.objectives, settings,
-                                   plan.weights, plan.meta, on_step=meter.tokens)
+            result = collect_group(decoder, chunk, group, plan.objectives, plan.settings,
+                                   plan.meta, on_step=meter.tokens)
             plan.parts.write(group, result.trees)
             meter.prompts(len(chunk))
     except KeyboardInterrupt:
@@ -90,8 +86,8 @@ def collect_trees(decoder: Any, prompts: Sequence[Any], objectives: str | Sequen
 def prepare_collection(decoder: Any, prompts: Sequence[Any], objectives: str | Sequence[str],
                        out_path: str | Path, settings: CollectionSettings,
                        meta: Mapping[str, Any] | None) -> CollectionPlan:
-    """Everything before generation: objectives built, prompts read, weights resolved, the
-    output and parts folder checked against the settings."""
+    """Everything before generation: objectives built, prompts read, the guidance resolved
+    (`guided_sampling`), the output and parts folder checked against the settings."""
     names = load_objectives(objectives)
     records = prompt_records(prompts)
     if isinstance(decoder, DecoderSpec):
@@ -99,9 +95,8 @@ def prepare_collection(decoder: Any, prompts: Sequence[Any], objectives: str | S
         available, described = decoder.value_model_info()
     else:
         reference, available, described = decoder_info(decoder)
-        check_decoder_settings(decoder, settings)
-    resolved = generator_weights(available, settings.beta, settings.weights)
-    return plan_collection(records, names, out_path, settings, resolved,
+    settings = replace(settings, sampling=guided_sampling(settings.sampling, available))
+    return plan_collection(records, names, out_path, settings,
                            {"reference": reference, "value_models": described, **(meta or {})})
 
 
@@ -113,25 +108,14 @@ def load_objectives(objectives: str | Sequence[str]) -> list[str]:
     return names
 
 
-def generator_weights(available: Sequence[str], beta: float,
-                      weights: Mapping[str, float] | None) -> dict[str, float] | None:
-    """The objective weights of the sampling policy; None means plain reference sampling."""
-    if beta == 0.0:
-        if weights:
-            raise MavisError("weights were given with beta=0, which samples from the reference "
-                             "model alone; give beta > 0 to use the value models")
-        return None
-    if not available:
-        raise MavisError(f"beta={beta} needs value models to guide the sampling; load some, or "
-                         "collect iteration-0 trees with beta=0")
-    if not weights:
-        weights = {name: 1.0 / len(available) for name in available}
-    return resolve_weights(weights, available)
-
-
-def check_decoder_settings(decoder: Any, settings: CollectionSettings) -> None:
-    """Let the decoder check the sampling settings against its model (e.g. top_k <= vocab)."""
-    collection_step_settings(decoder, settings)
+def guided_sampling(sampling: SamplingSettings, available: Sequence[str]) -> SamplingSettings:
+    """The sampling policy of the trees, resolved against the value models' objectives
+    (`resolve_guidance`: no weights give each the same weight; without value models, or at
+    beta 0, plain reference sampling); weights at beta 0 are an error, not ignored."""
+    if sampling.beta == 0.0 and sampling.weights:
+        raise MavisError("weights were given with beta=0, which samples from the reference "
+                         "model alone; give beta > 0 to use the value models")
+    return resolve_guidance(sampling, available)
 
 
 def prompts_digest(records: Sequence[PromptRecord]) -> str:
@@ -145,16 +129,16 @@ def group_indices(count: int, batch_prompts: int) -> list[list[int]]:
 
 
 def collection_meta(records: Sequence[PromptRecord], objectives: Sequence[str],
-                    settings: CollectionSettings, weights: dict[str, float] | None,
-                    extra: Mapping[str, Any]) -> dict[str, Any]:
+                    settings: CollectionSettings, extra: Mapping[str, Any]) -> dict[str, Any]:
     """The file's meta: everything that decides its content, plus what the caller adds."""
     extra = dict(extra)
     value_models = extra.pop("value_models", [])
+    weights = settings.sampling.weights
     if weights is None:
         generator: Any = "reference"
     else:
-        generator = {"value_models": value_models, "beta": settings.beta, "weights": weights,
-                     "top_k": settings.top_k}
+        generator = {"value_models": value_models, "beta": settings.sampling.beta,
+                     "weights": weights, "top_k": settings.sampling.top_k}
     meta = {**settings.to_dict(), "weights": weights, "generator": generator,
             "objectives": list(objectives), "num_prompts": len(records),
             "prompts_sha256": prompts_digest(records),
@@ -184,7 +168,7 @@ class CollectionPlan:
     complete: bool
     records: list[PromptRecord]
     objectives: list[str]
-    weights: dict[str, float] | None
+    settings: CollectionSettings  # its sampling resolved (`guided_sampling`)
 
     @property
     def done_prompts(self) -> int:
@@ -206,13 +190,12 @@ class CollectionPlan:
 
 def plan_collection(records: Sequence[PromptRecord], objectives: Sequence[str],
                     out_path: str | Path, settings: CollectionSettings,
-                    weights: dict[str, float] | None, extra_meta: Mapping[str, Any]
-                    ) -> CollectionPlan:
+                    extra_meta: Mapping[str, Any]) -> CollectionPlan:
     """Check the output and the parts folder against the settings; list the groups to do."""
     if not records:
         raise MavisError("no prompts to collect trees for")
     out = Path(out_path)
-    meta = collection_meta(records, objectives, settings, weights, extra_meta)
+    meta = collection_meta(records, objectives, settings, extra_meta)
     parts = PartsFolder(out)
     groups = group_indices(len(records), settings.batch_prompts)
     if out.is_dir():
@@ -237,14 +220,14 @@ def plan_collection(records: Sequence[PromptRecord], objectives: Sequence[str],
             else:
                 parts.remove()
         return CollectionPlan(out, parts, groups, [], meta, True, list(records),
-                              list(objectives), weights)
+                              list(objectives), settings)
     done = parts.open(identity(meta))
     pending = [g for g in range(len(groups)) if g not in done]
     if done:
         print(f"resuming: {len(groups) - len(pending)} of {len(groups)} groups already in "
               f"{parts.root}", file=sys.stderr)
     return CollectionPlan(out, parts, groups, pending, meta, False, list(records),
-                          list(objectives), weights)
+                          list(objectives), settings)
 
 
 class Meter:

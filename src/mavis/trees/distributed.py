@@ -9,7 +9,7 @@ Workers share the parts folder through the file system: one machine, or a cluste
 shared disk. A run interrupted here resumes in either mode.
 
     collect_trees_distributed("smollm2-135m-instruct", prompts, "relevant,harmless",
-                              "runs/x/trees.h5", CollectionSettings(T=48, workers=4))
+                              "runs/x/trees.h5", CollectionSettings(workers=4))
 
 Ray is an optional extra: `pip install mavis-align[distributed]`.
 """
@@ -28,7 +28,6 @@ from mavis.errors import MavisError
 from mavis.trees.collect import (
     CollectionPlan,
     Meter,
-    check_decoder_settings,
     load_objectives,
     prepare_collection,
 )
@@ -56,11 +55,10 @@ class _Worker:
         self.decoder = spec.load()
 
     def collect(self, group: int, records: list[PromptRecord], objectives: list[str],
-                settings: CollectionSettings, weights: dict[str, float] | None,
-                meta: dict[str, Any], part: str) -> tuple[int, int, int]:
-        check_decoder_settings(self.decoder, settings)
+                settings: CollectionSettings, meta: dict[str, Any], part: str
+                ) -> tuple[int, int, int]:
         load_objectives(objectives)
-        result = collect_group(self.decoder, records, group, objectives, settings, weights, meta)
+        result = collect_group(self.decoder, records, group, objectives, settings, meta)
         write_trees(part, result.trees, attrs={"group": group})
         return group, len(records), result.generated_tokens
 
@@ -103,7 +101,7 @@ def collect_trees_distributed(
             ray.init(**options)
             started = True
         try:
-            _run(ray, plan, settings, workers, progress, spec=spec,
+            _run(ray, plan, workers, progress, spec=spec,
                  threads=threads_per_worker, cpus=cpus_per_worker, gpus=gpus_per_worker)
         finally:
             if started:
@@ -111,9 +109,8 @@ def collect_trees_distributed(
     return plan.finish(keep_parts=keep_parts)
 
 
-def _run(ray: Any, plan: CollectionPlan, settings: CollectionSettings, workers: int,
-         progress: bool, *, spec: DecoderSpec, threads: int | None, cpus: float,
-         gpus: float) -> None:
+def _run(ray: Any, plan: CollectionPlan, workers: int, progress: bool, *,
+         spec: DecoderSpec, threads: int | None, cpus: float, gpus: float) -> None:
     from ray.util import ActorPool
 
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
@@ -124,8 +121,8 @@ def _run(ray: Any, plan: CollectionPlan, settings: CollectionSettings, workers: 
             for g in plan.pending]
     try:
         for _, prompts_done, tokens in pool.map_unordered(
-                lambda a, job: a.collect.remote(job[0], job[1], plan.objectives, settings,
-                                                plan.weights, plan.meta, job[2]), jobs):
+                lambda a, job: a.collect.remote(job[0], job[1], plan.objectives, plan.settings,
+                                                plan.meta, job[2]), jobs):
             meter.prompts(prompts_done, tokens)
     except KeyboardInterrupt:
         meter.close()

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mavis.decoding.decoder import eos_ids
 from mavis.errors import MavisError
 from mavis.objectives import score_all
 from mavis.trees.grow import Node, Start, grow
@@ -78,14 +77,13 @@ class GroupResult:
 
 def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
                   objectives: Sequence[str], settings: CollectionSettings,
-                  weights: dict[str, float] | None, meta: Mapping[str, Any],
+                  meta: Mapping[str, Any],
                   on_step: Callable[[int], None] | None = None) -> GroupResult:
     """Grow, score and assemble the trees of `records` (the prompts of group `group`)."""
-    step_settings = collection_step_settings(decoder, settings)
+    sampling = decoder.resolve(settings.sampling)
     shape = settings.shape
-    eos = eos_ids(decoder.tokenizer, decoder.reference)
-    batch = decoder.encode(records,
-                           max_new_tokens=settings.T)
+    eos = decoder.eos
+    batch = decoder.encode(records, max_new_tokens=settings.T)
     prompt_ids = [ids[mask.bool()].tolist() for ids, mask in
                   zip(batch.input_ids.cpu(), batch.attention_mask.cpu(), strict=True)]
     rng, generator = group_streams(settings.seed, group, decoder.device)
@@ -93,25 +91,18 @@ def collect_group(decoder: Any, records: Sequence[PromptRecord], group: int,
     nodes: list[Node] = [Node(parent=-1, depth=0, prompt=p, used=0) for p in range(len(records))]
     starts = [Start(node=p, context=prompt_ids[p], count=settings.K_root)
               for p in range(len(records))]
-    generated = grow(decoder, step_settings, weights, starts, nodes, shape, eos, rng, generator,
+    generated = grow(decoder, sampling, starts, nodes, shape, eos, rng, generator,
                      on_step).tokens
     if settings.two_layer_guarantee:
         extra = split_first_layer(nodes, rng, settings.split_children)
         extra_starts = [Start(node=n, context=prompt_ids[nodes[n].prompt] + nodes[n].tokens,
                               count=count) for n, count in extra]
-        more = grow(decoder, step_settings, weights, extra_starts, nodes, shape, eos, rng,
-                    generator, on_step)
+        more = grow(decoder, sampling, extra_starts, nodes, shape, eos, rng, generator,
+                    on_step)
         generated += more.tokens
 
     trees = assemble(nodes, records, prompt_ids, decoder.tokenizer, objectives, meta, score_all)
     return GroupResult(trees, generated)
-
-
-def collection_step_settings(decoder: Any, settings: CollectionSettings) -> Any:
-    """The decoding settings of the sampling policy (checked against the decoder's model)."""
-    per_token = None if settings.kl_budget is None else settings.kl_budget / settings.T
-    return decoder.settings(beta=settings.beta, top_k=settings.top_k,
-                            temperature=settings.temperature, kl_budget=per_token)
 
 
 def split_first_layer(nodes: list[Node], rng: np.random.Generator, children: int

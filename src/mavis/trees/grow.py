@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mavis.decoding.decoder import Batch, MavisDecoder
-from mavis.decoding.settings import StepSettings
+from mavis.decoding.batch import Batch
+from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.trees.tree_shape import Shape, children_count, is_terminal, sample_segment_length
 
 
@@ -61,22 +62,9 @@ class GrowStats:
     selects: int = 0
 
 
-def left_pad(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-             prompts: Sequence[str] = ()) -> Batch:
-    """A left-padded batch from token lists."""
-    width = max(len(c) for c in contexts)
-    ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(contexts), width), dtype=torch.long)
-    for row, context in enumerate(contexts):
-        if context:
-            ids[row, width - len(context):] = torch.tensor(list(context), dtype=torch.long)
-            mask[row, width - len(context):] = 1
-    return Batch(ids.to(device), mask.to(device), list(prompts) or [""] * len(contexts))
-
-
 @torch.inference_mode()
-def grow(decoder: MavisDecoder, settings: StepSettings, weights: dict[str, float] | None,
-         starts: Sequence[Start], nodes: list[Node], shape: Shape, eos_ids: set[int],
+def grow(decoder: MavisDecoder, settings: SamplingSettings, starts: Sequence[Start],
+         nodes: list[Node], shape: Shape, eos_ids: set[int],
          rng: np.random.Generator, generator: torch.Generator | None,
          on_step: Callable[[int], None] | None = None) -> GrowStats:
     """Grow the subtrees below every `Start` down to depth L or length T, appending to `nodes`.
@@ -90,8 +78,8 @@ def grow(decoder: MavisDecoder, settings: StepSettings, weights: dict[str, float
         return stats
     pad = decoder.tokenizer.pad_token_id
     pad = pad if pad is not None else next(iter(eos_ids))
-    batch = left_pad([s.context for s in starts], pad, decoder.device)
-    state, _ = decoder.start(batch, weights, settings)
+    batch = Batch.from_token_lists([s.context for s in starts], pad, decoder.device)
+    state = decoder.start(batch, settings)
 
     # rows: (node being grown, step its segment began, step it is due to end)
     rows: list[tuple[int, int, int]] = []

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mavis.errors import MavisError
+from mavis.paths import write_text_atomic
 from mavis.trees.store import merge_parts, write_trees
 from mavis.trees.table import TreeTable
 
@@ -72,9 +72,7 @@ class PartsFolder:
                     f"to resume it, run with its settings again; otherwise choose a new --out "
                     f"or delete {self.root}")
         else:
-            temp = self.root / f".{MANIFEST}.tmp-{os.getpid()}"
-            temp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            os.replace(temp, path)
+            write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))
         for entry in self.root.iterdir():
             if _TEMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)

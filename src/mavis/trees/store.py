@@ -2,15 +2,14 @@
 
 `read_trees(path)` is the one reader: it checks the file is a mavis tree file of a version
 this mavis reads and returns its `TreeTable`. `write_trees` writes a table and `merge_parts`
-concatenates files, one part in memory at a time; both write under a temporary name, fsync
-and rename, so a crash never leaves half a file under the final name.
+concatenates files, one part in memory at a time; both write through `mavis.paths.atomic_path`
+(a temporary name, fsync, rename), so a crash never leaves half a file under the final name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import h5py
 import numpy as np
 
 from mavis.errors import MavisError
+from mavis.paths import atomic_path
 from mavis.trees.schema import AXIS_DATASET, DATASETS, FORMAT, VERSION
 from mavis.trees.table import TreeTable, shifted
 
@@ -26,24 +26,6 @@ from mavis.trees.table import TreeTable, shifted
 def _h5_dtype(name: str) -> Any:
     dtype = DATASETS[name][0]
     return h5py.string_dtype(encoding="utf-8") if dtype == "str" else np.dtype(dtype)
-
-
-@contextlib.contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds, fsync it and move it
-    onto `path` in one step. On failure the temporary file is removed and `path` untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield temp
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _write_attrs(handle: Any, objectives: Sequence[str], meta: Mapping[str, Any],
@@ -61,7 +43,7 @@ def write_trees(path: str | Path, table: TreeTable, *,
     """Write `table` to `path` atomically."""
     table.validate()
     path = Path(path)
-    with replacing(path) as temp, h5py.File(temp, "w") as handle:
+    with atomic_path(path) as temp, h5py.File(temp, "w") as handle:
         _write_attrs(handle, table.objectives, table.meta, attrs or {})
         for name in DATASETS:
             handle.create_dataset(name, data=table.data[name], dtype=_h5_dtype(name))
@@ -151,7 +133,7 @@ def merge_parts(parts: Iterable[str | Path], out: str | Path, *,
                 raise MavisError(f"{part} has objectives {names}, the others {objectives}")
             for axis, name in AXIS_DATASET.items():
                 lengths[axis] += len(handle[name])
-    with replacing(Path(out)) as temp, h5py.File(temp, "w") as target:
+    with atomic_path(out) as temp, h5py.File(temp, "w") as target:
         _write_attrs(target, objectives, meta if meta is not None else first_meta, {})
         for name, (_, axis, per_objective) in DATASETS.items():
             shape = (lengths[axis], len(objectives)) if per_objective else (lengths[axis],)
