@@ -21,7 +21,7 @@ _C = CollectionSettings
 
 data_app = typer.Typer(
     name="data",
-    help="Tree data sets for value-model training: inspect them.",
+    help="Tree data sets for value-model training: inspect them, score them with more objectives.",
     no_args_is_help=True,
 )
 
@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
     """Add `collect` and the `data` command group to the main app."""
     app.command("collect")(collect_command)
     app.add_typer(data_app, name="data")
+    __import__("mavis.cli.data_score", fromlist=["register"]).register(data_app)
 
 
 @sampling_options(exclude=NOT_FOR_TREES, defaults={"seed": 0})
