@@ -34,8 +34,8 @@ from mavis.trees.table import TreeTable
 
 PROMPTS = ["hello there", "how are you today", "tell me a joke", "what is up",
            "good morning friend"]
-SETTINGS = CollectionSettings(T=12, L=3, K_root=3, K=2, top_k=6, temperature=0.8, seed=3,
-                              batch_prompts=2)
+SETTINGS = CollectionSettings.from_dict(dict(T=12, L=3, K_root=3, K=2, top_k=6,
+                                             temperature=0.8, seed=3, batch_prompts=2))
 
 
 @pytest.fixture(autouse=True)

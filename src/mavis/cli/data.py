@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mavis.cli import data_score
 from mavis.cli.options import parse_assignments
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings, SettingsError
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
     """Add `collect` and the `data` command group to the main app."""
     app.command("collect")(collect_command)
     app.add_typer(data_app, name="data")
-    __import__("mavis.cli.data_score", fromlist=["register"]).register(data_app)
+    data_score.register(data_app)
 
 
 @sampling_options(exclude=NOT_FOR_TREES, defaults={"seed": 0})

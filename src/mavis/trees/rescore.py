@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from mavis.errors import MavisError
 from mavis.models.loading import load_tokenizer
 from mavis.objectives import get_objective, parse_objective_names, score_all
-from mavis.paths import check_writable
-from mavis.trees.store import read_trees, replacing, write_trees
+from mavis.paths import atomic_path, check_writable
+from mavis.trees.store import read_trees, write_trees
 from mavis.trees.table import TreeTable
 from mavis.trees.tree_shape import propagate_means
 
@@ -202,7 +202,7 @@ def load_side(plan: ScoringPlan, count: int) -> tuple[np.ndarray, int]:
 
 def save_side(plan: ScoringPlan, scores: np.ndarray, done: int) -> None:
     """Save the scores of the first `done` leaves (atomically: temporary name, rename)."""
-    with replacing(plan.side) as temp, open(temp, "wb") as handle:
+    with atomic_path(plan.side) as temp, open(temp, "wb") as handle:
         np.savez(handle, key=np.array(plan.key), scores=scores, done=np.array(done))
 
 
@@ -210,7 +210,7 @@ _TEMP = re.compile(r"\.tmp-(\d+)$")
 
 
 def remove_debris(path: Path) -> None:
-    """Remove the temporary files of `replacing(path)` left by processes that are gone."""
+    """Remove the temporary files of `atomic_path(path)` left by processes that are gone."""
     for entry in path.parent.glob(f".{path.name}.tmp-*"):
         match = _TEMP.search(entry.name)
         if match and not _alive(int(match.group(1))):
