@@ -10,7 +10,7 @@ from scipy.stats import chisquare
 from mavis.cli.options import parse_weights
 from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.sampling import SamplingSettings
-from mavis.decoding.tilt import mavis_logprobs, top_k_candidates
+from mavis.decoding.tilt import mavis_logprobs, nucleus, top_k_candidates
 from mavis.errors import MavisError
 from mavis.models.loading import load_causal_lm
 from mavis.models.value_model import ValueModel
@@ -323,3 +323,31 @@ def test_a_value_model_no_row_weights_is_not_run_until_one_does(decoder):
         state.choose()
         state.select(torch.tensor([0]))  # the row that used model 1 leaves
     assert state.active == [0]
+
+
+def test_top_p_and_min_p_cut_the_candidates_before_they_are_scored(decoder):
+    """Sampled tokens come from each step's nucleus within the top-k, their log-probabilities
+    are renormalised over it, and the candidates outside it are not scored."""
+    out = decoder.generate(["abc", "hello"], beta=0.0, top_k=12, top_p=0.5, max_new_tokens=6,
+                           seed=3)
+    for seq in out:
+        prompt_ids = decoder.encode([seq.prompt]).input_ids[0]
+        full = torch.cat([prompt_ids, torch.tensor(seq.token_ids)])
+        with torch.no_grad():
+            logits = decoder.reference(full[None]).logits[0]
+        for t, token in enumerate(seq.token_ids):
+            lp, cand = top_k_candidates(logits[len(prompt_ids) + t - 1][None], 12)
+            kept = nucleus(lp, 0.5)[0]
+            assert token in cand[0][kept].tolist()
+            renorm = torch.log_softmax(lp[0][kept], -1)
+            index = cand[0][kept].tolist().index(token)
+            assert seq.logprobs[t] == pytest.approx(float(renorm[index]), abs=1e-5)
+    settings = decoder.resolve(SamplingSettings(weights={"a": 1.0}, beta=2.0, top_k=12,
+                                                min_p=0.5))
+    state = decoder.start(decoder.encode(["abc", "hello"]), settings)
+    with torch.inference_mode():
+        candidates = state.skip(state.candidates())
+    assert candidates.ids.shape[1] < 12  # only the widest row's nucleus is scored
+    probs = candidates.logprobs.exp()
+    assert bool((probs[candidates.scored] >= 0.5 * probs[:, :1].expand_as(probs)[
+        candidates.scored] - 1e-6).all())

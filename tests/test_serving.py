@@ -282,7 +282,10 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
     ("n x prompts over the batch", "completions", {**GOOD, "prompt": ["a", "b"], "n": 9}, 400,
      "n"),
     ("temperature 3", "completions", {**GOOD, "temperature": 3}, 400, "temperature"),
-    ("top_p", "completions", {**GOOD, "top_p": 0.5}, 400, "top_p"),
+    ("top_p 0", "completions", {**GOOD, "top_p": 0}, 400, "top_p"),
+    ("min_p over 1", "completions", {**GOOD, "min_p": 2}, 400, "min_p"),
+    ("presence_penalty", "completions", {**GOOD, "presence_penalty": 0.5}, 400,
+     "presence_penalty"),
     ("empty stop string", "completions", {**GOOD, "stop": [""]}, 400, "stop"),
     ("kl_budget < 0", "completions", {**GOOD, "kl_budget": -2}, 400, "kl_budget"),
     ("negative seed", "completions", {**GOOD, "seed": -1}, 400, "seed"),
@@ -307,6 +310,18 @@ def test_bad_input_gets_an_openai_error_and_the_server_keeps_serving(
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param and error["message"] and isinstance(error["type"], str)
     assert httpx.post(f"{server.url}/v1/completions", json=GOOD).status_code == 200
+
+
+def test_top_p_and_min_p_sample_as_the_library_does(client, decoder):
+    for extra in ({"top_p": 0.3}, {"min_p": 0.4}):
+        served = client.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": "what is up"}], max_tokens=12,
+            temperature=0, **({"top_p": extra["top_p"]} if "top_p" in extra else {}),
+            extra_body={"objective_weights": {"harmless": 1.0}, **{
+                k: v for k, v in extra.items() if k != "top_p"}})
+        local = decoder.generate(["what is up"], weights={"harmless": 1.0}, top_k=36,
+                                 max_new_tokens=12, temperature=0, **extra)[0]
+        assert served.choices[0].message.content == local.text, extra
 
 
 def test_top_k_is_at_most_the_vocabulary_and_every_choice_reports_its_settings(server):

@@ -8,6 +8,7 @@ from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
     mavis_logprobs,
+    nucleus,
     step_kl,
     top_k_candidates,
     tv_bound,
@@ -131,3 +132,20 @@ def test_beta_for_kl_meets_the_budget_per_step():
     p = torch.softmax(logprobs + beta[:, None] * bonus, -1)
     q = torch.softmax(logprobs, -1)
     torch.testing.assert_close(kl, (p * (p.log() - q.log())).sum(-1), atol=1e-4, rtol=1e-4)
+
+
+def test_nucleus_keeps_the_smallest_prefix_reaching_top_p_and_min_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25]])
+    logp = probs.log()
+    assert nucleus(logp, 1.0, 0.0).all()
+    assert nucleus(logp, 0.7, 0.0)[0].tolist() == [True, True, False, False]
+    assert nucleus(logp, 0.8, 0.0)[0].tolist() == [True, True, False, False]  # 0.5+0.3 >= 0.8
+    assert nucleus(logp, 0.81, 0.0)[0].tolist() == [True, True, True, False]
+    assert nucleus(logp, 1.0, 0.5)[0].tolist() == [True, True, False, False]  # >= 0.25
+    assert nucleus(logp, 1e-9, 0.0).sum(-1).tolist() == [1, 1]  # the most likely stays
+    per_row = nucleus(logp, torch.tensor([0.6, 1.0]), torch.tensor([0.0, 0.9]))
+    assert per_row.tolist() == [[True, True, False, False], [True, True, True, True]]
+    # columns a row does not have (-inf) are never kept; the probabilities are renormalised
+    masked = logp.clone()
+    masked[0, 2:] = float("-inf")
+    assert nucleus(masked, 0.9, 0.0)[0].tolist() == [True, True, False, False]

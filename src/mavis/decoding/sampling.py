@@ -82,6 +82,10 @@ class SamplingSettings:
         f"Default: {DEFAULT_KL_BUDGET:g} when no beta is given, else none.")
     top_k: int = knob(40, "Candidates of the reference model per step (at most the "
                       "vocabulary).")
+    top_p: float = knob(1.0, "Nucleus within the top-k: keep the most likely candidates whose "
+                        "probability adds up to top_p (1: all k).")
+    min_p: float = knob(0.0, "Keep only the candidates at least min_p times as likely as the "
+                        "most likely one (0: all k).")
     temperature: float = knob(1.0, "Of the reference's next-token distribution; 0: greedy.")
     greedy: bool = knob(False, "Take the most likely token of the tilted distribution.")
     max_new_tokens: int = knob(64, "The longest answer, in tokens.")
@@ -105,6 +109,8 @@ class SamplingSettings:
         assign("beta", beta)
         assign("kl_budget", budget)
         assign("top_k", _whole("top_k", self.top_k, low=1))
+        assign("top_p", _fraction("top_p", self.top_p, low_open=True))
+        assign("min_p", _fraction("min_p", self.min_p, low_open=False))
         assign("temperature", temperature)
         assign("greedy", _flag("greedy", self.greedy) or temperature == 0)
         assign("max_new_tokens", _whole("max_new_tokens", self.max_new_tokens, low=1))
@@ -193,6 +199,15 @@ def _number(name: str, value: Any, *, low: float, infinite: bool = False) -> flo
                             + (" (or inf)" if infinite else ""))
     if number < low:
         raise SettingsError(name, f"is {number:g}; give a number >= {low:g}")
+    return number
+
+
+def _fraction(name: str, value: Any, *, low_open: bool) -> float:
+    """A number in (0, 1] (`low_open`) or [0, 1]."""
+    number = _number(name, value, low=0.0)
+    if number > 1 or (low_open and number == 0):
+        span = "in (0, 1]" if low_open else "from 0 to 1"
+        raise SettingsError(name, f"is {number:g}; give a number {span}")
     return number
 
 

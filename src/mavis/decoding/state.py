@@ -53,6 +53,7 @@ from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
     mavis_logprobs,
+    nucleus,
     top_k_candidates,
     weighted_values,
 )
@@ -63,7 +64,8 @@ from mavis.models.masks import positions_from_mask
 
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
-                "weights", "beta", "top_k", "temperature", "greedy", "kl_budget", "lengths")
+                "weights", "beta", "top_k", "top_p", "min_p", "temperature", "greedy",
+                "kl_budget", "lengths")
 # ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
 _PROPOSAL_TENSORS = ("proposal_weights", "proposal_logits")
 _HISTORY = {"tokens": -1, "logprobs": 0.0, "ref_logprobs": 0.0, "topk_logprobs": 0.0,
@@ -152,6 +154,8 @@ class DecodingState:
 
         self.beta = column([float(s.beta) for s in self.settings], torch.float32)
         self.top_k = column([s.top_k for s in self.settings], torch.long)
+        self.top_p = column([s.top_p for s in self.settings], torch.float32)
+        self.min_p = column([s.min_p for s in self.settings], torch.float32)
         self.temperature = column([s.step_temperature for s in self.settings], torch.float32)
         self.greedy = column([s.greedy for s in self.settings], torch.bool)
         self.kl_budget = column([math.nan if s.step_kl_budget is None else s.step_kl_budget
@@ -223,14 +227,17 @@ class DecodingState:
 
     def candidates(self) -> Candidates:
         """Each row's top-k tokens after its temperature (of pi_ref, or of the proposal
-        models' combination); a row with a smaller k than the widest gets no mass on the extra
-        columns."""
+        models' combination), cut to its nucleus (top_p, min_p); a row gets no mass on the
+        columns beyond its own k or outside its nucleus (and they are not scored)."""
         width = int(self.top_k.max())
         logprobs, ids = top_k_candidates(self.proposal_scores(), width,
                                          self.temperature[:, None])
         if bool((self.top_k < width).any()):
             beyond = torch.arange(width, device=ids.device)[None, :] >= self.top_k[:, None]
             logprobs = logprobs.masked_fill(beyond, float("-inf"))
+        if bool((self.top_p < 1).any() or (self.min_p > 0).any()):
+            logprobs = logprobs.masked_fill(~nucleus(logprobs, self.top_p, self.min_p),
+                                            float("-inf"))
         return Candidates(logprobs, ids)
 
     def proposal_scores(self) -> torch.Tensor:

@@ -27,6 +27,23 @@ def top_k_candidates(logits: torch.Tensor, k: int, temperature: float | torch.Te
     return torch.topk(logprobs, k, dim=-1, sorted=True)
 
 
+def nucleus(candidate_logprobs: torch.Tensor, top_p: float | torch.Tensor = 1.0,
+            min_p: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Which of the top-k candidates stay (bool [B, k]): the most likely ones whose probability,
+    renormalised over the k, adds up to `top_p` (the nucleus, Holtzman et al. 2020), and of
+    those the ones at least `min_p` times as likely as the most likely candidate. The most
+    likely candidate always stays. candidate_logprobs must be sorted descending per row
+    ([B, k], as `top_k_candidates` returns; -inf for columns a row does not have); top_p and
+    min_p are floats or [B]."""
+    probs = torch.softmax(candidate_logprobs.float(), dim=-1)
+    top_p = torch.as_tensor(top_p, dtype=probs.dtype, device=probs.device).reshape(-1, 1)
+    min_p = torch.as_tensor(min_p, dtype=probs.dtype, device=probs.device).reshape(-1, 1)
+    before = probs.cumsum(-1) - probs  # the mass of the more likely candidates
+    keep = (before < top_p) & (probs >= min_p * probs[:, :1])
+    keep[:, 0] = True
+    return keep
+
+
 def weighted_values(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_m lambda_m V_m: values [B, k, M] with weights [M] (one setting for every row) or
     [B, M] (a setting per row) -> [B, k]."""

@@ -48,6 +48,7 @@ class SamplingRequest(_Strict):
     objective_weights: dict[str, float] | None = None
     beta: float | None = None
     top_k: int | None = None
+    min_p: float | None = None  # vLLM's: keep candidates at least min_p x the most likely
     kl_budget: float | None = None  # nats of KL per answer over plain top-k sampling
     score: bool = False  # add every loaded objective's reward to each choice
     ignore_eos: bool = False  # keep going past the end-of-sequence token (fixed lengths)
@@ -98,7 +99,8 @@ def parse(model: type[Model], data: Any) -> Model:
         got = got if len(got) <= 60 else got[:57] + "..."
         message = {"missing": f"{path} is required",
                    "extra_forbidden": f"unknown field {path!r}; this server takes OpenAI's "
-                   "fields and objective_weights, beta, top_k, kl_budget, score, ignore_eos"
+                   "fields and objective_weights, beta, top_k, min_p, kl_budget, score, "
+                   "ignore_eos"
                    }.get(error["type"], f"{path}: {error['msg']} (got {got})")
         if param is None and error["type"] == "model_type":
             message = "the request body must be a JSON object"
