@@ -164,6 +164,17 @@ def test_present_objective_is_refused_and_replace_recomputes_it(all_three, rewar
     assert again.meta["scored_later"] == [rewards["count_e"], "positive", rewards["slow"]]
 
 
+def test_a_file_scored_in_place_is_still_the_collection_it_was(only_a, decoder, rewards,
+                                                               tmp_path, capsys):
+    """Objectives scored later do not change the trees: the same collection finds the file
+    complete (a recipe's iteration 0 goes on to training) instead of refusing it."""
+    path = shutil.copy(only_a, tmp_path / "trees.h5")
+    score_trees(path, "positive", progress=False)
+    scored = digest(path)
+    assert collect(decoder, [rewards["vowels"]], path) == path
+    assert "already complete" in capsys.readouterr().err and digest(path) == scored
+
+
 # -- (c) killed half-way: the file stays whole, the next run resumes ---------------------------
 
 def test_killed_run_keeps_the_file_whole_and_resumes(only_a, rewards, tmp_path, monkeypatch):

@@ -148,7 +148,8 @@ def collection_meta(records: Sequence[PromptRecord], objectives: Sequence[str],
     return json.loads(json.dumps(meta, sort_keys=True))
 
 
-_UNCHECKED = ("mavis_version", "recipe")  # provenance: they do not change the trees
+# provenance, and objectives scored later (`mavis data score`): they do not change the trees
+_UNCHECKED = ("mavis_version", "recipe", "scored_later")
 
 
 def identity(meta: Mapping[str, Any]) -> dict[str, Any]:
