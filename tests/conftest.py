@@ -63,6 +63,18 @@ def build_tiny_llama(path: Path, *, alphabet: str = string.ascii_lowercase + " .
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and lose a lot on a busy machine (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session uses its own mavis cache unless MAVIS_CACHE is set outside."""

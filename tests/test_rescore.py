@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import mavis
 from mavis.cli import main
@@ -38,12 +37,7 @@ SETTINGS = CollectionSettings.from_dict(dict(T=12, L=3, K_root=3, K=2, top_k=6,
                                              temperature=0.8, seed=3, batch_prompts=2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
