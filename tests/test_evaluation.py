@@ -137,6 +137,19 @@ def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsy
                  f"{rewards[0]}=1", "--beta", "2", "--json", *common]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["samples"] == 3 and set(row["reward"]) == set(rewards) and row["kl"] > 0
+    answers = tmp_path / "answers.jsonl"
+    assert main(["evaluate", "--objectives", ",".join(rewards), "--weights",
+                 f"{rewards[0]}=1", "--beta", "2", "--json", "--answers", str(answers),
+                 *common]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    kept = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert len(kept) == 3 and all(k["prompt"].startswith("say ") and k["prompt_id"]
+                                  for k in kept)
+    assert again["reward"] == row["reward"]  # the same answers, kept this time
+    for name in rewards:
+        assert sum(k["rewards"][name] for k in kept) / 3 == pytest.approx(row["reward"][name])
+    assert sum(k["kl"] for k in kept) / 3 == pytest.approx(row["kl"])
+    assert all(k["weights"] == {rewards[0]: 1.0} and k["beta"] == 2.0 for k in kept)
     out = tmp_path / "front.png"
     assert main(["pareto", "--objectives", ",".join(rewards), "--lambdas", "0,1",
                  "--best-of", "2", "--beta", "0:2,1:3", "--out", str(out), *common]) == 0

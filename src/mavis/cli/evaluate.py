@@ -80,6 +80,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(
         help="Keep the result in this JSON file; a rerun with the same settings reads it "
              "instead of evaluating again.")] = None,
+    answers: Annotated[Path | None, typer.Option(
+        help="Keep every answer in this JSON Lines file (prompt, text, KL, rewards), e.g. "
+             "for `mavis judge`.")] = None,
     *, sampling: SamplingSettings,
 ) -> None:
     """Mean reward per objective and KL (equation 7) of MAVIS at the given weights (without
@@ -93,8 +96,9 @@ def evaluate(
     weights = sampling.weights or {name: 1.0 / len(names) for name in names}
     point = (SweepPoint("MAVIS", weights, sampling.beta, kl_budget=sampling.kl_budget)
              if guided else SweepPoint(REFERENCE))
-    if out is not None:
-        check_writable(out, what="--out")
+    for path, option in ((out, "--out"), (answers, "--answers")):
+        if path is not None:
+            check_writable(path, what=option)
     chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
@@ -102,8 +106,16 @@ def evaluate(
     folders = _value_folders(model, value_model, [n for n, w in weights.items() if w > 0]
                              if guided else [], names + list(weights))
     store = SweepStore(out, identity, value_models=folders) if out is not None else None
-    if store is not None and store.done(point) is not None:
+    if store is not None and store.done(point) is not None and answers is None:
         result = store.done(point)
+    elif answers is not None:  # the answers themselves are wanted: decode them
+        from mavis.evaluation.policy import evaluate_policy
+
+        result = evaluate_policy(_decoder(model, folders), chosen, names,
+                                 point.settings(settings), label=point.label or REFERENCE,
+                                 progress=True, answers=answers)
+        if store is not None:
+            store.save(point, result)
     else:
         decoder = _decoder(model, folders)
         ((_, result),) = run_sweep(decoder, chosen, names, [point], settings, store)

@@ -8,15 +8,18 @@ extra. Rewards come from the objectives (reward functions) themselves.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
+from mavis.paths import write_text_atomic
 from mavis.prompts.base import Prompt
 
 # What a PolicyEvaluation's `kl` is (every kind is against the same pi_ref, equation 7):
@@ -84,9 +87,11 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
 def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                     objectives: Sequence[str], settings: EvaluationSettings = EvaluationSettings(),
                     *, label: str = "", progress: bool = False,
-                    on_rows: Callable[[int], None] | None = None) -> PolicyEvaluation:
+                    on_rows: Callable[[int], None] | None = None,
+                    answers: str | Path | None = None) -> PolicyEvaluation:
     """Sample answers as `settings.sampling` says (its weights, beta and KL budget are the
-    policy's; beta 0: the reference policy) and score them with `objectives`.
+    policy's; beta 0: the reference policy) and score them with `objectives`; with `answers`,
+    keep every answer there too (JSON Lines, `write_answers`).
 
     Prompts are framed as collection frames them (`frame_prompt`); the objectives score each
     answer against the prompt's own words."""
@@ -108,7 +113,26 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
         mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1),
         seconds=seconds)
     summarise_answers(result, outputs, objectives, rewards)
+    if answers is not None:
+        write_answers(answers, prompts, outputs, rewards, settings.num_samples)
     return result
+
+
+def write_answers(path: str | Path, prompts: Sequence[str | Prompt],
+                  outputs: Sequence[GeneratedSequence], rewards: Mapping[str, Sequence[float]],
+                  num_samples: int) -> Path:
+    """Every answer as one JSON object per line (written whole or not at all): the prompt's id
+    and words, the answer's text, its sample index, the weights, beta and KL budget it was
+    decoded with, its KL (equation 7) and each objective's reward. What `mavis judge` reads."""
+    lines = []
+    for index, output in enumerate(outputs):
+        prompt = prompts[index // num_samples]
+        lines.append(json.dumps({
+            "prompt_id": getattr(prompt, "id", None), "prompt": output.prompt,
+            "sample": index % num_samples, "text": output.text, "weights": output.weights,
+            "beta": output.beta, "kl_budget": output.kl_budget, "kl": output.kl,
+            "rewards": {name: float(values[index]) for name, values in rewards.items()}}))
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def summarise_answers(result: PolicyEvaluation, answers: Sequence[Any],
