@@ -218,6 +218,9 @@ def test_fronts_summary_hypervolume_and_dominance(tmp_path):
     # X: boxes [1,3]x[1,1.5] and [1,2]x[1,2] -> 1 + 1 - 0.5 = 1.5 (the third adds nothing)
     assert summary.hypervolume == {"pi_ref": 0.0, "X": pytest.approx(1.5),
                                    "Y": pytest.approx(2.25)}
+    # MIP: the mean of <weights, rewards> over each method's points; pi_ref at every weight
+    assert summary.mip == {"pi_ref": pytest.approx(1.0), "X": pytest.approx(5 / 3),
+                           "Y": pytest.approx(2.5)}
     keys = [p.key for p, _ in results]
     assert [summary.dominated_in_method[k] for k in keys] == [False, False, False, True, False]
     assert [summary.dominated_overall[k] for k in keys] == [True, False, True, True, False]
@@ -229,6 +232,7 @@ def test_fronts_summary_hypervolume_and_dominance(tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert [r["dominated_overall"] for r in rows] == ["True", "False", "True", "True", "False"]
     assert float(rows[1]["hypervolume"]) == pytest.approx(1.5)
+    assert float(rows[1]["mip"]) == pytest.approx(5 / 3)
 
 
 def test_store_refuses_points_of_changed_method_settings(tmp_path):

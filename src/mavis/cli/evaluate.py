@@ -302,6 +302,8 @@ def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list,
     typer.echo("hypervolume above " + (f"pi_ref ({reference})" if summary.reference_from
                                        == "pi_ref" else f"({reference})") + ": " + ", ".join(
         f"{m} {hv:.4g}" for m, hv in summary.hypervolume.items()))
+    typer.echo("MIP (mean over the weights of <weights, rewards>): " + ", ".join(
+        f"{m} {mip:.4g}" for m, mip in summary.mip.items()))
     typer.echo(f"plot: {comparison.plot}; points: {comparison.points_file}, {comparison.table}")
 
 

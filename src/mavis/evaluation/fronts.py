@@ -103,3 +103,23 @@ def _hv2(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
             total += (x - ref[0]) * (y - best_y)
             best_y = y
     return total
+
+
+def mean_inner_product(weights: Sequence[Point], rewards: Sequence[Point]) -> float:
+    """MIP: the mean over weight vectors of the inner product of each weight vector with the
+    rewards achieved at it (Shi et al. 2024's front metric beside hypervolume):
+
+        MIP = 1/n sum_i <w_i, r_i>
+
+    Over the same grid of weight vectors (an 11-point grid for two objectives, a simplex grid
+    for three), a method that does better at what each weight asks for has the higher MIP.
+
+    >>> mean_inner_product([(1, 0), (0.5, 0.5), (0, 1)], [(3, 0), (2, 2), (0, 3)])
+    2.6666666666666665
+    """
+    if len(weights) != len(rewards) or not weights:
+        raise MavisError("MIP needs one reward vector per weight vector, and at least one")
+    w, r = _check(weights), _check(rewards, len(weights[0]))
+    return sum(sum(a * b for a, b in zip(wi, ri, strict=True)) for wi, ri in zip(w, r,
+                                                                                    strict=True)
+               ) / len(w)

@@ -15,13 +15,14 @@ bought with more KL is not better for it).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mavis.errors import MavisError
-from mavis.evaluation.fronts import dominated, hypervolume
+from mavis.evaluation.fronts import dominated, hypervolume, mean_inner_product
 from mavis.evaluation.points import REFERENCE, SweepPoint
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.paths import atomic_path
@@ -34,7 +35,9 @@ class FrontSummary:
     """objectives: the coordinates, in order. reference_point: the hypervolume's lower
     corner; reference_from: where it came from ("pi_ref" or "given"). hypervolume: per method.
     dominated_in_method / dominated_overall: per point key, whether another point of the same
-    method / of any method dominates it (pi_ref included)."""
+    method / of any method dominates it (pi_ref included). mip: per method, the mean over its
+    points of <weights, rewards> (`mean_inner_product`); pi_ref's over the weight vectors of
+    the sweep, its one answer set at each."""
 
     objectives: list[str]
     reference_point: dict[str, float]
@@ -42,6 +45,7 @@ class FrontSummary:
     hypervolume: dict[str, float] = field(default_factory=dict)
     dominated_in_method: dict[str, bool] = field(default_factory=dict)
     dominated_overall: dict[str, bool] = field(default_factory=dict)
+    mip: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +80,24 @@ def summarise_fronts(results: Results, objectives: Sequence[str],
         summary.hypervolume[method] = hypervolume(own, [corner[n] for n in names])
         for index, flag in zip(indices, dominated(own), strict=True):
             summary.dominated_in_method[results[index][0].key] = flag
+    summary.mip = method_mips(results, names, by_method)
     return summary
+
+
+def method_mips(results: Results, names: list[str], by_method: Mapping[str, list[int]]
+                ) -> dict[str, float]:
+    """MIP of every method over its own points' weights; a method whose points carry no
+    weights (pi_ref) is taken at every weight vector of the sweep."""
+    grid = list({tuple(p.weights.get(n, 0.0) for n in names): None
+                 for p, _ in results if p.weights})
+    mips = {}
+    for method, indices in by_method.items():
+        weights = [tuple(results[i][0].weights.get(n, 0.0) for n in names) for i in indices]
+        rewards = [tuple(results[i][1].reward[n] for n in names) for i in indices]
+        if not any(results[i][0].weights for i in indices):
+            weights, rewards = grid, [rewards[0]] * len(grid)
+        mips[method] = mean_inner_product(weights, rewards) if weights else math.nan
+    return mips
 
 
 def write_points_csv(path: str | Path, results: Results, objectives: Sequence[str],
@@ -90,7 +111,7 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
               *[f"{n}{s}" for n in names for s in ("", "_se")], "kl", "kl_se", "kl_kind",
               "kl_topk", "tv", "mean_tokens", "samples", "seconds"]
     if summary is not None:
-        header += ["hypervolume", "dominated_in_method", "dominated_overall"]
+        header += ["hypervolume", "mip", "dominated_in_method", "dominated_overall"]
     with atomic_path(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -101,7 +122,7 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
                    p.kl, p.kl_se, p.kl_kind, p.kl_topk, p.tv, p.mean_tokens, p.samples,
                    p.seconds]
             if summary is not None:
-                row += [summary.hypervolume[point.method],
+                row += [summary.hypervolume[point.method], summary.mip[point.method],
                         summary.dominated_in_method[point.key],
                         summary.dominated_overall[point.key]]
             writer.writerow(row)
