@@ -150,6 +150,12 @@ def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsy
         assert sum(k["rewards"][name] for k in kept) / 3 == pytest.approx(row["reward"][name])
     assert sum(k["kl"] for k in kept) / 3 == pytest.approx(row["kl"])
     assert all(k["weights"] == {rewards[0]: 1.0} and k["beta"] == 2.0 for k in kept)
+    assert main(["evaluate", "--objectives", ",".join(rewards), "--weights",
+                 f"{rewards[0]}=1", "--beta", "2", "--best-of", "2", "--rank", "value",
+                 "--json", *common]) == 0
+    rerank = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rerank["kl_kind"] == "estimate + bound" and rerank["samples"] == 3
+    assert rerank["label"] == f"{rewards[0]}=1"
     out = tmp_path / "front.png"
     assert main(["pareto", "--objectives", ",".join(rewards), "--lambdas", "0,1",
                  "--best-of", "2", "--beta", "0:2,1:3", "--out", str(out), *common]) == 0
@@ -158,3 +164,37 @@ def test_evaluate_and_pareto_commands(decoder, rewards, tiny_lm, tmp_path, capsy
     assert sorted(p["beta"] for p in saved.values() if p["method"] == "MAVIS") == [2.0, 3.0]
     assert out.stat().st_size > 5000
     assert out.with_suffix(".csv").read_text().count("\n") == 1 + 5
+
+
+def test_mavis_with_best_of_n_by_reward_and_by_value(decoder, rewards):
+    """MAVIS + best-of-N and MAVIS + value rerank share their N guided answers per prompt:
+    by reward the kept answer has the best weighted reward of its N, by value the best
+    weighted value; both report the sampler's KL plus the best-of-N bound."""
+    from mavis.evaluation.methods import METHODS, SweepPlan
+
+    settings = EvaluationSettings.from_dict(dict(top_k=6, max_new_tokens=5, seed=2))
+    plan = SweepPlan(rewards, [1.0], betas=3.0, best_of=[3])
+    points = [p for name in ("mavis-bon", "mavis-rerank") for p in METHODS.get(name).points(plan)]
+    assert [p.method for p in points] == ["MAVIS+best-of-3", "MAVIS+rerank-3"]
+    assert [p.family for p in points] == ["MAVIS+best-of", "MAVIS+rerank"]
+    counted = []
+    original = decoder.generate
+    decoder.generate = lambda *a, **k: counted.append(k["num_samples"]) or original(*a, **k)
+    try:
+        (_, by_reward), (_, by_value) = run_sweep(decoder, ["hi", "ok"], rewards, points,
+                                                  settings, progress=False)
+    finally:
+        decoder.generate = original
+    assert counted == [3]  # one guided sampling pass for both
+    samples = sample_best_of_n(decoder, ["hi", "ok"], rewards, 3, points[0].settings(settings))
+    best_reward = samples.rewards[rewards[0]].max(axis=1).mean()
+    assert by_reward.reward[rewards[0]] == pytest.approx(best_reward)
+    values = [[a.value for a in group] for group in samples.groups]
+    kept = [int(max(range(3), key=lambda i, g=g: g[i])) for g in values]
+    expected = sum(samples.rewards[rewards[0]][g, i] for g, i in enumerate(kept)) / 2
+    assert by_value.reward[rewards[0]] == pytest.approx(expected)
+    assert by_value.beta == 3.0 and by_value.kl_is_bound
+    with pytest.raises(MavisError, match="ranking by value needs answers decoded"):
+        pick_best(sample_best_of_n(decoder, ["hi"], rewards, 2,
+                                   settings.policy(None, 0.0, None)), {rewards[0]: 1.0},
+                  rank="value")

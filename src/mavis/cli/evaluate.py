@@ -83,19 +83,28 @@ def evaluate(
     answers: Annotated[Path | None, typer.Option(
         help="Keep every answer in this JSON Lines file (prompt, text, KL, rewards), e.g. "
              "for `mavis judge`.")] = None,
+    best_of: Annotated[int, typer.Option(
+        "--best-of", help="N answers per prompt, the best kept (by --rank): best-of-N from "
+        "pi_ref with --beta 0, MAVIS + best-of-N otherwise (0: one answer).")] = 0,
+    rank: Annotated[str, typer.Option(
+        help="How --best-of chooses: reward (the reward models) or value (the value models' "
+             "own value of the finished answer: no reward model at inference).")] = "reward",
+    beam: Annotated[int, typer.Option(
+        help="MAVIS beam search with this many beams; the best of them by reward counts.")]
+    = 0,
     *, sampling: SamplingSettings,
 ) -> None:
     """Mean reward per objective and KL (equation 7) of MAVIS at the given weights (without
-    --weights: the scored objectives, each the same weight; --beta 0: pi_ref itself)."""
-    from mavis.evaluation.sweep import REFERENCE, SweepPoint, SweepStore, run_sweep
+    --weights: the scored objectives, each the same weight; --beta 0: pi_ref itself), or of
+    a search mode on top of it (--best-of N --rank reward|value, --beam N)."""
+    from mavis.evaluation.sweep import SweepStore, run_sweep
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
     settings = EvaluationSettings(sampling, num_samples=num_samples)
     guided = sampling.beta > 0
     weights = sampling.weights or {name: 1.0 / len(names) for name in names}
-    point = (SweepPoint("MAVIS", weights, sampling.beta, kl_budget=sampling.kl_budget)
-             if guided else SweepPoint(REFERENCE))
+    point = evaluation_point(weights, sampling, best_of, rank, beam)
     for path, option in ((out, "--out"), (answers, "--answers")):
         if path is not None:
             check_writable(path, what=option)
@@ -111,8 +120,11 @@ def evaluate(
     elif answers is not None:  # the answers themselves are wanted: decode them
         from mavis.evaluation.policy import evaluate_policy
 
+        if point.n or point.beams:
+            raise MavisError("--answers keeps the answers of one sampled policy; leave out "
+                             "--best-of and --beam")
         result = evaluate_policy(_decoder(model, folders), chosen, names,
-                                 point.settings(settings), label=point.label or REFERENCE,
+                                 point.settings(settings), label=point.label or "pi_ref",
                                  progress=True, answers=answers)
         if store is not None:
             store.save(point, result)
@@ -133,6 +145,38 @@ def evaluate(
                    f"the KL budget of {result.kl_budget:g} nats per answer)")
 
 
+def evaluation_point(weights: dict[str, float], sampling: SamplingSettings, best_of: int,
+                     rank: str, beams: int):
+    """The one point `mavis evaluate` evaluates: MAVIS (or pi_ref at beta 0), or a search mode
+    on top of it, each checked against the others."""
+    from mavis.evaluation.best_of_n import RANKS
+    from mavis.evaluation.sweep import REFERENCE, SweepPoint
+
+    guided, budget = sampling.beta > 0, sampling.kl_budget
+    if best_of < 0 or best_of == 1 or beams < 0 or beams == 1:
+        raise MavisError("--best-of and --beam take N >= 2 (or 0: one answer)")
+    if best_of and beams:
+        raise MavisError("choose one search mode: --best-of N or --beam N")
+    if rank not in RANKS:
+        raise MavisError(f"--rank {rank!r}: choose {' or '.join(RANKS)}")
+    if rank == "value" and not (best_of and guided):
+        raise MavisError("--rank value ranks MAVIS's answers by their value: give --best-of N "
+                         "and guidance (beta > 0)")
+    if beams:
+        if not guided:
+            raise MavisError("--beam ranks beams by their values: give beta > 0")
+        return SweepPoint(f"beam-{beams}", weights, sampling.beta, kl_budget=budget,
+                          beams=beams)
+    if best_of:
+        if not guided:
+            return SweepPoint(f"best-of-{best_of}", weights, n=best_of)
+        family = "MAVIS+rerank" if rank == "value" else "MAVIS+best-of"
+        return SweepPoint(f"{family}-{best_of}", weights, sampling.beta, n=best_of,
+                          kl_budget=budget)
+    return SweepPoint("MAVIS", weights, sampling.beta, kl_budget=budget) if guided else (
+        SweepPoint(REFERENCE))
+
+
 @sampling_options(exclude=("weights", "beta", "kl_budget"), defaults=EVALUATION)
 def pareto(
     ctx: typer.Context,
@@ -142,7 +186,8 @@ def pareto(
                                            "file beside it (a rerun resumes) and a .csv.")]
     = Path("runs/pareto.png"),
     methods: Annotated[str, typer.Option(
-        help="Methods to compare: mavis, morlhf, rsoup, mod, bon, beam (pi_ref always). "
+        help="Methods to compare: mavis, morlhf, rsoup, mod, bon, beam, mavis-bon, "
+             "mavis-rerank (pi_ref always). "
              "morlhf/rsoup/mod train what is missing in --baselines-dir.")] = "mavis",
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
@@ -158,8 +203,9 @@ def pareto(
         "--kl-budget", help=SamplingSettings.__dataclass_fields__["kl_budget"].metadata[
             "help"])] = None,
     best_of: Annotated[str, typer.Option(
-        "--best-of", help="Best-of-N from pi_ref at each weight, e.g. 4,16 (default: 4,16 "
-        "with --methods bon, else none; 0: none).")] = "",
+        "--best-of", help="N of best-of-N from pi_ref (and of mavis-bon, mavis-rerank) at "
+        "each weight, e.g. 4,16 (default: 4,16 with those methods, else none; 0: none).")]
+    = "",
     beams: Annotated[str, typer.Option(
         help="With --methods beam: MAVIS beam search with N beams beside best-of-N at the same "
              "N, for each N.")] = "2,4,8",
@@ -201,7 +247,8 @@ def pareto(
     morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0)
                    if morlhf_lambdas.strip() else None)
     betas, budget = _guidance(beta, kl_budget, grid)
-    sizes = _sizes(best_of, "--best-of", default=[4, 16] if "bon" in chosen_methods else [])
+    sizes = _sizes(best_of, "--best-of", default=[4, 16] if {"bon", "mavis-bon", "mavis-rerank"}
+                   & set(chosen_methods) else [])
     beam_sizes = _sizes(beams, "--beams", default=[]) if "beam" in chosen_methods else []
     beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
     settings = EvaluationSettings(sampling, num_samples=num_samples)

@@ -23,7 +23,7 @@ import numpy as np
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
-from mavis.evaluation.policy import KL_WITH_BOUND, PolicyEvaluation, mean_and_se
+from mavis.evaluation.policy import KL_WITH_BOUND, PolicyEvaluation, summarise_answers
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.prompts.base import Prompt
@@ -55,28 +55,45 @@ def sample_best_of_n(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
     return BestOfNSamples(n, groups, rewards)
 
 
-def pick_best(samples: BestOfNSamples, weights: Mapping[str, float], label: str = ""
-              ) -> PolicyEvaluation:
-    """For every group, the answer with the highest weighted reward; their mean rewards and
-    KL (measured part plus the bound)."""
+RANKS = ("reward", "value")
+
+
+def pick_best(samples: BestOfNSamples, weights: Mapping[str, float], label: str = "",
+              rank: str = "reward") -> PolicyEvaluation:
+    """For every group, the best answer: by the weighted reward of the reward models
+    (`rank="reward"`, best-of-N), or by the value models' own weighted value of the finished
+    answer (`rank="value"`: no reward model at inference; the answers must come from a guided
+    sampler); the chosen answers' mean rewards and KL (measured part plus the bound
+    log N - (N-1)/N, which holds for choosing by any score)."""
     resolved = reward_weights(weights, list(samples.rewards))
-    weighted = sum(w * samples.rewards[name] for name, w in resolved.items())
-    chosen = np.argmax(weighted, axis=1)
+    chosen = _chosen(samples, resolved, rank)
     rows = np.arange(len(samples.groups))
     answers = [samples.groups[g][int(i)] for g, i in zip(rows, chosen, strict=True)]
     bound = math.log(samples.n) - (samples.n - 1) / samples.n
     result = PolicyEvaluation(
         label=label or ",".join(f"{k}={v:g}" for k, v in resolved.items()),
-        weights=dict(resolved), beta=0.0, prompts=len({a.prompt for a in answers}),
-        samples=len(answers), kl_is_bound=True, kl_kind=KL_WITH_BOUND,
+        weights=dict(resolved), beta=answers[0].beta if answers else 0.0,
+        prompts=len({a.prompt for a in answers}), samples=len(answers), kl_is_bound=True,
+        kl_kind=KL_WITH_BOUND, kl_budget=answers[0].kl_budget if answers else None,
         mean_tokens=float(np.mean([len(a.token_ids) for a in answers])) if answers else 0.0)
-    for name, rewards in samples.rewards.items():
-        result.reward[name], result.reward_se[name] = mean_and_se(
-            rewards[rows, chosen].tolist())
-    kl, result.kl_se = mean_and_se([a.kl for a in answers])
-    kl_topk, result.kl_topk_se = mean_and_se([a.kl_topk for a in answers])
-    result.kl, result.kl_topk = kl + bound, kl_topk + bound
+    summarise_answers(result, answers, list(samples.rewards),
+                      {name: r[rows, chosen].tolist() for name, r in samples.rewards.items()})
+    result.kl, result.kl_topk = result.kl + bound, result.kl_topk + bound
     return result
+
+
+def _chosen(samples: BestOfNSamples, weights: Mapping[str, float], rank: str) -> np.ndarray:
+    """The index of the best answer of every group, by `rank`."""
+    if rank == "reward":
+        return np.argmax(sum(w * samples.rewards[name] for name, w in weights.items()), axis=1)
+    if rank != "value":
+        raise MavisError(f"rank {rank!r}: choose {' or '.join(RANKS)}")
+    values = np.array([[np.nan if a.value is None else a.value for a in group]
+                       for group in samples.groups], dtype=np.float64)
+    if np.isnan(values).any():
+        raise MavisError("ranking by value needs answers decoded with value models (beta > 0 "
+                         "and weights); rank by reward otherwise")
+    return np.argmax(values, axis=1)
 
 
 @dataclass

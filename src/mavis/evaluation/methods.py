@@ -5,6 +5,9 @@
     bon      best-of-N from pi_ref by the weighted reward (N from the plan's best_of)
     beam     MAVIS beam search with N beams (N from the plan's beams), beside best-of-N at the
              same N (the paper's Fig. 4 pairs them)
+    mavis-bon     N answers from MAVIS, the best by the weighted reward (N from best_of)
+    mavis-rerank  N answers from MAVIS, the best by the value models' own weighted value of
+                  the finished answer: no reward model at inference (N from best_of)
 
 and, registered by `mavis.baselines.methods`, the fine-tuned baselines `morlhf`, `rsoup` and
 `mod`. A method turns a `SweepPlan` (objectives, weight grid, guidance, Ns) into the
@@ -190,3 +193,46 @@ class Beam(Method):
         return evaluate_beam(run.decoder, run.prompts, run.objectives,
                              point.settings(run.settings),
                              replace(run.beam, num_beams=point.beams), point.label, on_rows)
+
+
+@register_method("mavis-bon", "N answers from MAVIS, the best by the weighted reward")
+class MavisBestOfN(Method):
+    """MAVIS + best-of-N: N answers per prompt from MAVIS at the point's weights, judged by the
+    reward models. Its answers are shared with `mavis-rerank` at the same weights."""
+
+    family = "MAVIS+best-of"
+    rank = "reward"
+
+    def points(self, plan: SweepPlan) -> list[SweepPoint]:
+        return [SweepPoint(f"{self.family}-{n}", w, plan.beta_of(w), n=n,
+                           kl_budget=plan.kl_budget) for n in plan.best_of for w in plan.grid]
+
+    def answers(self, point: SweepPoint, rows: int, counted: set[Any]) -> int:
+        key = _guided_samples(point)
+        if key in counted:
+            return 0
+        counted.add(key)
+        return rows * point.n
+
+    def evaluate(self, point: SweepPoint, run: SweepRun,
+                 on_rows: Callable[[int], None]) -> PolicyEvaluation:
+        key = _guided_samples(point)
+        if key not in run.cache:
+            run.cache[key] = sample_best_of_n(run.decoder, run.prompts, run.objectives,
+                                              point.n, point.settings(run.settings),
+                                              on_rows=on_rows)
+        return pick_best(run.cache[key], point.weights, label=point.label, rank=self.rank)
+
+
+@register_method("mavis-rerank", "N answers from MAVIS, the best by the value models' own "
+                                 "value of the finished answer (no reward model at inference)")
+class MavisRerank(MavisBestOfN):
+    family = "MAVIS+rerank"
+    rank = "value"
+
+
+def _guided_samples(point: SweepPoint) -> tuple[Any, ...]:
+    """What MAVIS + best-of-N's answers depend on: N, the weights, beta and budget."""
+    return ("MAVIS-samples", point.n, tuple(sorted(point.weights.items())), point.beta,
+            point.kl_budget)
+

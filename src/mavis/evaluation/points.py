@@ -32,10 +32,12 @@ class SweepPoint:
 
     @property
     def family(self) -> str:
-        """The method without its N ("best-of", "beam"): the key of its settings."""
-        if self.n:
-            return "best-of"
-        return "beam" if self.beams else self.method
+        """The method without its N ("best-of-4" -> "best-of", "beam-2" -> "beam",
+        "MAVIS+rerank-8" -> "MAVIS+rerank"): the registered method that evaluates it, and the
+        key of its settings."""
+        if self.n or self.beams:
+            return self.method.rsplit("-", 1)[0]
+        return self.method
 
     @property
     def label(self) -> str:
@@ -43,18 +45,18 @@ class SweepPoint:
         return ",".join(f"{name}={w:g}" for name, w in self.weights.items())
 
     def settings(self, base: EvaluationSettings) -> EvaluationSettings:
-        """`base` for this point's policy: MAVIS and beam search are guided by the point's
-        weights, beta and budget; every other method samples plainly (top-k of pi_ref, of
-        best-of-N's sampler, or of a fine-tuned policy)."""
-        if self.method == MAVIS or self.beams:
+        """`base` for this point's policy: a point with a beta (MAVIS, beam search, MAVIS +
+        best-of-N) is guided by its weights, beta and budget; the others sample plainly (top-k
+        of pi_ref, of best-of-N's sampler, or of a fine-tuned policy)."""
+        if self.beta > 0:
             return base.policy(self.weights, self.beta, self.kl_budget)
         return base.policy(None, 0.0, None)
 
     @property
     def key(self) -> str:
         """What identifies the point in the store."""
-        beta = f" beta={self.beta:g}" if self.method == MAVIS or self.beams else ""
-        if self.method == MAVIS and self.kl_budget is not None:
+        beta = f" beta={self.beta:g}" if self.method == MAVIS or self.beta > 0 else ""
+        if beta and self.kl_budget is not None:
             beta += f" kl_budget={self.kl_budget:g}"
         return f"{self.method} {self.label}{beta}".strip()
 
