@@ -8,6 +8,7 @@ import torch
 
 from mavis.cli import main
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.search import BeamSettings, beam_search
 from mavis.evaluation.best_of_n import best_of_n
 from mavis.models.loading import load_causal_lm
@@ -108,3 +109,23 @@ def test_module_entry_point_runs(tiny_lm):
                           "--beta", "0", "--top-k", "3", "--max-new-tokens", "3", "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.splitlines()[0])["beta"] == 0.0
+
+
+def test_generate_best_of_n_prints_the_best_answer(decoder, tiny_lm, tmp_path, capsys):
+    """`--best-of N --rank value` prints the answer of highest value among N guided ones, the
+    same as `best_of_n` in the library; no reward model is needed."""
+    decoder.guide.value_models[0].save(tmp_path / "a")
+    code = main(["generate", "hello", "--model", str(tiny_lm), "--weights", "a=1",
+                 "--value-model", f"a={tmp_path / 'a'}", "--top-k", "5", "--beta", "2",
+                 "--max-new-tokens", "6", "--seed", "0", "--json", "--best-of", "4",
+                 "--rank", "value"])
+    assert code == 0
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    only_a = MavisDecoder(decoder.reference, decoder.tokenizer, [decoder.guide.value_models[0]])
+    result = best_of_n(only_a, "hello", weights={"a": 1.0}, n=4, rank="value",
+                       sampling=SamplingSettings(weights={"a": 1.0}, beta=2, top_k=5,
+                                                 max_new_tokens=6, seed=0))
+    assert row["token_ids"] == result.best.token_ids
+    assert result.best.value == max(result.weighted) and result.rewards == {}
+    assert main(["generate", "hello", "--model", str(tiny_lm), "--best-of", "2", "-n", "2"]) == 2
+    assert "leave out --beam and -n" in capsys.readouterr().err

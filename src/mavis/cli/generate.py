@@ -32,6 +32,13 @@ def generate(
     beam: Annotated[int, typer.Option(
         help="Value-guided beam search with this many beams (0 = sampling).")] = 0,
     prune_every: Annotated[int, typer.Option("--prune-every")] = 8,
+    best_of: Annotated[int, typer.Option(
+        "--best-of", help="Sample N answers and print the best (by --rank); 0: one answer.")]
+    = 0,
+    rank: Annotated[str, typer.Option(
+        help="How --best-of chooses: reward (the reward models of the weighted objectives) or "
+             "value (the value models' own value of the finished answer: no reward model "
+             "runs).")] = "reward",
     model: Model = DEFAULT_MODEL,
     value_model: ValueModels = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sequence.")]
@@ -49,6 +56,7 @@ def generate(
     from mavis.models.bundled import bundled_value_models, choose_value_models
 
     _check_counts(prompt, num_samples, beam, prune_every, sampling)
+    _check_best_of(best_of, rank, beam, num_samples, sampling)
     explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
     if sampling.beta == 0:
         wanted: list[str] = []
@@ -61,6 +69,14 @@ def generate(
     if beam:
         outputs = beam_search(decoder, prompt, sampling,
                               beam=BeamSettings(num_beams=beam, prune_every=prune_every))
+    elif best_of:
+        from mavis.evaluation.best_of_n import best_of_n
+
+        weights = decoder.resolve(sampling).weights or {}
+        if rank == "reward" and not weights:
+            raise MavisError("--rank reward weighs the objectives' rewards: give --weights")
+        outputs = [best_of_n(decoder, prompt, weights=weights, n=best_of, rank=rank,
+                             sampling=sampling).best]
     else:
         outputs = decoder.generate([prompt], sampling, num_samples=num_samples)
     for seq in outputs:
@@ -75,6 +91,18 @@ def generate(
                 f", beta {seq.beta:g}")
         typer.echo(f"  [{len(seq.token_ids)} tokens, {seq.finish_reason}, "
                    f"KL {seq.kl:.2f} (over top-k {seq.kl_topk:.2f}){extra}]", err=True)
+
+
+def _check_best_of(best_of: int, rank: str, beam: int, num_samples: int,
+                   sampling: SamplingSettings) -> None:
+    if best_of < 0 or best_of == 1:
+        raise MavisError("--best-of takes N >= 2 (or 0: one answer)")
+    if rank not in ("reward", "value"):
+        raise MavisError(f"--rank {rank!r}: choose reward or value")
+    if best_of and (beam or num_samples != 1):
+        raise MavisError("--best-of prints the best of its N answers; leave out --beam and -n")
+    if best_of and rank == "value" and sampling.beta == 0:
+        raise MavisError("--rank value ranks by the value models: give beta > 0")
 
 
 def _check_counts(prompt: str, num_samples: int, beam: int, prune_every: int,

@@ -105,18 +105,28 @@ class BestOfN:
 
 
 def best_of_n(decoder: MavisDecoder, prompt: str | Prompt, *, weights: Mapping[str, float],
-              n: int = 4, sampling: SamplingSettings | None = None, **fields: Any) -> BestOfN:
+              n: int = 4, rank: str = "reward", sampling: SamplingSettings | None = None,
+              **fields: Any) -> BestOfN:
     """Sample `n` answers to one prompt (from pi_ref unless `sampling` says otherwise; its
-    fields may be given as keywords, e.g. max_new_tokens=32, seed=0); keep the one with the
-    highest reward weighted by `weights` (every objective named there is scored, zero weights
-    too)."""
-    resolved = reward_weights(weights, list(weights))
+    fields may be given as keywords, e.g. max_new_tokens=32, seed=0) and keep the best: by the
+    reward weighted by `weights` (`rank="reward"`; every objective named there is scored, zero
+    weights too), or by the value models' own weighted value of the finished answer
+    (`rank="value"`, for guided sampling: no reward model runs; `rewards` is then empty and
+    `weighted` holds the values)."""
     if sampling is None:
         sampling = SamplingSettings(**{"beta": 0.0, "seed": 0, **fields})
+    elif fields:
+        raise MavisError(f"give a SamplingSettings or its fields ({', '.join(fields)}), not both")
+    if rank == "value":
+        answers = decoder.generate([prompt], sampling, num_samples=n)
+        samples = BestOfNSamples(n, [answers], {})
+        best = int(_chosen(samples, {}, rank)[0])
+        return BestOfN(answers[best], answers, {}, [float(a.value) for a in answers])
+    resolved = reward_weights(weights, list(weights))
     samples = sample_best_of_n(decoder, [prompt], list(resolved), n,
                                EvaluationSettings(sampling))
+    best = int(_chosen(samples, resolved, rank)[0])
     weighted = sum(w * samples.rewards[name][0] for name, w in resolved.items())
-    best = int(np.argmax(weighted))
     return BestOfN(samples.groups[0][best], samples.groups[0],
                    {name: r[0].tolist() for name, r in samples.rewards.items()},
                    [float(x) for x in weighted])
