@@ -288,6 +288,11 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
      "presence_penalty"),
     ("empty stop string", "completions", {**GOOD, "stop": [""]}, 400, "stop"),
     ("kl_budget < 0", "completions", {**GOOD, "kl_budget": -2}, 400, "kl_budget"),
+    ("best_of below n", "completions", {**GOOD, "best_of": 2, "n": 3}, 400, "best_of"),
+    ("best_of streamed", "completions", {**GOOD, "best_of": 2, "stream": True}, 400,
+     "best_of"),
+    ("best_of unguided", "completions", {**GOOD, "best_of": 2, "beta": 0}, 400, "best_of"),
+    ("best_of over the batch", "completions", {**GOOD, "best_of": 17}, 400, "best_of"),
     ("negative seed", "completions", {**GOOD, "seed": -1}, 400, "seed"),
     ("seed beyond 64 bits", "completions", {**GOOD, "seed": 2**64}, 400, "seed"),
     ("beta beyond the cap", "completions", {**GOOD, "beta": 1e308}, 400, "beta"),
@@ -322,6 +327,22 @@ def test_top_p_and_min_p_sample_as_the_library_does(client, decoder):
         local = decoder.generate(["what is up"], weights={"harmless": 1.0}, top_k=36,
                                  max_new_tokens=12, temperature=0, **extra)[0]
         assert served.choices[0].message.content == local.text, extra
+
+
+def test_best_of_returns_the_candidates_of_highest_value(client):
+    """OpenAI's best_of is MAVIS + value rerank: the n of best_of candidates with the highest
+    value, best first; the candidates are the rows a request with n = best_of would get."""
+    common = dict(model=NAME, prompt="tell me", max_tokens=10, seed=21,
+                  extra_body={"objective_weights": {"positive": 1.0}})
+    plain = client.completions.create(n=4, **common)
+    ranked = client.completions.create(n=4, best_of=4, **common)
+    best = client.completions.create(n=1, best_of=4, **common)
+    values = [c.value for c in ranked.choices]
+    assert values == sorted(values, reverse=True) and len(set(values)) > 1
+    assert sorted(c.text for c in ranked.choices) == sorted(c.text for c in plain.choices)
+    assert best.choices[0].text == ranked.choices[0].text and best.choices[0].index == 0
+    assert best.choices[0].kl == pytest.approx(ranked.choices[0].kl)
+    assert best.usage.completion_tokens == plain.usage.completion_tokens  # all 4 were decoded
 
 
 def test_top_k_is_at_most_the_vocabulary_and_every_choice_reports_its_settings(server):

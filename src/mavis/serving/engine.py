@@ -52,7 +52,7 @@ class Slot:
 
     @property
     def prompt(self) -> str:
-        return self.job.prompts[self.index // self.job.n]
+        return self.job.prompts[self.index // self.job.per_prompt]
 
 
 class Engine:
@@ -171,7 +171,7 @@ class Engine:
 
     def _prompt_batch(self, jobs: list[Job]) -> Batch:
         """Every row's prompt tokens, left-padded into one batch."""
-        rows = [(job.prompt_ids[index // job.n], job.prompts[index // job.n])
+        rows = [(job.prompt_ids[index // job.per_prompt], job.prompts[index // job.per_prompt])
                 for job in jobs for index in range(job.size)]
         pad = self.decoder.tokenizer.pad_token_id
         return Batch.from_token_lists([ids for ids, _ in rows], 0 if pad is None else int(pad),

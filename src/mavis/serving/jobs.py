@@ -54,13 +54,15 @@ Event = Delta | Done | Failed
 @dataclass
 class Job:
     """One request: `prompts[i]` (the user's words, what objectives score against) tokenised
-    as `prompt_ids[i]`; `rows` holds `n` choices per prompt, prompt-major (row r answers prompt
-    r // n and is choice r of the response)."""
+    as `prompt_ids[i]`; `rows` holds `per_prompt` rows per prompt, prompt-major (row r answers
+    prompt r // per_prompt): the `n` choices of the response, or with `best_of` that many
+    candidates, of which the `n` of highest value are the choices."""
 
     prompts: list[str]
     prompt_ids: list[list[int]]
     rows: list[RowRequest]  # how each choice is decoded and ends: its `settings`
     n: int
+    best_of: int = 0  # candidates per prompt, ranked by value (0: the n rows are the choices)
     stream: bool = False
     logprobs: bool = False
     created: float = field(default_factory=time.time)
@@ -77,6 +79,11 @@ class Job:
     def stop(self) -> tuple[str, ...]:
         """The stop strings of the job's choices (one request: the same for all)."""
         return self.rows[0].settings.stop if self.rows else ()
+
+    @property
+    def per_prompt(self) -> int:
+        """Rows per prompt in the batch."""
+        return self.best_of or self.n
 
     @property
     def size(self) -> int:

@@ -2,8 +2,10 @@
 
 Every check names the field at fault (`param`) and says what would work. What OpenAI's API has
 and mavis cannot do (the sampling fields `SamplingSettings` does not have, such as penalties
-and logit_bias; echo, suffix, best_of > 1) is refused rather than ignored, so that a client
-never gets an answer made differently from what it asked.
+and logit_bias; echo, suffix) is refused rather than ignored, so that a client never gets an
+answer made differently from what it asked. A completion's `best_of` is MAVIS + value rerank:
+best_of candidates per prompt, the n of highest value (the value models' own weighted value of
+the finished answer) returned, best first; it needs guidance and cannot be streamed.
 
 Sampling: the request's fields become one `SamplingSettings` (`mavis.decoding.sampling`), with
 its defaults and rules, the same as the library's and the command line's: `temperature: 0` is
@@ -56,9 +58,8 @@ class Planner:
     # -- the two endpoints ------------------------------------------------------------------
     def completion(self, request: CompletionRequest) -> Job:
         self._check_unsupported(request)
-        if request.echo or request.suffix is not None or (request.best_of or 1) > 1:
-            field = "echo" if request.echo else "suffix" if request.suffix is not None else (
-                "best_of")
+        if request.echo or request.suffix is not None:
+            field = "echo" if request.echo else "suffix"
             raise bad_request(f"{field} is not supported by mavis; leave it out", field,
                               "unsupported_parameter")
         if request.logprobs is not None and not 0 <= request.logprobs <= 5:
@@ -95,14 +96,32 @@ class Planner:
                            f"it serves {self.spec.name!r} (see GET /v1/models)", param="model",
                            code="model_not_found")
         max_tokens = self._max_tokens(max_tokens, tokens_param)
-        rows_wanted = self._choices(request.n, len(framed))
+        best_of = self._best_of(request)
+        rows_wanted = self._choices(request.n, len(framed), best_of)
         settings = self._settings(request, max_tokens, tokens_param)
+        if best_of and settings.beta == 0:
+            raise bad_request("best_of ranks the answers by the value models' value: it needs "
+                              "guidance (beta > 0, and a loaded value model)", "best_of")
         ids = [self._tokenize(words, text, special, max_tokens, prompt_param)
                for words, text, special in framed]
         generators = self._generators(settings.seed, rows_wanted)
         rows = [RowRequest(settings, generator) for generator in generators]
         return Job(prompts=[words for words, _, _ in framed], prompt_ids=ids, rows=rows,
-                   n=request.n, stream=request.stream, logprobs=logprobs)
+                   n=request.n, best_of=best_of, stream=request.stream, logprobs=logprobs)
+
+    def _best_of(self, request: SamplingRequest) -> int:
+        """Candidates per prompt of a completion's `best_of` (0: none beyond the n choices):
+        MAVIS + value rerank, the n of highest value returned."""
+        best_of = getattr(request, "best_of", None)
+        if best_of is None or best_of == 1:
+            return 0
+        if best_of < request.n:
+            raise bad_request(f"best_of is {best_of}; it must be at least n ({request.n})",
+                              "best_of")
+        if request.stream:
+            raise bad_request("best_of answers cannot be streamed (the best is known at the "
+                              "end); leave out stream or best_of", "best_of")
+        return best_of
 
     def _check_unsupported(self, request: SamplingRequest) -> None:
         for name, neutral in OPENAI_SAMPLING.items():
@@ -123,11 +142,17 @@ class Planner:
                               "answer", param, "max_tokens_out_of_range")
         return value
 
-    def _choices(self, n: int, prompts: int) -> int:
+    def _choices(self, n: int, prompts: int, best_of: int = 0) -> int:
         cap = self.limits.choices_cap
         if not 1 <= n <= cap:
             raise bad_request(f"n is {n}; this server gives 1 to {cap} choices per request", "n",
                               "n_out_of_range")
+        if best_of * prompts > self.limits.max_batch:
+            raise bad_request(f"{prompts} prompts x best_of={best_of} make {best_of * prompts} "
+                              f"answers; this server decodes at most {self.limits.max_batch} at "
+                              "once", "best_of", "n_out_of_range")
+        if best_of:
+            return best_of * prompts
         if n * prompts > self.limits.max_batch:
             raise bad_request(f"{prompts} prompts x n={n} make {n * prompts} answers; this "
                               f"server decodes at most {self.limits.max_batch} at once", "n",

@@ -57,7 +57,7 @@ def mavis_fields(sequence: GeneratedSequence, scores: dict[str, float] | None
                  ) -> dict[str, Any]:
     fields: dict[str, Any] = {"kl": sequence.kl, "weights": sequence.weights,
                               "beta": sequence.beta, "kl_budget": sequence.kl_budget,
-                              "top_k": sequence.top_k}
+                              "top_k": sequence.top_k, "value": sequence.value}
     if scores is not None:
         fields["scores"] = scores
     return fields

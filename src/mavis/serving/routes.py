@@ -9,6 +9,7 @@ the disconnect while it waits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,12 +58,14 @@ class Generation:
             usage_wanted = bool(parsed.stream_options and parsed.stream_options.include_usage)
             return StreamingResponse(self._stream(job, envelope, parsed.score, usage_wanted),
                                      media_type="text/event-stream", headers=STREAM_HEADERS)
-        finished = await self._collect(request, job)
+        candidates = await self._collect(request, job)
+        finished = best_by_value(candidates, job) if job.best_of else candidates
         sequences = [done.sequence for done in finished]
         scores = await self._scores(job, parsed.score, sequences)
         choices = [choice(chat, done.index, done.sequence, done.tokens, score)
                    for done, score in zip(finished, scores, strict=True)]
-        return JSONResponse(envelope.body(choices, usage(job.prompt_ids, sequences)))
+        return JSONResponse(envelope.body(choices, usage(
+            job.prompt_ids, [done.sequence for done in candidates])))
 
     async def _collect(self, request: Request, job: Job) -> list[Done]:
         """Every choice of `job`, in order, watching for the client going away meanwhile."""
@@ -128,6 +131,17 @@ class Generation:
             prompt = job.prompts[event.index // job.n]
             scores = (await self.scorer.score([prompt], [event.sequence.text]))[0]
         return final_chunk_choice(envelope.chat, delta, False, event.sequence, scores, offset)
+
+
+def best_by_value(candidates: list[Done], job: Job) -> list[Done]:
+    """Of each prompt's `best_of` candidates, the `n` of highest value (the value models' own
+    weighted value of the finished answer), best first, numbered as the response's choices."""
+    chosen: list[Done] = []
+    for start in range(0, len(candidates), job.best_of):
+        group = candidates[start:start + job.best_of]
+        group.sort(key=lambda done: done.sequence.value, reverse=True)
+        chosen += group[:job.n]
+    return [dataclasses.replace(done, index=i) for i, done in enumerate(chosen)]
 
 
 async def _watch_disconnect(request: Request, job: Job) -> None:
