@@ -186,7 +186,7 @@ def test_soup_interpolates_weight_deltas_exactly(tiny_lm, two_policies, tmp_path
     deltas = expected_deltas(first), expected_deltas(second)
     assert set(deltas[0]) != set(deltas[1])  # some layers are adapted by one policy only
     for lam in (1.0, 0.0, 0.5, 0.3):
-        model, _ = soup(first, second, lam)
+        model, _ = soup([first, second], [lam, 1.0 - lam])
         weights = dict(model.named_parameters())
         assert set(weights) == set(base)
         for name, w in weights.items():
@@ -204,10 +204,10 @@ def test_soup_endpoints_are_the_policies_and_the_middle_their_mean(tiny_lm, two_
     base = dict(load_causal_lm(str(tiny_lm))[0].named_parameters())
     policies = [dict(load_policy(p)[0].named_parameters()) for p in (first, second)]
     for lam, target in ((1.0, policies[0]), (0.0, policies[1])):
-        weights = dict(soup(first, second, lam)[0].named_parameters())
+        weights = dict(soup([first, second], [lam, 1.0 - lam])[0].named_parameters())
         for name, w in weights.items():
             torch.testing.assert_close(w, target[name], atol=1e-6, rtol=1e-5, msg=name)
-    model, _ = soup(first, second, 0.5, out_dir=tmp_path / "soup")
+    model, _ = soup([first, second], [0.5, 1.0 - 0.5], out_dir=tmp_path / "soup")
     weights = dict(model.named_parameters())
     changed = 0
     for name, w in weights.items():
@@ -217,20 +217,39 @@ def test_soup_endpoints_are_the_policies_and_the_middle_their_mean(tiny_lm, two_
     assert changed >= 3  # q (both), v (first only), o (second only)
     # Saved as a policy folder, the soup loads back to the same weights.
     info = json.loads((tmp_path / "soup" / "policy.json").read_text())
-    assert info["kind"] == "rewarded-soup" and info["lambda"] == 0.5
+    assert info["kind"] == "rewarded-soup" and info["soup_weights"] == [0.5, 0.5]
     assert info["weights"] == {"x": 0.5, "y": 0.5}
     reloaded = dict(load_policy(tmp_path / "soup")[0].named_parameters())
     for name, w in weights.items():
         torch.testing.assert_close(reloaded[name], w, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_soup_of_three_policies_is_the_weighted_sum_of_their_deltas(tiny_lm, two_policies,
+                                                                     tmp_path):
+    first, second = two_policies
+    third = random_policy(tiny_lm, tmp_path / "third", r=2, alpha=4, targets=["k_proj"],
+                          seed=7, weights={"z": 1.0})
+    base = dict(load_causal_lm(str(tiny_lm))[0].named_parameters())
+    deltas = [expected_deltas(p) for p in (first, second, third)]
+    weights = [0.2, 0.3, 0.5]
+    model, _ = soup([first, second, third], weights, out_dir=tmp_path / "soup3")
+    for name, w in model.named_parameters():
+        want = base[name].detach().clone()
+        for delta, weight in zip(deltas, weights, strict=True):
+            if name in delta:
+                want += weight * delta[name]
+        torch.testing.assert_close(w.detach(), want, atol=1e-6, rtol=1e-5, msg=name)
+    info = json.loads((tmp_path / "soup3" / "policy.json").read_text())
+    assert info["weights"] == pytest.approx({"x": 0.2, "y": 0.3, "z": 0.5})
+
+
 def test_soup_refuses_bad_input(tiny_lm, two_policies, tmp_path, other_tokenizer_lm):
     first, second = two_policies
-    with pytest.raises(MavisError, match="must be in"):
-        soup(first, second, 1.5)
+    with pytest.raises(MavisError, match="must be in \\[0, 1\\] and sum to 1"):
+        soup([first, second], [1.5, 1.0 - 1.5])
     with pytest.raises(MavisError, match="not a finished baseline policy"):
-        soup(first, tmp_path, 0.5)
+        soup([first, tmp_path], [0.5, 0.5])
     other = random_policy(other_tokenizer_lm, tmp_path / "other", r=2, alpha=2,
                           targets=["q_proj"], seed=3, weights={"y": 1.0})
     with pytest.raises(MavisError, match="different reference models"):
-        soup(first, other, 0.5)
+        soup([first, other], [0.5, 0.5])

@@ -155,8 +155,10 @@ def test_methods_and_points():
     assert len({p.key for p in points}) == len(points)
     with pytest.raises(MavisError, match="unknown method"):
         check_methods(["mavis", "ppo"], ["a", "b"])
-    with pytest.raises(MavisError, match="exactly two"):
-        check_methods(["rsoup"], ["a", "b", "c"])
+    three = comparison_points(["a", "b", "c"], [0.0, 0.5, 1.0], ["rsoup", "mod"])
+    assert {p.method for p in three} == {"pi_ref", "RSoup", "MOD"} and len(three) == 13
+    corners = [p for p in three if p.same_as is not None]
+    assert len(corners) == 6 and all(p.same_as.method == "MORLHF" for p in corners)
 
 
 def test_soups_and_mod_at_the_ends_reuse_morlhf_points(tiny_lm):

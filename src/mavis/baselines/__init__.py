@@ -13,7 +13,7 @@
     settings = MorlhfSettings(objectives=["harmless", "relevant"])
     train_morlhf(settings, {"harmless": 1.0}, "runs/morlhf/harmless")
     train_morlhf(settings, {"relevant": 1.0}, "runs/morlhf/relevant")
-    model, tokenizer = soup("runs/morlhf/harmless", "runs/morlhf/relevant", 0.4)
+    model, tokenizer = soup(["runs/morlhf/harmless", "runs/morlhf/relevant"], [0.4, 0.6])
 
 Names are imported lazily, so that `mavis.baselines.config` (a recipe's `baselines:` section)
 loads without torch and TRL.

@@ -105,8 +105,8 @@ class Baselines:
         return self.folder / "morlhf" / re.sub(r"[^\w.=,+-]", "_", named)
 
     def ends(self) -> list[dict[str, float]]:
-        """The two single-objective weight vectors (lambda = 1 and 0)."""
-        return [{self.objectives[0]: 1.0}, {self.objectives[1]: 1.0}]
+        """The single-objective weight vectors (the corners: weight 1 on one objective)."""
+        return [{name: 1.0} for name in self.objectives]
 
     def needed(self, points: Sequence[SweepPoint]) -> list[dict[str, float]]:
         """The policies (as weight vectors) that `points` need, each once."""

@@ -2,20 +2,22 @@
 MAVIS, pi_ref, best-of-N and beam search of `mavis.evaluation.methods`):
 
     morlhf   one MORLHF policy per weight vector (it may take a coarser grid of its own)
-    rsoup    Rewarded Soups of the two single-objective policies (the lambda = 1 and 0 ends
-             of MORLHF), their LoRA deltas interpolated by lambda
-    mod      MOD: the two single-objective policies' next-token log-probabilities combined by
-             lambda and 1 - lambda at every step, plain top-k sampling of the combination
+    rsoup    Rewarded Soups of the single-objective policies (MORLHF's corners: weight 1 on one
+             objective), their LoRA deltas interpolated by the weights
+    mod      MOD: the single-objective policies' next-token log-probabilities combined by the
+             weights at every step, plain top-k sampling of the combination
 
-Rewarded Soups and MOD at lambda = 1 and 0 are the single-objective policies themselves: those
-points are twins of MORLHF's (`SweepPoint.same_as`), whose evaluation they reuse. Every policy
+(two objectives: lambda and 1 - lambda; three or more: a simplex grid, as the paper's Table 1).
+Rewarded Soups and MOD at a corner are the single-objective policy itself: those points are
+twins of MORLHF's (`SweepPoint.same_as`), whose evaluation they reuse. Every policy
 is sampled through the run's decoder with the policy as its proposal model
 (`Baselines.sample`), so its answers carry log pi_policy and log pi_ref like MAVIS's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mavis.baselines.soups import soup
 from mavis.errors import MavisError
@@ -54,46 +56,46 @@ class Morlhf(FineTuned):
         return baselines.sample(run, point, [(policy, 1.0)], on_rows)
 
 
-class TwoPolicies(FineTuned):
-    """Rewarded Soups and MOD: the two single-objective policies combined by lambda."""
-
-    def check(self, objectives: Sequence[str]) -> None:
-        if len(objectives) != 2:
-            raise MavisError("rsoup and mod combine two single-objective policies: give "
-                             f"exactly two objectives, not {len(objectives)}")
+class Combined(FineTuned):
+    """Rewarded Soups and MOD: the single-objective policies (one per objective, MORLHF's
+    corners) combined by the point's weights."""
 
     def points(self, plan: SweepPlan) -> list[SweepPoint]:
         return [SweepPoint(self.family, weights, same_as=single_policy(weights))
                 for weights in plan.grid]
 
+    @staticmethod
+    def parts(point: SweepPoint, run: SweepRun) -> list[tuple[Any, float]]:
+        """(single-objective policy folder, its weight) for every objective weighted > 0."""
+        baselines = run.baselines
+        return [(baselines.folder_for({name: 1.0}), float(point.weights.get(name, 0.0)))
+                for name in baselines.objectives if point.weights.get(name, 0.0) > 0]
 
-@register_method("rsoup", "Rewarded Soups: the two single-objective policies' LoRA deltas "
-                          "interpolated by lambda")
-class RewardedSoup(TwoPolicies):
+
+@register_method("rsoup", "Rewarded Soups: the single-objective policies' LoRA deltas "
+                          "interpolated by the weights")
+class RewardedSoup(Combined):
     family = RSOUP
 
     def evaluate(self, point: SweepPoint, run: SweepRun,
                  on_rows: Callable[[int], None]) -> PolicyEvaluation:
         baselines = self.baselines(run)
-        lam = point.weights[baselines.objectives[0]]
-        first, second = (baselines.folder_for(w) for w in baselines.ends())
+        folders, weights = zip(*self.parts(point, run), strict=True)
         reference = run.decoder.reference
         model = baselines.pool(reference).get(
-            ("soup", lam), lambda: soup(first, second, lam, base=reference)[0])
+            ("soup", weights), lambda: soup(list(folders), list(weights), base=reference)[0])
         return baselines.sample(run, point, [(model, 1.0)], on_rows)
 
 
-@register_method("mod", "MOD: the two single-objective policies' log-probs combined by lambda")
-class Mod(TwoPolicies):
+@register_method("mod", "MOD: the single-objective policies' log-probs combined by the weights")
+class Mod(Combined):
     family = MOD
 
     def evaluate(self, point: SweepPoint, run: SweepRun,
                  on_rows: Callable[[int], None]) -> PolicyEvaluation:
         baselines = self.baselines(run)
-        lam = point.weights[baselines.objectives[0]]
         pool = baselines.pool(run.decoder.reference)
-        pairs = [(pool.policy(baselines.folder_for(w)), weight) for w, weight
-                 in zip(baselines.ends(), (lam, 1.0 - lam), strict=True) if weight > 0]
+        pairs = [(pool.policy(folder), weight) for folder, weight in self.parts(point, run)]
         return baselines.sample(run, point, pairs, on_rows)
 
 

@@ -240,8 +240,7 @@ def pareto(
 
     names = parse_objective_names(objectives)
     if len(names) < 2:
-        raise MavisError(f"pareto needs two objectives or more (exactly two for rsoup and mod), "
-                         f"got {len(names)}")
+        raise MavisError(f"pareto needs two objectives or more, got {len(names)}")
     chosen_methods = parse_names(methods, "--methods") or []
     grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
     morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0)
