@@ -87,6 +87,8 @@ ERRORS = [
     (["train", "--data", "{fx}/damaged.h5", "--out", "out"], "damaged"),
     (["iterate", "{fx}/negative.yaml"], "T is -1"),
     (["iterate", "{fx}/overridden.yaml"], "collection.beta is set by iterations[i-1].beta"),
+    (["iterate", "{fx}/valid.yaml", "--iterations", "0"], "iterations is 0"),
+    (["iterate", "{fx}/valid.yaml", "--iterations", "-1"], "iterations is -1"),
     (["iterate", "{fx}/broken.yaml"], "not valid YAML"),
     (["iterate", "{fx}/missing.yaml"], "does not exist"),
     # validation before work
@@ -136,6 +138,7 @@ def fixtures(tmp_path_factory, tiny_lm) -> dict[str, str]:
     (fx / "folder.jsonl").mkdir()
     (fx / "negative.yaml").write_text("name: neg\nout: out\ncollection: {T: -1}\n")
     (fx / "overridden.yaml").write_text("name: o\nout: out\ncollection: {beta: 4}\n")
+    (fx / "valid.yaml").write_text("name: v\nout: out\n")
     (fx / "broken.yaml").write_text("name: [unclosed\n")
     write_tiny_trees(fx / "trees.h5")
     blob = bytearray((fx / "trees.h5").read_bytes())

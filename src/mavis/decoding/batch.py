@@ -37,8 +37,11 @@ class Batch:
         return Batch(self.input_ids[start:stop, first:], mask[:, first:],
                      self.prompts[start:stop])
 
-    def repeated(self, times: int) -> Batch:
-        """Every row `times` times in a row (the samples of one prompt side by side)."""
-        return Batch(self.input_ids.repeat_interleave(times, 0),
-                     self.attention_mask.repeat_interleave(times, 0),
-                     [p for p in self.prompts for _ in range(times)])
+    def sample_rows(self, start: int, stop: int, samples: int) -> Batch:
+        """Rows start..stop-1 of this batch with every row repeated `samples` times in a row
+        (the samples of one prompt side by side), made without the others."""
+        index = torch.arange(start, stop) // samples
+        picked = Batch(self.input_ids[index.to(self.input_ids.device)],
+                       self.attention_mask[index.to(self.input_ids.device)],
+                       [self.prompts[int(i)] for i in index])
+        return picked.rows(0, stop - start)

@@ -309,20 +309,21 @@ class MavisDecoder:
             prompts = [prompts]
         if num_samples < 1 or batch_size < 1:
             raise MavisError("num_samples and batch_size must be >= 1")
-        # Tokenised once, up front: bad prompts fail before any generation starts.
+        # Tokenised once, up front: bad prompts fail before any generation starts. The rows
+        # (num_samples per prompt) are made batch by batch, so memory does not grow with them.
         encoded = self.encode(list(prompts), chat_template=chat_template,
-                              max_new_tokens=settings.max_new_tokens).repeated(num_samples)
+                              max_new_tokens=settings.max_new_tokens)
         generator = None
         if settings.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(settings.seed)
         results: list[GeneratedSequence] = []
-        rows = len(encoded.prompts)
+        rows = len(encoded.prompts) * num_samples
         chunks = range(0, rows, batch_size)
         if progress:
             chunks = track(chunks, "generating", total=math.ceil(rows / batch_size),
                            unit="batch")
         for start in chunks:
-            batch = encoded.rows(start, start + batch_size)
+            batch = encoded.sample_rows(start, min(start + batch_size, rows), num_samples)
             results.extend(self._run(batch, settings, generator))
             if on_rows is not None:
                 on_rows(len(batch.prompts))

@@ -113,7 +113,11 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     if unknown:
         raise MavisError(f"objective(s) {', '.join(unknown)} are not in the recipe "
                          f"({', '.join(recipe.objectives)})")
-    count = min(iterations or len(recipe.iterations), len(recipe.iterations))
+    if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
+        raise MavisError(f"iterations is {iterations}; run at least 1 (the recipe has "
+                         f"{len(recipe.iterations)})")
+    count = len(recipe.iterations) if iterations is None else min(iterations,
+                                                                  len(recipe.iterations))
     check_writable(recipe.out_dir, folder=True, what="the recipe's output folder")
     train_prompts = recipe_prompts(recipe, "train")
     test_prompts = recipe_prompts(recipe, "test")
