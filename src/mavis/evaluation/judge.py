@@ -304,7 +304,9 @@ class JudgementLog:
         for number, line in enumerate(data.splitlines(), 1):
             try:
                 record = json.loads(line)
-                if not all(isinstance(record[key], str) for key in _LOGGED):
+                if (not all(isinstance(record[key], str) for key in _LOGGED)
+                        or record["order"] not in ORDERS
+                        or record["verdict"] not in (*VERDICTS, INVALID)):
                     raise TypeError
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                 raise MavisError(f"{self.path} line {number} is not a judgement; give another "
