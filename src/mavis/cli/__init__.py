@@ -53,6 +53,7 @@ from mavis.cli import demo as _demo  # noqa: E402
 from mavis.cli import evaluate as _evaluate  # noqa: E402
 from mavis.cli import generate as _generate  # noqa: E402
 from mavis.cli import iterate as _iterate  # noqa: E402
+from mavis.cli import judge as _judge  # noqa: E402
 from mavis.cli import objectives as _objectives  # noqa: E402
 from mavis.cli import prompts as _prompts  # noqa: E402
 from mavis.cli import report as _report  # noqa: E402
@@ -60,7 +61,7 @@ from mavis.cli import serve as _serve  # noqa: E402
 from mavis.cli import train as _train  # noqa: E402
 
 for _module in (_demo, _generate, _objectives, _prompts, _data, _train, _iterate, _evaluate,
-                _report, _bundle, _serve):
+                _judge, _report, _bundle, _serve):
     _module.register(app)
 
 
