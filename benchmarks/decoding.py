@@ -16,6 +16,10 @@ Levers compared (M = number of objectives):
                   value range of the heads (here [0, 1] per objective, the built-in rewards')
   shared bf16     the shared value model in bfloat16 (the reference stays fp32)
   shared 4-layer  a smaller value backbone (first 4 layers)
+  shared min_p=P  the nucleus lever: only candidates at least P times as likely as the most
+                  likely are scored (P from --min-p, e.g. 0.05,0.1); with "+ auto", the value
+                  model also in the hardware's fastest dtype (`value_dtype="auto"`)
+  plain bf16      the plain baseline in bfloat16 too: every ratio is against the fastest plain
 With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up run):
   plain compiled  `generate` with a static cache and its forward under torch.compile
   shared static   the shared model with static caches (`MavisDecoder(compile="static")`)
@@ -40,6 +44,7 @@ import torch
 
 from mavis.decoding.decoder import MavisDecoder
 from mavis.models.bundled import bundled_value_models
+from mavis.models.dtypes import fastest_value_dtype
 from mavis.models.loading import (
     load_backbone,
     load_causal_lm,
@@ -122,15 +127,15 @@ def plain_run(model, tokenizer, batch: int, k: int, new_tokens: int, extra: dict
 
 def mavis_tok_s(decoder: MavisDecoder, batch: int, k: int, new_tokens: int,
                 weights: dict[str, float] | None, beta: float,
-                epsilon: float = 0.0) -> float:
+                epsilon: float = 0.0, **levers) -> float:
     """MAVIS tok/s; a decoder with static caches first runs once untimed (allocation, and
-    compilation when asked)."""
+    compilation when asked). `levers`: more sampling settings (min_p, top_p)."""
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
 
     def run():
         return decoder.generate(
             prompts, weights=weights, beta=beta, top_k=k, max_new_tokens=new_tokens, seed=0,
-            batch_size=batch, ignore_eos=True, candidate_epsilon=epsilon)
+            batch_size=batch, ignore_eos=True, candidate_epsilon=epsilon, **levers)
 
     if decoder.static_layout is not None:
         run()  # warm-up, untimed
@@ -151,6 +156,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also static caches and torch.compile (plain and MAVIS)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--min-p", default="0.05,0.1",
+                        help="min_p values of the nucleus lever (empty: none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,6 +168,9 @@ def main() -> None:
     separate = value_models(args.model, layers, [[n] for n in names])
     shared = {m: value_models(args.model, layers, [names[:m]])[0] for m in (2, 3)}
     shared_bf16 = copy.deepcopy(shared[2]).to(torch.bfloat16)
+    shared_auto = copy.deepcopy(shared[2]).to(fastest_value_dtype("cpu"))
+    model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    min_ps = [float(x) for x in args.min_p.split(",") if x.strip()]
     shared_small = value_models(args.model, 4, [names[:2]])[0]
     rows = []
 
@@ -170,19 +180,22 @@ def main() -> None:
 
     ks = [40] if args.quick else [10, 40]
     ms = [2] if args.quick else [1, 2, 3]
-    def measure(label, decoder, point, m, eps=0.0):
+    def measure(label, decoder, point, m, eps=0.0, **levers):
         weights = {n: 1.0 / m for n in names[:m]} if m else None
         tok_s = mavis_tok_s(decoder, point["batch"], point["k"], args.new_tokens, weights,
-                            args.beta if m else 0.0, eps)
+                            args.beta if m else 0.0, eps, **levers)
         record(case=label, batch=point["batch"], k=point["k"], M=m, tok_s=round(tok_s, 2),
                plain_case=point["plain_case"], plain_tok_s=round(point["plain_tok_s"], 2),
                ratio=round(tok_s / point["plain_tok_s"], 3),
-               cpu_ratio=round(point["plain_cpu"] / CPU_SECONDS[-1], 3), epsilon=eps)
+               cpu_ratio=round(point["plain_cpu"] / CPU_SECONDS[-1], 3), epsilon=eps,
+               **levers)
 
     for batch in (1, 16):
         for k in ks:
             plains = {"plain": (plain_tok_s(model, tokenizer, batch, k, args.new_tokens),
-                                CPU_SECONDS[-1])}
+                                CPU_SECONDS[-1]),
+                      "plain bf16": (plain_tok_s(model_bf16, tokenizer, batch, k,
+                                                 args.new_tokens), CPU_SECONDS[-1])}
             if args.compile and k == 40:
                 plains["plain compiled"] = (plain_tok_s(model, tokenizer, batch, k,
                                                         args.new_tokens, compiled=True),
@@ -206,6 +219,12 @@ def main() -> None:
                 measure("shared bf16", MavisDecoder(model, tokenizer, [shared_bf16]), point, m)
                 measure("shared 4-layer", MavisDecoder(model, tokenizer, [shared_small]),
                         point, m)
+                for min_p in min_ps:
+                    measure(f"shared min_p={min_p:g}", MavisDecoder(model, tokenizer,
+                                                                    [shared[m]]),
+                            point, m, min_p=min_p)
+                    measure(f"shared min_p={min_p:g} + auto", MavisDecoder(
+                        model, tokenizer, [shared_auto]), point, m, min_p=min_p)
                 if args.compile:
                     for label, mode in (("shared static", "static"),
                                         ("shared compiled", True)):
@@ -226,6 +245,11 @@ def headline(rows: list[dict], layers: int) -> None:
         best = max(default, key=lambda r: r["ratio"])
         summary[f"batch{batch}"] = {key: best[key] for key in
                                     ("case", "tok_s", "plain_case", "plain_tok_s", "ratio")}
+        levers = [r for r in rows if r["batch"] == batch and r["M"] == 2 and r["k"] == 40
+                  and r["case"].startswith("shared")]
+        fastest = max(levers, key=lambda r: r["ratio"])
+        summary[f"batch{batch}_fastest_lever"] = {key: fastest[key] for key in
+                                                  ("case", "tok_s", "ratio")}
     print(json.dumps(summary))
 
 

@@ -44,6 +44,7 @@ from mavis.decoding.guide import ValueGuide, resolve_guidance
 from mavis.decoding.sampling import SamplingSettings, build_sampling
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
+from mavis.models.dtypes import resolve_dtype
 from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
 from mavis.models.value_model import ValueModel
@@ -192,21 +193,22 @@ class MavisDecoder:
     def load(cls, reference: str,
              value_models: Mapping[str, str | Path] | Sequence[str | Path] = (), *,
              device: str | None = None, dtype: torch.dtype | None = None,
-             value_dtype: torch.dtype | None = None,
+             value_dtype: torch.dtype | str | None = None,
              attn_implementation: str = "sdpa",
              compile: bool | str | None = None) -> MavisDecoder:
         """Load a reference model by name/path/hub id and value models from their folders.
 
-        `value_dtype` (default: `dtype`) lets the value models run in bfloat16 beside an fp32
-        reference, which speeds up their candidate passes on CPUs with bf16 instructions.
-        `compile` (default: on for CUDA): static caches and compiled forwards for `generate`
-        (see the class)."""
+        `value_dtype` (default: `dtype`, else float32; "auto": `fastest_value_dtype`, bfloat16
+        on hardware that computes in it natively) lets the value models run in bfloat16 beside
+        an fp32 reference. `compile` (default: on for CUDA): static caches and compiled
+        forwards for `generate` (see the class)."""
         model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
                                           attn_implementation=attn_implementation)
+        value_dtype = resolve_dtype(value_dtype, model.device, dtype or torch.float32)
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
         folders = list(dict.fromkeys(str(p) for p in paths))  # a shared model loads once
         loaded = {folder: ValueModel.load(folder, attn_implementation=attn_implementation,
-                                          dtype=value_dtype or dtype or torch.float32)
+                                          dtype=value_dtype)
                   for folder in folders}
         if isinstance(value_models, Mapping):
             for name, path in value_models.items():

@@ -1,0 +1,29 @@
+"""The value models' dtype chosen for the hardware (`value_dtype="auto"`)."""
+
+import pytest
+import torch
+
+from mavis.errors import MavisError
+from mavis.models.dtypes import cpu_has_native_bf16, fastest_value_dtype, resolve_dtype
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    with_bf16 = tmp_path / "a"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx2\n")
+    without = tmp_path / "b"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    amx = tmp_path / "c"
+    amx.write_text("flags : amx_tile amx_bf16\n")
+    assert cpu_has_native_bf16(str(with_bf16)) and cpu_has_native_bf16(str(amx))
+    assert not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))  # unreadable: float32
+
+
+def test_resolve_dtype():
+    assert resolve_dtype(None, "cpu") is torch.float32
+    assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert resolve_dtype(torch.float16, "cpu") is torch.float16
+    assert resolve_dtype("auto", "cpu") is fastest_value_dtype("cpu")
+    assert fastest_value_dtype("cpu") in (torch.bfloat16, torch.float32)
+    with pytest.raises(MavisError, match="choose auto, float32, bfloat16"):
+        resolve_dtype("nope", "cpu")
