@@ -104,3 +104,37 @@ def test_distill_report_compares_teachers_and_student(distilled, tiny_lm, capsys
     assert main(args) == 0
     assert "(teachers)" in capsys.readouterr().out
     assert main([*args[:3], "--beta", "x=1", *args[5:]]) == 2
+
+
+def test_heads_report_evaluates_every_head_against_pi_ref_and_best_of_n(distilled, tiny_lm,
+                                                                        monkeypatch):
+    """`mavis report heads MODEL`: one row per head, its reward at weight 1 against pi_ref
+    and best-of-N on the same prompts, the gain's standard error, the KLs; resumable."""
+    import math
+
+    import mavis.recipes.heads as heads
+
+    folder, names = distilled
+    model = folder / "student" / "best"
+    (folder / "student" / "report.json").write_text(json.dumps(
+        {"best": {"sibling_accuracy": {names[0]: 0.61, names[1]: 0.57}}}))
+    args = ["report", "heads", str(model), "--prompts", str(folder / "p.jsonl"), "--split",
+            "all", "--limit", "4", "--best-of", "2", "--top-k", "5", "--max-new-tokens", "4",
+            "--model", str(tiny_lm), "--out", str(folder / "heads")]
+    assert main(args) == 0
+    rows = list(csv.DictReader((folder / "heads" / "heads.csv").open()))
+    assert [r["objective"] for r in rows] == names
+    assert [float(r["sibling_accuracy"]) for r in rows] == [0.61, 0.57]
+    saved = json.loads((folder / "heads" / "heads.json").read_text())["points"]
+    assert {p["method"] for p in saved.values()} == {"pi_ref", "MAVIS", "best-of-2"}
+    for row in rows:
+        mavis = float(row["mavis_reward"])
+        assert float(row["gain"]) == pytest.approx(mavis - float(row["reference_reward"]))
+        assert float(row["gain_se"]) == pytest.approx(math.hypot(
+            float(row["mavis_reward_se"]), float(row["reference_reward_se"])))
+        assert math.isfinite(float(row["best_of_reward"])) and row["best_of_n"] == "2"
+        assert float(row["mavis_kl"]) > 0
+    assert "| objective | sibling acc. |" in (folder / "heads" / "heads.md").read_text()
+    assert (folder / "heads" / "heads.png").read_bytes()[:8] == PNG
+    monkeypatch.setattr(heads, "run_sweep", lambda *a, **k: pytest.fail("evaluated again"))
+    assert main(args) == 0

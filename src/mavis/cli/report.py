@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mavis.cli.evaluate import EVALUATION, load_prompt_sets
-from mavis.cli.options import parse_assignments, parse_numbers
+from mavis.cli.options import Limit, PromptSets, Split, parse_assignments, parse_numbers
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
@@ -86,6 +86,41 @@ def distill_command(
                    f"{row['student_kl']:.2f}  tok/s {row['teachers_tokens_per_second']:.1f} "
                    f"-> {row['student_tokens_per_second']:.1f}")
     typer.echo(f"report: {out / 'distill.md'}")
+
+
+@report_app.command("heads")
+@sampling_options(exclude=("weights",), defaults=EVALUATION)
+def heads_command(
+    model: Annotated[Path, typer.Argument(help="A value-model folder (e.g. runs/vm/best).")],
+    prompts: PromptSets = "chitchat,harmful",
+    split: Split = "test",
+    limit: Limit = 48,
+    best_of: Annotated[int, typer.Option(
+        "--best-of", help="N of the best-of-N baseline beside each head (0: none).")] = 4,
+    reference: Annotated[str, typer.Option(
+        "--model", help="Reference model: packaged name, path or hub id.")] = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option(help="Folder for heads.md/.csv/.png and the evaluations "
+                                           "(a rerun resumes).")] = Path("reports/heads"),
+    *, sampling: SamplingSettings,
+) -> None:
+    """Every head of a value model alone at weight 1 on held-out prompts: reward against pi_ref
+    and best-of-N, KL, and the head's validation sibling accuracy (the README's table)."""
+    from mavis.models.value_folder import find_value_model
+    from mavis.recipes.heads import heads_report
+
+    if best_of < 0 or best_of == 1:
+        raise MavisError("--best-of takes N >= 2 (or 0: none)")
+    folder = find_value_model(model, [])
+    settings = EvaluationSettings(sampling)
+    chosen = load_prompt_sets(prompts, split, limit, reference)
+    table = heads_report(folder, chosen, out, reference=reference, settings=settings,
+                         best_of=best_of, identity={"prompts": prompts, "split": split,
+                                                    "prompt_ids": [p.id for p in chosen]})
+    for row in table:
+        typer.echo(f"{row['objective']:<12} pi_ref {row['reference_reward']:.3f} -> MAVIS "
+                   f"{row['mavis_reward']:.3f} ({row['gain']:+.3f} ± {row['gain_se']:.3f}), "
+                   f"KL {row['mavis_kl']:.1f}")
+    typer.echo(f"report: {out / 'heads.md'}")
 
 
 def _betas(text: str, names: list[str]) -> dict[str, float]:
