@@ -113,12 +113,22 @@ def read_value_config(folder: str | Path) -> ValueModelConfig:
                          "the value model again") from None
 
 
+# every file a value model may be made of; `value_model_file_names` says which three it is
+VALUE_MODEL_FILE_NAMES = (CONFIG_NAME, ADAPTER_NAME, BACKBONE_NAME, HEAD_NAME)
+
+
+def value_model_file_names(config: ValueModelConfig) -> list[str]:
+    """The names of the files a value model with `config` is made of (its config, weights and
+    head)."""
+    weights = ADAPTER_NAME if config.lora is not None else BACKBONE_NAME
+    return [CONFIG_NAME, weights, HEAD_NAME]
+
+
 def value_model_files(folder: str | Path, config: ValueModelConfig | None = None) -> list[Path]:
     """The files that make up the value model in `folder` (each checked to exist)."""
     folder = Path(folder).expanduser()
     config = config or read_value_config(folder)
-    weights = ADAPTER_NAME if config.lora is not None else BACKBONE_NAME
-    files = [folder / CONFIG_NAME, folder / weights, folder / HEAD_NAME]
+    files = [folder / name for name in value_model_file_names(config)]
     for path in files:
         if not path.is_file():
             raise MavisError(f"value model folder {str(folder)!r} lacks {path.name}; it was "

@@ -32,6 +32,7 @@ from mavis.models.value_folder import (
     replace_folder,
     value_model_files,
 )
+from mavis.models.value_hub import value_model_folder
 
 
 class ValueModel(nn.Module):
@@ -68,9 +69,10 @@ class ValueModel(nn.Module):
     @classmethod
     def load(cls, path: str | Path, *, merge: bool = True, attn_implementation: str = "sdpa",
              dtype: torch.dtype = torch.float32) -> ValueModel:
-        """Load a saved value model. `merge=True` folds LoRA into the weights (fast inference);
-        pass `merge=False` to keep training the adapter."""
-        path = Path(path).expanduser()
+        """Load a saved value model: a folder, or a hub id `org/name[@revision]` (fetched into
+        the Hugging Face cache, see `value_model_folder`). `merge=True` folds LoRA into the
+        weights (fast inference); pass `merge=False` to keep training the adapter."""
+        path = Path(value_model_folder(path)).expanduser()
         config = read_value_config(path)
         value_model_files(path, config)
         backbone = load_backbone(config.base, config.num_layers, attn_implementation, dtype)

@@ -37,6 +37,7 @@ from transformers.optimization import Adafactor
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL
 from mavis.models.value_folder import find_value_model, run_folder_name
+from mavis.models.value_hub import value_model_folder
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.training.checkpoint import (
@@ -99,13 +100,14 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
 # -- model -------------------------------------------------------------------------------------
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
-    """A fresh value model, or (with `init_from`) the previous iteration's, with one head
-    output per objective in `objectives`, its LoRA adapter trainable."""
+    """A fresh value model, or (with `init_from`: a value model or run folder, or a hub id) the
+    previous iteration's, with one head output per objective in `objectives`, its LoRA adapter
+    trainable."""
     if config.init_from is None:
         return ValueModel.build(config.base or DEFAULT_MODEL, objectives,
                                 num_layers=config.num_layers, lora=config.lora(),
                                 attn_implementation=config.attn_implementation)
-    path = find_value_model(config.init_from, objectives)
+    path = find_value_model(value_model_folder(config.init_from), objectives)
     model = ValueModel.load(path, merge=False, attn_implementation=config.attn_implementation)
     if model.objectives == objectives:
         return model
