@@ -83,8 +83,9 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
                "tokens_val": int(sum(u.num_reads for u in val_units)),
                "tokens_per_epoch_train": int(sum(len(u) for u in train_units))},
     )
+    extra = {"teachers": given} | ({} if isinstance(data, TreeTable) else {"data_file": str(data)})
     return fit(lambda: initial_model(config, objectives), samples, config, out_dir,
-               resume=resume, extra_report={"teachers": given})
+               resume=resume, extra_report=extra)
 
 
 def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:
