@@ -50,7 +50,8 @@ def test_value_model_round_trip(tiny_lm, tmp_path):
         before = vm.values(batch.input_ids, batch.attention_mask)
     folder = vm.save(tmp_path / "vm")
     files = {p.name for p in folder.iterdir()}
-    assert files == {"value_config.json", "adapter.safetensors", "head.safetensors"}
+    assert files == {"value_config.json", "adapter.safetensors", "head.safetensors",
+                     "README.md"}  # the model card
     for merge in (True, False):
         loaded = ValueModel.load(folder, merge=merge)
         assert loaded.objectives == ["harmless", "positive"]

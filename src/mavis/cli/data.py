@@ -53,8 +53,9 @@ def collect_command(
     K_root: Annotated[int, typer.Option("--K-root", help="Children of the root.")] = _C.K_root,
     K: Annotated[int, typer.Option("--K", help="Children of every other inner node.")] = _C.K,
     value_model: Annotated[list[str] | None, typer.Option(
-        "--value-model", help="OBJECTIVE=PATH of a value model guiding the sampling (later "
-        "iterations; without: the reference model alone); repeat for several.")] = None,
+        "--value-model", help="OBJECTIVE=PATH (a folder or a hub id org/name) of a value "
+        "model guiding the sampling (later iterations; without: the reference model alone); "
+        "repeat for several.")] = None,
     two_layer_guarantee: Annotated[bool | None, typer.Option(
         "--two-layer-guarantee/--no-two-layer-guarantee",
         help="Split first-layer answers that hit EOS so that every tree is at least two layers "
@@ -87,6 +88,7 @@ def collect_command(
     An interrupted run resumes when started again with the same arguments.
     """
     from mavis.models.loading import load_tokenizer
+    from mavis.models.value_hub import value_model_folder
     from mavis.prompts import load_prompts
     from mavis.trees.collect import collect_trees, load_objectives
     from mavis.trees.decoder_spec import DecoderSpec
@@ -112,6 +114,7 @@ def collect_command(
         else two_layer_guarantee, extra_children=extra_children,
         batch_prompts=batch_prompts, workers=max(workers, 1))
     names = load_objectives(objectives)  # fail on a bad name before loading any model
+    folders = {name: value_model_folder(path) for name, path in value_models.items()}
     chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
                           max_prompt_tokens=max_prompt_tokens)
     if not chosen:
@@ -126,10 +129,10 @@ def collect_command(
         from mavis.trees.distributed import collect_trees_distributed
 
         path = collect_trees_distributed(model, chosen, names, out, settings,
-                                         value_models=value_models, address=ray_address,
+                                         value_models=folders, address=ray_address,
                                          device=device, dtype=dtype, **options)
     else:
-        spec = DecoderSpec(model, value_models, device=device, dtype=dtype)
+        spec = DecoderSpec(model, folders, device=device, dtype=dtype)
         path = collect_trees(spec, chosen, names, out, settings, **options)
     from mavis.trees.inspect import inspect_trees
 

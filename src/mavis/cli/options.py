@@ -26,8 +26,8 @@ Limit = Annotated[int, typer.Option(help="Prompts per set.")]
 NumSamples = Annotated[int, typer.Option("--num-samples", "-n", help="Answers per prompt.")]
 Model = Annotated[str, typer.Option(help="Reference model: packaged name, path or hub id.")]
 ValueModels = Annotated[list[str], typer.Option(
-    "--value-model", help="NAME=PATH of a value model (repeatable); default: the bundled "
-    "ones.")]
+    "--value-model", help="NAME=PATH of a value model: a folder or a hub id "
+    "org/name[@revision] (repeatable); default: the bundled ones.")]
 
 
 def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, str]:

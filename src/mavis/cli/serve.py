@@ -28,8 +28,8 @@ def serve(
     model: Annotated[str, typer.Option(help="Reference model: packaged name, path or hub id.")]
     = DEFAULT_MODEL,
     value_model: Annotated[list[str], typer.Option(
-        "--value-model", help="NAME=PATH of a value model (repeatable); defaults to the "
-        "bundled ones of --model.")] = [],  # noqa: B006
+        "--value-model", help="NAME=PATH of a value model: a folder or a hub id "
+        "org/name[@revision] (repeatable); defaults to the bundled ones of --model.")] = [],  # noqa: B006
     served_name: Annotated[str, typer.Option(
         "--served-name", help="The model name clients pass (default: --model).")] = "",
     max_batch: Annotated[int, typer.Option("--max-batch", help="Rows decoded together at "

@@ -96,7 +96,8 @@ def train_command(
     per_node: Annotated[bool, typer.Option(
         "--per-node", help="One sequence per node instead of packed trees (slower).")] = False,
     init_from: Annotated[str | None, typer.Option(
-        help="Start from this value model or earlier run (Algorithm 1: V^i <- V^{i-1}).")]
+        help="Start from this value model (folder or hub id org/name) or earlier run "
+        "(Algorithm 1: V^i <- V^{i-1}).")]
     = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of split, leaf choice and order.")] = _T.seed,
@@ -126,7 +127,8 @@ def train_command(
 
 def distill_command(
     teacher: Annotated[list[str], typer.Option(
-        "--teacher", help="OBJECTIVE=PATH of a teacher value model; repeat per objective.")],
+        "--teacher", help="OBJECTIVE=PATH (or a hub id org/name) of a teacher value model; "
+        "repeat per objective.")],
     data: Annotated[Path, typer.Option("--data", help="Tree file whose paths to distil on.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; the student is OUT/best.")],
     base: Annotated[str | None, typer.Option(help="Student backbone (default: the packaged "
@@ -151,12 +153,13 @@ def distill_command(
     = False,
 ) -> None:
     """Distil per-objective value models into one backbone with a head each (appendix E)."""
+    from mavis.models.value_hub import parse_hub_id
     from mavis.training import distill
 
     teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
     check_writable(out, folder=True, what="--out")
-    for name, path in teachers.items():
-        if not Path(path).expanduser().exists():
+    for name, path in teachers.items():  # a hub id is fetched (or refused) by distill
+        if not Path(path).expanduser().exists() and parse_hub_id(path) is None:
             raise MavisError(f"teacher {name!r}: {path!r} does not exist")
     config = TrainConfig(
         base=base, num_layers=num_layers, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,

@@ -6,6 +6,8 @@
     adapter.safetensors   LoRA weights (a model trained with LoRA), or
     backbone.safetensors  the whole backbone (a model trained without LoRA)
     head.safetensors      the regression head
+    README.md             the model card (`mavis.models.model_card`): what the model is, how
+                          to use it, how it was trained; for people, not read by mavis
 
 A training run keeps its best model in `RUN_DIR/best` (one value model for all its
 objectives) or `RUN_DIR/<objective>/best` (one run per objective); `find_value_model` finds
@@ -29,6 +31,7 @@ CONFIG_NAME = "value_config.json"
 ADAPTER_NAME = "adapter.safetensors"
 BACKBONE_NAME = "backbone.safetensors"
 HEAD_NAME = "head.safetensors"
+CARD_NAME = "README.md"
 BEST_DIR = "best"
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -113,12 +116,22 @@ def read_value_config(folder: str | Path) -> ValueModelConfig:
                          "the value model again") from None
 
 
+# every file a value model may be made of; `value_model_file_names` says which three it is
+VALUE_MODEL_FILE_NAMES = (CONFIG_NAME, ADAPTER_NAME, BACKBONE_NAME, HEAD_NAME)
+
+
+def value_model_file_names(config: ValueModelConfig) -> list[str]:
+    """The names of the files a value model with `config` is made of (its config, weights and
+    head; not its model card)."""
+    weights = ADAPTER_NAME if config.lora is not None else BACKBONE_NAME
+    return [CONFIG_NAME, weights, HEAD_NAME]
+
+
 def value_model_files(folder: str | Path, config: ValueModelConfig | None = None) -> list[Path]:
     """The files that make up the value model in `folder` (each checked to exist)."""
     folder = Path(folder).expanduser()
     config = config or read_value_config(folder)
-    weights = ADAPTER_NAME if config.lora is not None else BACKBONE_NAME
-    files = [folder / CONFIG_NAME, folder / weights, folder / HEAD_NAME]
+    files = [folder / name for name in value_model_file_names(config)]
     for path in files:
         if not path.is_file():
             raise MavisError(f"value model folder {str(folder)!r} lacks {path.name}; it was "
@@ -129,7 +142,8 @@ def value_model_files(folder: str | Path, config: ValueModelConfig | None = None
 def value_model_fingerprint(folder: str | Path) -> str:
     """A digest of the contents of the value model's files: the same for a copy of the folder,
     different once the model is trained again or its config changes (results computed with
-    it are then stale)."""
+    it are then stale). Only `value_model_files` count: the model card (README.md) and a
+    bundle's PROVENANCE.md can be rewritten without making any result stale."""
     digest = hashlib.sha256()
     for path in sorted(value_model_files(folder)):
         digest.update(path.name.encode())
@@ -167,11 +181,13 @@ def find_value_model(path: str | Path, objectives: list[str]) -> Path:
 
 def copy_value_model(source: str | Path, target: str | Path,
                      extra_files: dict[str, str] | None = None) -> Path:
-    """Copy the files of the value model in `source` (plus `extra_files`: name -> text) into
-    the folder `target`, replacing it whole: written beside it, then renamed, so a crash never
-    leaves half a model."""
+    """Copy the files of the value model in `source` and its model card (plus `extra_files`:
+    name -> text, which replace files of the same name) into the folder `target`, replacing it
+    whole: written beside it, then renamed, so a crash never leaves half a model."""
     target = Path(target).expanduser()
     files = value_model_files(source)
+    card = Path(source).expanduser() / CARD_NAME
+    files += [card] if card.is_file() and CARD_NAME not in (extra_files or {}) else []
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

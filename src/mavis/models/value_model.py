@@ -9,6 +9,7 @@ folder (see `mavis.models.value_folder`); for the default backbone it is a few M
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mavis.errors import MavisError
 from mavis.models.cache import model_forward
 from mavis.models.loading import load_backbone, load_tokenizer, tokenizer_fingerprint
 from mavis.models.masks import positions_from_mask
+from mavis.models.model_card import write_model_card
 from mavis.models.value_folder import (
     ADAPTER_NAME,
     BACKBONE_NAME,
@@ -32,6 +34,7 @@ from mavis.models.value_folder import (
     replace_folder,
     value_model_files,
 )
+from mavis.models.value_hub import value_model_folder
 
 
 class ValueModel(nn.Module):
@@ -68,9 +71,10 @@ class ValueModel(nn.Module):
     @classmethod
     def load(cls, path: str | Path, *, merge: bool = True, attn_implementation: str = "sdpa",
              dtype: torch.dtype = torch.float32) -> ValueModel:
-        """Load a saved value model. `merge=True` folds LoRA into the weights (fast inference);
-        pass `merge=False` to keep training the adapter."""
-        path = Path(path).expanduser()
+        """Load a saved value model: a folder, or a hub id `org/name[@revision]` (fetched into
+        the Hugging Face cache, see `value_model_folder`). `merge=True` folds LoRA into the
+        weights (fast inference); pass `merge=False` to keep training the adapter."""
+        path = Path(value_model_folder(path)).expanduser()
         config = read_value_config(path)
         value_model_files(path, config)
         backbone = load_backbone(config.base, config.num_layers, attn_implementation, dtype)
@@ -91,17 +95,19 @@ class ValueModel(nn.Module):
         model.eval()
         return model
 
-    def save(self, path: str | Path) -> Path:
-        """Save as a value-model folder, replacing `path` whole (written beside, renamed)."""
+    def save(self, path: str | Path, training: Mapping[str, Any] | None = None) -> Path:
+        """Save as a value-model folder, replacing `path` whole (written beside, renamed);
+        `training` as for `write_files`."""
         path = Path(path).expanduser()
         staging = path.with_name(f".{path.name}.saving")
         staging.mkdir(parents=True, exist_ok=True)
-        self.write_files(staging)
+        self.write_files(staging, training)
         replace_folder(staging, path)
         return path
 
-    def write_files(self, folder: Path) -> None:
-        """Write the model's files into the existing folder `folder`."""
+    def write_files(self, folder: Path, training: Mapping[str, Any] | None = None) -> None:
+        """Write the model's files into the existing folder `folder`, with its model card
+        (README.md; `training`: what is known of how it was trained, see `model_card`)."""
         if self.config.lora is not None:
             if not hasattr(self.backbone, "peft_config"):
                 raise MavisError("this value model's LoRA was merged at load; load it with "
@@ -114,6 +120,7 @@ class ValueModel(nn.Module):
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
                   folder / HEAD_NAME)
         (folder / CONFIG_NAME).write_text(self.config.to_json())
+        write_model_card(folder, self.config, training)
 
     def check_tokenizer(self, fingerprint: str, other: str, why: str) -> None:
         """Refuse to work beside a model whose tokenizer (by `tokenizer_fingerprint`) differs

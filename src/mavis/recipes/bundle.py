@@ -3,7 +3,8 @@
 RUN is a `mavis iterate` run folder (the value model of one iteration is taken: the last by
 default) or a `mavis train` output folder. The model's files land in the package's
 `assets/value_models/NAME/` (or `--into FOLDER`) beside a PROVENANCE.md that records the
-command, the recipe, the training data, the validation figures and the held-out evaluation.
+command, the recipe, the training data, the validation figures and the held-out evaluation, and
+a model card (README.md) with the run's figures, ready for `hf upload`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 
 from mavis.errors import MavisError
 from mavis.models.bundled import BUNDLED_DIR
-from mavis.models.value_folder import copy_value_model, find_value_model
+from mavis.models.model_card import model_card
+from mavis.models.value_folder import (
+    CARD_NAME,
+    copy_value_model,
+    find_value_model,
+    read_value_config,
+)
 from mavis.paths import check_writable
 from mavis.recipes.iterate import RESULTS, read_results
 from mavis.training.checkpoint import read_report
@@ -42,7 +49,9 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
     command = f"mavis bundle {run} {name}" + (f" --iteration {iteration}"
                                                if iteration is not None else "")
     text = provenance(name, command, recipe, report, results)
-    return copy_value_model(source, Path(into).expanduser() / name, {PROVENANCE: text})
+    card = model_card(read_value_config(source), report)
+    return copy_value_model(source, Path(into).expanduser() / name,
+                            {PROVENANCE: text, CARD_NAME: card})
 
 
 def _locate(run: Path, iteration: int | None) -> tuple[dict[str, Any] | None, Path, int | None]:

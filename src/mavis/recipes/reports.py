@@ -28,6 +28,7 @@ from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, SweepPoint, SweepStore, run_sweep
 from mavis.models.value_folder import find_value_model
+from mavis.models.value_hub import value_model_folder
 from mavis.paths import atomic_path
 from mavis.prompts.base import Prompt
 from mavis.recipes.iterate import RESULTS, read_results
@@ -99,9 +100,10 @@ def distill_report(student: str | Path, prompts: Sequence[str | Prompt], out: st
     objective alone (weight 1, beta from `betas`), and for all objectives with equal weights
     (beta: their mean), reward, KL and decoding speed; written to `out`/distill.*.
 
-    `student`: the `mavis distill` output folder (or its `best` model). Teachers: `teachers`,
-    else the ones its run report names. Resumable: every finished evaluation is kept in
-    `out`/distill-teachers.json and distill-student.json and not run again."""
+    `student`: the `mavis distill` output folder (or its `best` model). Teachers (folders or
+    hub ids): `teachers`, else the ones its run report names. Resumable: every finished
+    evaluation is kept in `out`/distill-teachers.json and distill-student.json and not run
+    again."""
     model, run = student_folders(student)
     teachers = {k: str(v) for k, v in (teachers or teachers_of(run)).items()}
     names = list(teachers)
@@ -117,9 +119,10 @@ def distill_report(student: str | Path, prompts: Sequence[str | Prompt], out: st
     shared = {**(identity or {}), "reference": reference, "objectives": names,
               "betas": dict(betas), "settings": settings.to_dict()}
     results = {}
-    for method, folders in ((TEACHERS, teachers), (STUDENT, {n: str(model) for n in names})):
-        store = SweepStore(folder / f"distill-{method}.json", {**shared, method: folders},
-                           value_models={STUDENT: model} if method == STUDENT else teachers)
+    for method, given in ((TEACHERS, teachers), (STUDENT, {n: str(model) for n in names})):
+        folders = {name: value_model_folder(path) for name, path in given.items()}  # hub ids
+        store = SweepStore(folder / f"distill-{method}.json", {**shared, method: given},
+                           value_models={STUDENT: model} if method == STUDENT else folders)
         points = [SweepPoint(MAVIS, w, beta) for w, beta in cases]
         if all(store.done(p) for p in points):
             results[method] = [store.done(p) for p in points]

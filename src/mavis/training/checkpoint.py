@@ -1,7 +1,8 @@
 """Checkpoints of a training run: the best model, the resumable last state, the metrics log.
 
 Layout of a run folder:
-    best/               the value model with the lowest validation loss (a value-model folder)
+    best/               the value model with the lowest validation loss (a value-model folder;
+                        its README.md model card gets the run's figures when the run ends)
     last/               the latest value model plus `trainer_state.pt`: optimizer, scheduler,
                         step, epoch, batches done in that epoch, RNG states, best so far
     metrics.jsonl       one JSON line per evaluation
@@ -31,13 +32,15 @@ REPORT_NAME = "report.json"
 METRICS_NAME = "metrics.jsonl"
 
 
-def save_model(model: ValueModel, folder: Path, extra_state: dict[str, Any] | None = None) -> None:
-    """Save `model` (and, for `last`, the trainer state) to `folder`, replacing it whole."""
+def save_model(model: ValueModel, folder: Path, extra_state: dict[str, Any] | None = None,
+               training: dict[str, Any] | None = None) -> None:
+    """Save `model` (and, for `last`, the trainer state) to `folder`, replacing it whole; its
+    model card tells what `training` knows of the run (see `mavis.models.model_card`)."""
     staging = folder.with_name(folder.name + ".tmp")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    model.write_files(staging)
+    model.write_files(staging, training)
     if extra_state is not None:
         torch.save(extra_state, staging / STATE_NAME)
     replace_folder(staging, folder)

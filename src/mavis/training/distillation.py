@@ -26,6 +26,7 @@ import torch
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
 from mavis.models.value_folder import read_value_config, value_model_fingerprint
+from mavis.models.value_hub import value_model_folder
 from mavis.models.value_model import ValueModel
 from mavis.paths import atomic_path
 from mavis.progress import track
@@ -43,14 +44,17 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
             config: TrainConfig | None = None, resume: bool = False) -> dict[str, Any]:
     """Train one student with a head per teacher objective; return the run report.
 
-    teachers: objective name -> value-model folder (a teacher with several heads must have one
-    named like the objective). student_base: the student's backbone (None: `config.base`).
+    teachers: objective name -> value-model folder or hub id `org/name[@revision]` (a teacher
+    with several heads must have one named like the objective; the report records them as
+    given). student_base: the student's backbone (None: `config.base`).
     config: optimisation, LoRA, layers, validation split, packing (defaults: `TrainConfig()`);
     its target and node-selection settings do not apply. In distillation a "sample" of
     `batch_size` is one completion token. The student lands in `out_dir/best`.
     """
     if not teachers:
         raise MavisError("distillation needs at least one teacher (objective=PATH)")
+    given = {name: str(spec) for name, spec in teachers.items()}
+    teachers = {name: value_model_folder(spec) for name, spec in teachers.items()}
     config = config or TrainConfig()
     objectives = list(teachers)
     config = dataclasses.replace(config, objectives=objectives, shared=True,
@@ -79,8 +83,9 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
                "tokens_val": int(sum(u.num_reads for u in val_units)),
                "tokens_per_epoch_train": int(sum(len(u) for u in train_units))},
     )
+    extra = {"teachers": given} | ({} if isinstance(data, TreeTable) else {"data_file": str(data)})
     return fit(lambda: initial_model(config, objectives), samples, config, out_dir,
-               resume=resume, extra_report={"teachers": {k: str(v) for k, v in teachers.items()}})
+               resume=resume, extra_report=extra)
 
 
 def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:

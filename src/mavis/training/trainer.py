@@ -36,7 +36,9 @@ from transformers.optimization import Adafactor
 
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL
-from mavis.models.value_folder import find_value_model, run_folder_name
+from mavis.models.model_card import write_model_card
+from mavis.models.value_folder import find_value_model, read_value_config, run_folder_name
+from mavis.models.value_hub import value_model_folder
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.training.checkpoint import (
@@ -85,11 +87,12 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
         raise MavisError(f"objectives {', '.join(objectives)} map to the same run folder; "
                          "train them in separate runs or with --shared")
     reports = {}
+    extra = {} if isinstance(data, TreeTable) else {"data_file": str(data)}
     for group in groups:
         run_dir = out_dir if len(groups) == 1 else out_dir / run_folder_name(group[0])
         samples = prepare_samples(trees, group, config)
         reports[",".join(group)] = fit(lambda g=group: initial_model(config, g), samples, config,
-                                       run_dir, resume=resume)
+                                       run_dir, resume=resume, extra_report=extra)
     if len(groups) == 1:
         return next(iter(reports.values()))
     summary = {"models": {name: r["model"] for name, r in reports.items()}, "runs": reports}
@@ -99,13 +102,14 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
 # -- model -------------------------------------------------------------------------------------
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
-    """A fresh value model, or (with `init_from`) the previous iteration's, with one head
-    output per objective in `objectives`, its LoRA adapter trainable."""
+    """A fresh value model, or (with `init_from`: a value model or run folder, or a hub id) the
+    previous iteration's, with one head output per objective in `objectives`, its LoRA adapter
+    trainable."""
     if config.init_from is None:
         return ValueModel.build(config.base or DEFAULT_MODEL, objectives,
                                 num_layers=config.num_layers, lora=config.lora(),
                                 attn_implementation=config.attn_implementation)
-    path = find_value_model(config.init_from, objectives)
+    path = find_value_model(value_model_folder(config.init_from), objectives)
     model = ValueModel.load(path, merge=False, attn_implementation=config.attn_implementation)
     if model.objectives == objectives:
         return model
@@ -367,7 +371,8 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
             state.best.update({key: record[key] for key in _BEST_KEYS}, step=state.step,
                               score=score)
             if run.main:
-                save_model(run.accelerator.unwrap_model(run.model), best_folder(run.run_dir))
+                save_model(run.accelerator.unwrap_model(run.model), best_folder(run.run_dir),
+                           training=card_facts(run))
     record.update(seconds=round(state.seconds, 2), tokens=state.tokens)
     if run.main:
         append_metrics(run.run_dir / METRICS_NAME, record)  # before `last`: see truncate_metrics
@@ -376,6 +381,12 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
 
 
 _BEST_KEYS = ("val_loss", "spearman", "sibling_accuracy", "within_prompt_spearman")
+
+
+def card_facts(run: Run) -> dict[str, Any]:
+    """What the model card of `best/` says of a run still going (its report, once it ends)."""
+    return {"steps": run.state.step, "data": run.samples.sizes, "best": run.state.best,
+            "config": run.config.to_dict()}
 
 
 def selection_score(record: dict[str, Any], select_by: str) -> float:
@@ -411,6 +422,9 @@ def finish(run: Run, stopped: bool, extra_report: dict[str, Any]) -> dict[str, A
     }
     if run.main:
         write_json(run.run_dir / REPORT_NAME, report)
+        best = best_folder(run.run_dir)
+        if best.is_dir():  # its model card gets the run's figures
+            write_model_card(best, read_value_config(best), report)
     return report
 
 
