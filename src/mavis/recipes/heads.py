@@ -9,6 +9,7 @@ again; writes heads.md, heads.csv and heads.png beside it.
 
 from __future__ import annotations
 
+import csv
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -116,8 +117,6 @@ def head_rows(objectives: Sequence[str], points: Sequence[SweepPoint],
 
 def _write(folder: Path, table: list[dict[str, Any]], model: str | Path,
            settings: EvaluationSettings, prompts: int) -> None:
-    import csv
-
     with atomic_path(folder / "heads.csv") as temp, temp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
