@@ -198,3 +198,27 @@ def test_mavis_with_best_of_n_by_reward_and_by_value(decoder, rewards):
         pick_best(sample_best_of_n(decoder, ["hi"], rewards, 2,
                                    settings.policy(None, 0.0, None)), {rewards[0]: 1.0},
                   rank="value")
+
+
+def test_every_evaluation_counts_its_cost_per_answer(decoder, rewards):
+    """Model FLOPs per answer at inference (`mavis.evaluation.cost`) and measured seconds:
+    MAVIS costs more than pi_ref per answer (its value passes), best-of-N N answers of
+    pi_ref's cost plus N reward calls, and the value tokens recorded per step are the
+    candidates the value models read."""
+    from mavis.evaluation.cost import decoding_flops, linear_parameters
+
+    settings = EvaluationSettings.from_dict(dict(top_k=6, max_new_tokens=4, seed=0))
+    plain = evaluate_policy(decoder, ["hi", "ok"], rewards, settings.policy(None, 0.0, None))
+    guided = evaluate_policy(decoder, ["hi", "ok"], rewards,
+                             settings.policy({rewards[0]: 1.0}, 2.0, None))
+    assert 0 < plain.flops < guided.flops
+    assert plain.seconds_per_answer > 0 and guided.seconds_per_answer > 0
+    (seq,) = decoder.generate(["hi"], settings.policy({rewards[0]: 1.0}, 2.0, None).sampling)
+    assert seq.value_tokens == [6.0] * len(seq.token_ids)  # k candidates, one value model
+    lm = linear_parameters(decoder.reference)
+    assert decoding_flops(decoder, seq, 5) > 2 * lm * (5 + len(seq.token_ids))
+    samples = sample_best_of_n(decoder, ["hi", "ok"], rewards, 3,
+                               settings.policy(None, 0.0, None))
+    best = pick_best(samples, {rewards[0]: 1.0})
+    assert best.flops == pytest.approx(3 * samples.answer_flops)  # python: rewards are free
+    assert best.scoring_seconds == samples.scoring_seconds > 0 and best.seconds > 0

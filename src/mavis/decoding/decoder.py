@@ -75,6 +75,8 @@ class GeneratedSequence:
     topk_logprobs: list[float] = field(default_factory=list)
     tv: list[float] = field(default_factory=list)
     betas: list[float] = field(default_factory=list)  # the beta of each step (see kl_budget)
+    # per step, the tokens the value models read for this answer (candidates x value models)
+    value_tokens: list[float] = field(default_factory=list)
 
     @property
     def kl(self) -> float:
@@ -392,7 +394,8 @@ class MavisDecoder:
             weights=dict(settings.weights or {}), beta=settings.beta, top_k=settings.top_k,
             kl_budget=settings.kl_budget, value=value,
             topk_logprobs=state.generated(row, "topk_logprobs"),
-            tv=state.generated(row, "tv"), betas=state.generated(row, "betas"))
+            tv=state.generated(row, "tv"), betas=state.generated(row, "betas"),
+            value_tokens=state.generated(row, "value_tokens"))
 
 
 def eos_ids(tokenizer: Any, model: torch.nn.Module) -> set[int]:

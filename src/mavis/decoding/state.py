@@ -68,8 +68,10 @@ _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "v
                 "kl_budget", "lengths")
 # ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
 _PROPOSAL_TENSORS = ("proposal_weights", "proposal_logits")
+# value_tokens: the tokens the value models read for the row at the step (candidates x value
+# models run, padding included): the step's value cost
 _HISTORY = {"tokens": -1, "logprobs": 0.0, "ref_logprobs": 0.0, "topk_logprobs": 0.0,
-            "tv": 0.0, "betas": 0.0}
+            "value_tokens": 0.0, "tv": 0.0, "betas": 0.0}
 
 
 @dataclass
@@ -218,6 +220,9 @@ class DecodingState:
         if self.value_caches:
             candidates = self.skip(candidates)
             values = self.score(candidates.ids)
+        cost = candidates.ids.shape[1] * len(self.value_caches) if values is not None else 0
+        self.value_tokens = torch.cat([self.value_tokens, torch.full(
+            (self.batch_size, 1), float(cost), device=self.value_tokens.device)], dim=1)
         beta = self.step_beta(candidates, values)
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)

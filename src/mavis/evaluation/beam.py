@@ -22,6 +22,7 @@ import numpy as np
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.decoding.search import BeamSettings, beam_search
+from mavis.evaluation.cost import mean_decoding_flops, prompt_lengths, reward_flops
 from mavis.evaluation.policy import KL_PATH, PolicyEvaluation, summarise_answers
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
@@ -51,12 +52,21 @@ def evaluate_beam(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
     seconds = time.perf_counter() - started
     weights = {name: w for name, w in groups[0][0].weights.items() if name in objectives}
     chosen, rewards = _best_by_reward(groups, texts, objectives, weights)
+    scoring = time.perf_counter() - started - seconds
     result = PolicyEvaluation(
         label=label or ",".join(f"{k}={v:g}" for k, v in weights.items()),
         weights=dict(weights), beta=groups[0][0].beta, prompts=len(prompts),
         samples=len(chosen), kl_kind=KL_PATH, kl_budget=groups[0][0].kl_budget,
-        mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])), seconds=seconds)
+        mean_tokens=float(np.mean([len(a.token_ids) for a in chosen])), seconds=seconds,
+        scoring_seconds=scoring)
     summarise_answers(result, chosen, objectives, rewards)
+    # every step decodes num_beams * expand rows of about the kept answer's cost; the reward
+    # calls that choose among the N beams are counted as best-of-N's are
+    lengths = prompt_lengths(decoder, prompts)
+    result.flops = beam.num_beams * beam.expand * mean_decoding_flops(
+        decoder, chosen, lengths, settings.num_samples) + beam.num_beams * reward_flops(
+        [n for n, w in weights.items() if w > 0], int(np.mean(lengths)),
+        int(result.mean_tokens))
     return result
 
 

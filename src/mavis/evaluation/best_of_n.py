@@ -14,6 +14,7 @@ The figure reported is that measured part plus the bound, marked `kl_is_bound`.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
+from mavis.evaluation.cost import mean_decoding_flops, prompt_lengths, reward_flops
 from mavis.evaluation.policy import KL_WITH_BOUND, PolicyEvaluation, summarise_answers
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
@@ -37,6 +39,10 @@ class BestOfNSamples:
     n: int
     groups: list[list[GeneratedSequence]]
     rewards: dict[str, np.ndarray]
+    seconds: float = 0.0  # drawing every answer
+    scoring_seconds: float = 0.0  # scoring every answer with every objective
+    answer_flops: float = 0.0  # mean decoding FLOPs of one answer
+    tokens: float = 0.0  # mean prompt + answer tokens (what a reward call reads)
 
 
 def sample_best_of_n(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
@@ -45,14 +51,22 @@ def sample_best_of_n(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
                      on_rows: Callable[[int], None] | None = None) -> BestOfNSamples:
     """Draw `n * settings.num_samples` answers per prompt as `settings.sampling` says (beta 0:
     from pi_ref) and score them all."""
+    started = time.perf_counter()
     answers = decoder.generate(list(prompts), settings.sampling,
                                num_samples=n * settings.num_samples,
                                batch_size=settings.batch_size, on_rows=on_rows)
+    drawn = time.perf_counter()
     scores = score_all(list(objectives), [a.prompt for a in answers], [a.text for a in answers])
+    scored = time.perf_counter()
     groups = [answers[i:i + n] for i in range(0, len(answers), n)]
     rewards = {name: np.asarray(values, dtype=np.float64).reshape(len(groups), n)
                for name, values in scores.items()}
-    return BestOfNSamples(n, groups, rewards)
+    lengths = prompt_lengths(decoder, prompts)
+    samples = n * settings.num_samples
+    tokens = float(np.mean([lengths[i // samples] + len(a.token_ids)
+                            for i, a in enumerate(answers)])) if answers else 0.0
+    return BestOfNSamples(n, groups, rewards, drawn - started, scored - drawn,
+                          mean_decoding_flops(decoder, answers, lengths, samples), tokens)
 
 
 RANKS = ("reward", "value")
@@ -79,7 +93,21 @@ def pick_best(samples: BestOfNSamples, weights: Mapping[str, float], label: str 
     summarise_answers(result, answers, list(samples.rewards),
                       {name: r[rows, chosen].tolist() for name, r in samples.rewards.items()})
     result.kl, result.kl_topk = result.kl + bound, result.kl_topk + bound
+    _cost(result, samples, resolved, rank)
     return result
+
+
+def _cost(result: PolicyEvaluation, samples: BestOfNSamples, weights: Mapping[str, float],
+          rank: str) -> None:
+    """What the chosen answers cost at inference: all N answers of each, and by reward the
+    N reward calls of every objective weighted > 0 (the share of the measured scoring time
+    that those objectives took is not known: all of it is counted)."""
+    result.seconds = samples.seconds
+    result.flops = samples.n * samples.answer_flops
+    if rank == "reward":
+        weighted = [name for name, w in weights.items() if w > 0]
+        result.scoring_seconds = samples.scoring_seconds
+        result.flops += samples.n * reward_flops(weighted, 0, int(round(samples.tokens)))
 
 
 def _chosen(samples: BestOfNSamples, weights: Mapping[str, float], rank: str) -> np.ndarray:

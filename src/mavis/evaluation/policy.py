@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
+from mavis.evaluation.cost import mean_decoding_flops, prompt_lengths
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.objectives import score_all
 from mavis.paths import write_text_atomic
@@ -51,6 +52,14 @@ class PolicyEvaluation:
     mean_tokens: float = 0.0
     kl_kind: str = KL_ESTIMATE
     seconds: float = 0.0  # wall-clock time of the decoding (not the scoring)
+    scoring_seconds: float = 0.0  # of the reward calls inference needs (best-of-N), if any
+    flops: float = 0.0  # model FLOPs per answer at inference (`mavis.evaluation.cost`)
+
+    @property
+    def seconds_per_answer(self) -> float:
+        """Wall-clock seconds per answer at inference: decoding plus the reward calls it
+        needs (0 when not timed)."""
+        return (self.seconds + self.scoring_seconds) / self.samples if self.samples else 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -113,6 +122,8 @@ def evaluate_policy(decoder: MavisDecoder, prompts: Sequence[str | Prompt],
         mean_tokens=sum(len(o.token_ids) for o in outputs) / max(len(outputs), 1),
         seconds=seconds)
     summarise_answers(result, outputs, objectives, rewards)
+    result.flops = mean_decoding_flops(decoder, outputs, prompt_lengths(decoder, prompts),
+                                       settings.num_samples)
     if answers is not None:
         write_answers(answers, prompts, outputs, rewards, settings.num_samples)
     return result

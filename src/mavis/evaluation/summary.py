@@ -109,7 +109,8 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
     names = list(objectives)
     header = ["method", "weights", *[f"w_{n}" for n in names], "beta", "n",
               *[f"{n}{s}" for n in names for s in ("", "_se")], "kl", "kl_se", "kl_kind",
-              "kl_topk", "tv", "mean_tokens", "samples", "seconds"]
+              "kl_topk", "tv", "mean_tokens", "samples", "seconds", "scoring_seconds",
+              "seconds_per_answer", "flops_per_answer"]
     if summary is not None:
         header += ["hypervolume", "mip", "dominated_in_method", "dominated_overall"]
     with atomic_path(path) as temp, temp.open("w", newline="") as handle:
@@ -120,7 +121,7 @@ def write_points_csv(path: str | Path, results: Results, objectives: Sequence[st
                    point.beta, point.n or point.beams or "",
                    *[v for n in names for v in (p.reward[n], p.reward_se.get(n, ""))],
                    p.kl, p.kl_se, p.kl_kind, p.kl_topk, p.tv, p.mean_tokens, p.samples,
-                   p.seconds]
+                   p.seconds, p.scoring_seconds, p.seconds_per_answer, p.flops]
             if summary is not None:
                 row += [summary.hypervolume[point.method], summary.mip[point.method],
                         summary.dominated_in_method[point.key],

@@ -46,6 +46,18 @@ class Objective:
     def _score(self, prompts: list[str], responses: list[str]) -> Sequence[float]:
         raise NotImplementedError
 
+    def model_parameters(self) -> int:
+        """The weights of the neural model a call runs (0 for lexical and table rewards): what
+        one call costs, at about 2 FLOPs per weight per token of prompt and response. Found on
+        the objective's `model` or its embedder's (`_embedder.model`)."""
+        model = getattr(self, "model", None)
+        if model is None:
+            model = getattr(getattr(self, "_embedder", None), "model", None)
+        if model is None or not hasattr(model, "modules"):
+            return 0
+        return sum(m.weight.numel() for m in model.modules()
+                   if type(m).__name__ == "Linear" and getattr(m, "weight", None) is not None)
+
     def info(self) -> dict[str, str]:
         """Extra facts for `mavis objectives show` (e.g. held-out fit figures); may be costly."""
         return {}
