@@ -448,6 +448,12 @@ def test_api_key_is_enforced_when_set(models, decoder):
             assert refused.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(server.url + "/metrics").status_code == 401
         assert httpx.get(server.url + "/v1/models").status_code == 401
+        # the scheme is case-insensitive (RFC 7235); the key is not
+        for header in ("bearer s3cret-key", "BEARER s3cret-key", "Bearer  s3cret-key"):
+            assert httpx.get(server.url + "/v1/models",
+                             headers={"Authorization": header}).status_code == 200, header
+        assert httpx.get(server.url + "/v1/models",
+                         headers={"Authorization": "bearer S3CRET-KEY"}).status_code == 401
         assert httpx.get(server.url + "/health").status_code == 200  # probes need no key
         assert httpx.get(server.url + "/").status_code == 200  # the page asks for the key
         with pytest.raises(openai.AuthenticationError):
