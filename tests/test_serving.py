@@ -294,6 +294,27 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
     ("weights all zero", "completions", {**GOOD, "objective_weights": {"harmless": 0}}, 400,
      "objective_weights"),
     ("body over the cap", "completions", {**GOOD, "user": "x" * 1_000_001}, 413, None),
+    # a lone surrogate (JSON's "\ud800") is no Unicode text: a 400 naming its field
+    ("lone surrogate in a message", "chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}', 400,
+     "messages"),
+    ("lone surrogate in a text part", "chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", '
+     b'"text": "ok \\udfff"}]}]}', 400, "messages"),
+    ("lone surrogate in a prompt", "completions",
+     b'{"model": "tiny", "prompt": ["fine", "a\\udc00b"]}', 400, "prompt"),
+    ("lone surrogate in a stop string", "completions",
+     b'{"model": "tiny", "prompt": "hi", "stop": "\\ud800"}', 400, "stop"),
+    ("lone surrogate in user", "completions",
+     b'{"model": "tiny", "prompt": "hi", "user": "\\udbff"}', 400, "user"),
+    ("lone surrogate in an objective's name", "completions",
+     b'{"model": "tiny", "prompt": "hi", "objective_weights": {"\\ud800": 1}}', 400,
+     "objective_weights"),
+    ("lone surrogate in an unknown field's name", "completions",
+     b'{"model": "tiny", "prompt": "hi", "\\ud800": 1}', 400, None),
+    ("JSON nested too deeply", "completions", b"[" * 100_000, 400, None),
+    ("a number of 5000 digits", "completions",
+     b'{"model": "tiny", "prompt": "hi", "seed": ' + b"9" * 5000 + b"}", 400, None),
 ]
 
 

@@ -4,12 +4,14 @@
 Types are strict (a number given as a string, a boolean as a number, an unknown field are
 errors, as OpenAI's API has them); ranges and what the loaded models allow are checked in
 `planner.py`, where the model is known. `read_json` reads a body within the size cap, and
-`parse` turns a validation error into a 400 naming the field at fault.
+`parse` turns a validation error into a 400 naming the field at fault (a lone surrogate in any
+text, which JSON can spell but Unicode does not have, too).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from mavis.serving.errors import APIError, bad_request
 
 Model = TypeVar("Model", bound=BaseModel)
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Strict(BaseModel):
@@ -88,6 +91,7 @@ class ChatRequest(SamplingRequest):
 
 def parse(model: type[Model], data: Any) -> Model:
     """`data` (decoded JSON) as a `model`; a 400 naming the first field at fault otherwise."""
+    _refuse_lone_surrogates(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -114,6 +118,31 @@ def _is_type_tag(part: Any) -> bool:
                                        or part.startswith(("list[", "dict[", "function-")))
 
 
+def _refuse_lone_surrogates(data: Any) -> None:
+    """A 400 naming the field of a text (a value or a key, at any depth) with a lone surrogate
+    (JSON's "\\ud800" decodes to one): it is not Unicode text, and no tokenizer reads it."""
+    stack: list[tuple[Any, list[str]]] = [(data, [])]
+    while stack:  # not recursive: the depth of a body is the client's to choose
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, where, "a key of ")
+                stack.append((item, [*where, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*where, str(i)]) for i, item in enumerate(value))
+        else:
+            _check_text(value, where)
+
+
+def _check_text(value: Any, where: list[str], what: str = "") -> None:
+    found = LONE_SURROGATE.search(value) if isinstance(value, str) else None
+    if found:
+        path = ".".join(where) or "the request body"
+        raise bad_request(f"{what}{path} holds a lone surrogate ({found.group()!r} at character "
+                          f"{found.start()}), which is not Unicode text; send valid UTF-8",
+                          where[0] if where else None, "invalid_unicode")
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The request's body decoded as JSON: 413 when it is over `limit` bytes (checked before
     and while reading), 400 when it is not JSON."""
@@ -127,7 +156,9 @@ async def read_json(request: Request, limit: int) -> Any:
             raise _too_large(len(body), limit)
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply", None, "invalid_json") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or a number of more than 4300 digits
         raise bad_request(f"the request body is not valid JSON ({exc})", None,
                           "invalid_json") from None
 
