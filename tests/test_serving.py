@@ -4,10 +4,12 @@ with the official `openai` client and with raw HTTP."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -459,6 +461,25 @@ def test_a_failed_step_fails_its_requests_and_the_server_goes_on(models, decoder
         assert httpx.get(server.url + "/health").json()["running_rows"] == 0
 
 
+def test_a_client_that_goes_away_while_sending_its_body_is_a_499_not_a_500(server):
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ")
+            time.sleep(0.2)  # the handler is reading the body
+        wait_for(lambda: metric(server, "mavis_requests_total", route="/v1/completions",
+                                status="499") == 1)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert metric(server, "mavis_requests_total", route="/v1/completions", status="500") == 0
+    assert not errors, [record.getMessage() for record in errors]  # no traceback logged
+    assert httpx.post(f"{server.url}/v1/completions", json=GOOD).status_code == 200
+
+
 def test_api_key_is_enforced_when_set(models, decoder):
     spec = spec_for(models, api_key="s3cret-key")
     with BackgroundServer(create_app(decoder, spec)) as server:
@@ -487,8 +508,6 @@ def test_api_key_is_enforced_when_set(models, decoder):
 def test_the_announced_address_accepts_connections_before_the_server_runs():
     # `mavis serve` prints its address once the models have loaded, a moment before uvicorn
     # runs: a client that connects at once must wait in the backlog, not be refused
-    import socket
-
     sock = listening_socket("127.0.0.1", 0)
     try:
         with socket.create_connection(sock.getsockname()[:2], timeout=5):

@@ -15,9 +15,9 @@ import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from mavis.serving.errors import APIError, bad_request
+from mavis.serving.errors import APIError, bad_request, client_gone
 
 Model = TypeVar("Model", bound=BaseModel)
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -145,15 +145,19 @@ def _check_text(value: Any, where: list[str], what: str = "") -> None:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The request's body decoded as JSON: 413 when it is over `limit` bytes (checked before
-    and while reading), 400 when it is not JSON."""
+    and while reading), 400 when it is not JSON, 499 when the client went away while sending
+    it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
+    try:
+        async for piece in request.stream():
+            body += piece
+            if len(body) > limit:
+                raise _too_large(len(body), limit)
+    except ClientDisconnect:
+        raise client_gone() from None
     try:
         return json.loads(body)
     except RecursionError:
