@@ -3,8 +3,10 @@ must carry `Authorization: Bearer <key>` (the scheme in any case, as RFC 7235 ha
 compared in constant time; others get a 401 in OpenAI's error shape.
 
 Public: the playground page and its files (a browser cannot add the header to a page load;
-the page holds nothing secret and asks for the key before calling the API) and `/health` (load
-balancers probe it without credentials).
+the page holds nothing secret and asks for the key before calling the API), `/health` (load
+balancers probe it without credentials), and the API's description, `/openapi.json` and its
+page `/docs` (what the README says too; clients and fuzzers read it before they have a key,
+and the page's "Authorize" button takes the key for the calls it tries), as vLLM has them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mavis.serving.errors import APIError
 
-PUBLIC_PATHS = frozenset({"/", "/health", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/", "/health", "/favicon.ico", "/openapi.json", "/docs"})
 PUBLIC_PREFIXES = ("/playground/",)
 
 

@@ -5,7 +5,8 @@ Types are strict (a number given as a string, a boolean as a number, an unknown 
 errors, as OpenAI's API has them); ranges and what the loaded models allow are checked in
 `planner.py`, where the model is known. `read_json` reads a body within the size cap, and
 `parse` turns a validation error into a 400 naming the field at fault (a lone surrogate in any
-text, which JSON can spell but Unicode does not have, too).
+text, which JSON can spell but Unicode does not have, too). These models are also the request
+bodies of the published OpenAPI schema (`openapi.py`): their fields' descriptions are the API's.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import json
 import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
+from mavis.decoding.sampling import DEFAULT_BETA, DEFAULT_KL_BUDGET, SamplingSettings
 from mavis.serving.errors import APIError, bad_request, client_gone
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -48,16 +50,31 @@ class SamplingRequest(_Strict):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # mavis's fields
-    objective_weights: dict[str, float] | None = None
-    beta: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None  # vLLM's: keep candidates at least min_p x the most likely
-    kl_budget: float | None = None  # nats of KL per answer over plain top-k sampling
-    score: bool = False  # add every loaded objective's reward to each choice
-    ignore_eos: bool = False  # keep going past the end-of-sequence token (fixed lengths)
+    objective_weights: dict[str, float] | None = Field(None, description=(
+        "mavis: a weight per objective, e.g. {\"harmless\": 0.7, \"positive\": 0.3}, "
+        "relative (normalised to sum 1). Default: every loaded objective the same weight. "
+        "GET /v1/objectives names them."))
+    beta: float | None = Field(None, description=(
+        "mavis: guidance strength; 0 is plain top-k sampling from the reference. Neither beta "
+        f"nor kl_budget: beta up to {DEFAULT_BETA:g} under {DEFAULT_KL_BUDGET:g} nats of KL per "
+        "answer; a beta alone is a fixed beta."))
+    top_k: int | None = Field(None, description=(
+        "mavis: candidates per step, the most likely under the reference (default "
+        f"{SamplingSettings().top_k}, at most the vocabulary)."))
+    min_p: float | None = Field(None, description=(
+        "vLLM's: keep the candidates at least min_p times as likely as the most likely one "
+        "(0 to 1)."))
+    kl_budget: float | None = Field(None, description=(
+        "mavis: nats of KL per answer that steering may add over plain top-k sampling."))
+    score: bool = Field(False, description=(
+        "mavis: each choice also carries `scores`, every loaded objective's reward of it."))
+    ignore_eos: bool = Field(False, description=(
+        "mavis: keep going past the end-of-sequence token (fixed-length answers)."))
 
 
 class CompletionRequest(SamplingRequest):
+    """POST /v1/completions: OpenAI's fields, and mavis's."""
+
     prompt: str | list[str]
     logprobs: int | None = None
     echo: bool = False
@@ -83,10 +100,15 @@ class Message(_Strict):
 
 
 class ChatRequest(SamplingRequest):
+    """POST /v1/chat/completions: OpenAI's fields, and mavis's."""
+
     messages: list[Message]
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+
+
+REQUEST_MODELS = (CompletionRequest, ChatRequest)  # what the generation routes read
 
 
 def parse(model: type[Model], data: Any) -> Model:
