@@ -4,10 +4,12 @@ with the official `openai` client and with raw HTTP."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -299,6 +301,27 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
     ("weights all zero", "completions", {**GOOD, "objective_weights": {"harmless": 0}}, 400,
      "objective_weights"),
     ("body over the cap", "completions", {**GOOD, "user": "x" * 1_000_001}, 413, None),
+    # a lone surrogate (JSON's "\ud800") is no Unicode text: a 400 naming its field
+    ("lone surrogate in a message", "chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}', 400,
+     "messages"),
+    ("lone surrogate in a text part", "chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", '
+     b'"text": "ok \\udfff"}]}]}', 400, "messages"),
+    ("lone surrogate in a prompt", "completions",
+     b'{"model": "tiny", "prompt": ["fine", "a\\udc00b"]}', 400, "prompt"),
+    ("lone surrogate in a stop string", "completions",
+     b'{"model": "tiny", "prompt": "hi", "stop": "\\ud800"}', 400, "stop"),
+    ("lone surrogate in user", "completions",
+     b'{"model": "tiny", "prompt": "hi", "user": "\\udbff"}', 400, "user"),
+    ("lone surrogate in an objective's name", "completions",
+     b'{"model": "tiny", "prompt": "hi", "objective_weights": {"\\ud800": 1}}', 400,
+     "objective_weights"),
+    ("lone surrogate in an unknown field's name", "completions",
+     b'{"model": "tiny", "prompt": "hi", "\\ud800": 1}', 400, None),
+    ("JSON nested too deeply", "completions", b"[" * 100_000, 400, None),
+    ("a number of 5000 digits", "completions",
+     b'{"model": "tiny", "prompt": "hi", "seed": ' + b"9" * 5000 + b"}", 400, None),
 ]
 
 
@@ -459,6 +482,25 @@ def test_a_failed_step_fails_its_requests_and_the_server_goes_on(models, decoder
         assert httpx.get(server.url + "/health").json()["running_rows"] == 0
 
 
+def test_a_client_that_goes_away_while_sending_its_body_is_a_499_not_a_500(server):
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ")
+            time.sleep(0.2)  # the handler is reading the body
+        wait_for(lambda: metric(server, "mavis_requests_total", route="/v1/completions",
+                                status="499") == 1)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert metric(server, "mavis_requests_total", route="/v1/completions", status="500") == 0
+    assert not errors, [record.getMessage() for record in errors]  # no traceback logged
+    assert httpx.post(f"{server.url}/v1/completions", json=GOOD).status_code == 200
+
+
 def test_api_key_is_enforced_when_set(models, decoder):
     spec = spec_for(models, api_key="s3cret-key")
     with BackgroundServer(create_app(decoder, spec)) as server:
@@ -469,6 +511,12 @@ def test_api_key_is_enforced_when_set(models, decoder):
             assert refused.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(server.url + "/metrics").status_code == 401
         assert httpx.get(server.url + "/v1/models").status_code == 401
+        # the scheme is case-insensitive (RFC 7235); the key is not
+        for header in ("bearer s3cret-key", "BEARER s3cret-key", "Bearer  s3cret-key"):
+            assert httpx.get(server.url + "/v1/models",
+                             headers={"Authorization": header}).status_code == 200, header
+        assert httpx.get(server.url + "/v1/models",
+                         headers={"Authorization": "bearer S3CRET-KEY"}).status_code == 401
         assert httpx.get(server.url + "/health").status_code == 200  # probes need no key
         assert httpx.get(server.url + "/").status_code == 200  # the page asks for the key
         with pytest.raises(openai.AuthenticationError):
@@ -481,8 +529,6 @@ def test_api_key_is_enforced_when_set(models, decoder):
 def test_the_announced_address_accepts_connections_before_the_server_runs():
     # `mavis serve` prints its address once the models have loaded, a moment before uvicorn
     # runs: a client that connects at once must wait in the backlog, not be refused
-    import socket
-
     sock = listening_socket("127.0.0.1", 0)
     try:
         with socket.create_connection(sock.getsockname()[:2], timeout=5):

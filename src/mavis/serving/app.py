@@ -7,6 +7,7 @@ routes, the playground page, metrics, and errors in OpenAI's shape.
     GET  /health                                 liveness, and the batch and queue in rows
     GET  /metrics                                Prometheus text format
     GET  /                                       the playground page (assets/playground/)
+    GET  /openapi.json, /docs                    the API's description, and its page
 
 `build_app(spec)` loads the models a `ServerSpec` names; `create_app(decoder, spec)` serves an
 already loaded decoder (the tests' way). The engine's thread starts and stops with the app.
@@ -25,10 +26,11 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mavis import __version__
 from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.sampling import SamplingSettings
 from mavis.models.value_folder import read_value_config
@@ -36,14 +38,33 @@ from mavis.serving.auth import APIKeyMiddleware
 from mavis.serving.engine import Engine
 from mavis.serving.errors import APIError
 from mavis.serving.metrics import Metrics, RequestMetrics
+from mavis.serving.openapi import (
+    ANY_ERROR,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Health,
+    ModelCard,
+    ModelList,
+    ObjectiveList,
+    TextCompletion,
+    TextCompletionChunk,
+    answers,
+    documented,
+    publish,
+)
 from mavis.serving.planner import Planner
 from mavis.serving.routes import Generation
+from mavis.serving.schemas import ChatRequest, CompletionRequest
 from mavis.serving.scoring import Scorer, describe, is_reward
 from mavis.serving.spec import ServerSpec
 
 PLAYGROUND = Path(__file__).resolve().parent.parent / "assets" / "playground"
+DESCRIPTION = ("OpenAI's /v1/completions and /v1/chat/completions, guided by MAVIS value models: "
+               "each request picks its objective weights (objective_weights, beta, kl_budget; "
+               "GET /v1/objectives lists the objectives). Errors have OpenAI's shape.")
+# the paths /metrics counts by name (the rest count as "other"): the app's routes
 ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/objectives",
-                    "/health", "/metrics", "/"})
+                    "/health", "/metrics", "/", "/openapi.json", "/docs"})
 
 
 def build_app(spec: ServerSpec) -> FastAPI:
@@ -69,11 +90,14 @@ def create_app(decoder: MavisDecoder, spec: ServerSpec) -> FastAPI:
             engine.stop()
             scorer.close()
 
-    app = FastAPI(title="mavis", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="mavis", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, openapi_url="/openapi.json", docs_url="/docs",
+                  redoc_url=None, swagger_ui_oauth2_redirect_url=None, responses=ANY_ERROR)
     app.state.engine, app.state.metrics, app.state.spec = engine, metrics, spec
-    app.add_api_route("/v1/completions", generation.completions, methods=["POST"])
-    app.add_api_route("/v1/chat/completions", generation.chat, methods=["POST"])
+    app.add_api_route("/v1/completions", generation.completions, methods=["POST"],
+                      **documented(CompletionRequest, TextCompletion, TextCompletionChunk))
+    app.add_api_route("/v1/chat/completions", generation.chat, methods=["POST"],
+                      **documented(ChatRequest, ChatCompletion, ChatCompletionChunk))
     _information_routes(app, decoder, spec, engine, metrics)
     app.mount("/playground", StaticFiles(directory=PLAYGROUND), name="playground")
     app.add_exception_handler(APIError, _api_error)
@@ -82,6 +106,7 @@ def create_app(decoder: MavisDecoder, spec: ServerSpec) -> FastAPI:
     app.add_middleware(APIKeyMiddleware, api_key=spec.api_key)
     app.add_middleware(RequestMetrics, metrics=metrics, routes=ROUTES)
     app.add_middleware(ReplicaHeader)
+    publish(app, secured=spec.api_key is not None)
     return app
 
 
@@ -93,36 +118,42 @@ def _information_routes(app: FastAPI, decoder: MavisDecoder, spec: ServerSpec, e
     objectives = objective_table(decoder, spec)
     vocab = int(decoder.reference.config.vocab_size)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", **answers(ModelList))
     async def models() -> dict[str, Any]:
+        """The one model served (its `id` is what requests name as `model`)."""
         return {"object": "list", "data": [model]}
 
-    @app.get("/v1/models/{name:path}")
+    @app.get("/v1/models/{name:path}", **answers(ModelCard))
     async def one_model(name: str) -> dict[str, Any]:
+        """The model served, by its id (404 for any other)."""
         if name != spec.name:
             raise APIError(404, f"the model {name!r} does not exist on this server; it serves "
                            f"{spec.name!r}", param="model", code="model_not_found")
         return model
 
-    @app.get("/v1/objectives")
+    @app.get("/v1/objectives", **answers(ObjectiveList))
     async def list_objectives() -> dict[str, Any]:
+        """The objectives `objective_weights` may name, the value model behind each, and the
+        server's defaults and caps."""
         limits, default = spec.limits, SamplingSettings()
         return {"object": "list", "data": objectives, "default_beta": default.beta,
                 "default_kl_budget": default.kl_budget,
                 "default_top_k": min(default.top_k, vocab), "max_top_k": vocab,
                 "max_tokens": limits.max_tokens, "default_max_tokens": limits.default_max_tokens}
 
-    @app.get("/health")
+    @app.get("/health", **answers(Health))
     async def health() -> dict[str, Any]:
+        """Liveness (no API key needed), and the rows running and waiting."""
         return {"status": "ok", "model": spec.name, "running_rows": engine.running_rows,
                 "queued_rows": engine.queued_rows, "replica": REPLICA}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
+        """The server's metrics in Prometheus's text format."""
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/")
+    @app.get("/", include_in_schema=False)  # a page, not the API
     async def playground() -> FileResponse:
         return FileResponse(PLAYGROUND / "index.html")
 

@@ -28,7 +28,7 @@ import torch
 from mavis.decoding.batch import Batch
 from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.state import DecodingState
-from mavis.serving.errors import APIError
+from mavis.serving.errors import APIError, client_gone
 from mavis.serving.jobs import Delta, Done, Failed, Job
 from mavis.serving.metrics import Metrics
 from mavis.serving.spec import ServerLimits
@@ -36,8 +36,6 @@ from mavis.serving.text import safe_delta
 
 log = logging.getLogger("mavis.serving")
 IDLE_WAIT_S = 1.0
-# nginx's code for "client closed request": nobody reads it, the handler only stops waiting
-CLIENT_GONE = APIError(499, "the client closed the request", code="client_closed_request")
 
 
 @dataclass
@@ -139,7 +137,7 @@ class Engine:
         if len(keep) < len(self._slots):
             gone = {id(s.job): s.job for s in self._slots if s.job.cancelled}
             for job in gone.values():
-                job.send(Failed(CLIENT_GONE))
+                job.send(Failed(client_gone()))
             self.metrics.cancelled_rows.inc(len(self._slots) - len(keep))
             self._keep(keep)
 
@@ -152,7 +150,7 @@ class Engine:
                 job = self._pending.popleft()
                 self._pending_rows -= job.size
                 if job.cancelled:
-                    job.send(Failed(CLIENT_GONE))
+                    job.send(Failed(client_gone()))
                 else:
                     jobs.append(job)
                     room -= job.size

@@ -37,3 +37,9 @@ class APIError(Exception):
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     """A 400: the request asks for something this server cannot do as asked."""
     return APIError(400, message, param=param, code=code)
+
+
+def client_gone() -> APIError:
+    """A 499 (nginx's "client closed request"): the client went away before its answer; nobody
+    reads it, but the metrics count it as what it was rather than a 500."""
+    return APIError(499, "the client closed the request", code="client_closed_request")

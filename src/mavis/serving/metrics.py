@@ -1,7 +1,8 @@
 """The server's Prometheus metrics (`GET /metrics`), kept with `prometheus_client` in a registry
 of the server's own (two servers in one process, as in the tests, do not mix their counts).
 
-    mavis_requests_total{route,status}          HTTP requests answered
+    mavis_requests_total{route,status}          HTTP requests answered (499: the client went
+                                                away first, while sending or waiting)
     mavis_request_latency_seconds{route}        from request to the end of the response
     mavis_prompt_tokens_total                   prompt tokens admitted
     mavis_generated_tokens_total                tokens generated

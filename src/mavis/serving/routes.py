@@ -43,10 +43,14 @@ class Generation:
         self.engine, self.planner, self.scorer, self.spec = engine, planner, scorer, spec
 
     async def completions(self, request: Request) -> Response:
+        """OpenAI's text completions, each choice guided by the request's objective weights,
+        with its KL to the reference (and, with `score`, every objective's reward)."""
         parsed = parse(CompletionRequest, await read_json(request, self.spec.limits.max_body_bytes))
         return await self._answer(request, parsed, self.planner.completion(parsed), chat=False)
 
     async def chat(self, request: Request) -> Response:
+        """OpenAI's chat completions, each choice guided by the request's objective weights,
+        with its KL to the reference (and, with `score`, every objective's reward)."""
         parsed = parse(ChatRequest, await read_json(request, self.spec.limits.max_body_bytes))
         return await self._answer(request, parsed, self.planner.chat(parsed), chat=True)
 

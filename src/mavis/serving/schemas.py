@@ -4,20 +4,25 @@
 Types are strict (a number given as a string, a boolean as a number, an unknown field are
 errors, as OpenAI's API has them); ranges and what the loaded models allow are checked in
 `planner.py`, where the model is known. `read_json` reads a body within the size cap, and
-`parse` turns a validation error into a 400 naming the field at fault.
+`parse` turns a validation error into a 400 naming the field at fault (a lone surrogate in any
+text, which JSON can spell but Unicode does not have, too). These models are also the request
+bodies of the published OpenAPI schema (`openapi.py`): their fields' descriptions are the API's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
 
-from mavis.serving.errors import APIError, bad_request
+from mavis.decoding.sampling import DEFAULT_BETA, DEFAULT_KL_BUDGET, SamplingSettings
+from mavis.serving.errors import APIError, bad_request, client_gone
 
 Model = TypeVar("Model", bound=BaseModel)
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Strict(BaseModel):
@@ -45,16 +50,31 @@ class SamplingRequest(_Strict):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # mavis's fields
-    objective_weights: dict[str, float] | None = None
-    beta: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None  # vLLM's: keep candidates at least min_p x the most likely
-    kl_budget: float | None = None  # nats of KL per answer over plain top-k sampling
-    score: bool = False  # add every loaded objective's reward to each choice
-    ignore_eos: bool = False  # keep going past the end-of-sequence token (fixed lengths)
+    objective_weights: dict[str, float] | None = Field(None, description=(
+        "mavis: a weight per objective, e.g. {\"harmless\": 0.7, \"positive\": 0.3}, "
+        "relative (normalised to sum 1). Default: every loaded objective the same weight. "
+        "GET /v1/objectives names them."))
+    beta: float | None = Field(None, description=(
+        "mavis: guidance strength; 0 is plain top-k sampling from the reference. Neither beta "
+        f"nor kl_budget: beta up to {DEFAULT_BETA:g} under {DEFAULT_KL_BUDGET:g} nats of KL per "
+        "answer; a beta alone is a fixed beta."))
+    top_k: int | None = Field(None, description=(
+        "mavis: candidates per step, the most likely under the reference (default "
+        f"{SamplingSettings().top_k}, at most the vocabulary)."))
+    min_p: float | None = Field(None, description=(
+        "vLLM's: keep the candidates at least min_p times as likely as the most likely one "
+        "(0 to 1)."))
+    kl_budget: float | None = Field(None, description=(
+        "mavis: nats of KL per answer that steering may add over plain top-k sampling."))
+    score: bool = Field(False, description=(
+        "mavis: each choice also carries `scores`, every loaded objective's reward of it."))
+    ignore_eos: bool = Field(False, description=(
+        "mavis: keep going past the end-of-sequence token (fixed-length answers)."))
 
 
 class CompletionRequest(SamplingRequest):
+    """POST /v1/completions: OpenAI's fields, and mavis's."""
+
     prompt: str | list[str]
     logprobs: int | None = None
     echo: bool = False
@@ -80,14 +100,20 @@ class Message(_Strict):
 
 
 class ChatRequest(SamplingRequest):
+    """POST /v1/chat/completions: OpenAI's fields, and mavis's."""
+
     messages: list[Message]
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
 
 
+REQUEST_MODELS = (CompletionRequest, ChatRequest)  # what the generation routes read
+
+
 def parse(model: type[Model], data: Any) -> Model:
     """`data` (decoded JSON) as a `model`; a 400 naming the first field at fault otherwise."""
+    _refuse_lone_surrogates(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -114,20 +140,51 @@ def _is_type_tag(part: Any) -> bool:
                                        or part.startswith(("list[", "dict[", "function-")))
 
 
+def _refuse_lone_surrogates(data: Any) -> None:
+    """A 400 naming the field of a text (a value or a key, at any depth) with a lone surrogate
+    (JSON's "\\ud800" decodes to one): it is not Unicode text, and no tokenizer reads it."""
+    stack: list[tuple[Any, list[str]]] = [(data, [])]
+    while stack:  # not recursive: the depth of a body is the client's to choose
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, where, "a key of ")
+                stack.append((item, [*where, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*where, str(i)]) for i, item in enumerate(value))
+        else:
+            _check_text(value, where)
+
+
+def _check_text(value: Any, where: list[str], what: str = "") -> None:
+    found = LONE_SURROGATE.search(value) if isinstance(value, str) else None
+    if found:
+        path = ".".join(where) or "the request body"
+        raise bad_request(f"{what}{path} holds a lone surrogate ({found.group()!r} at character "
+                          f"{found.start()}), which is not Unicode text; send valid UTF-8",
+                          where[0] if where else None, "invalid_unicode")
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The request's body decoded as JSON: 413 when it is over `limit` bytes (checked before
-    and while reading), 400 when it is not JSON."""
+    and while reading), 400 when it is not JSON, 499 when the client went away while sending
+    it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
+    try:
+        async for piece in request.stream():
+            body += piece
+            if len(body) > limit:
+                raise _too_large(len(body), limit)
+    except ClientDisconnect:
+        raise client_gone() from None
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply", None, "invalid_json") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or a number of more than 4300 digits
         raise bad_request(f"the request body is not valid JSON ({exc})", None,
                           "invalid_json") from None
 
