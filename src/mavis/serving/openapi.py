@@ -57,6 +57,8 @@ class _MavisChoice(_Body):
     kl_budget: float | None = Field(description="mavis: the KL budget per answer, when one "
                                     "chose each step's beta")
     top_k: int = Field(description="mavis: candidates per step")
+    value: float | None = Field(description="mavis: the weighted value of the finished answer "
+                                "(null when unguided); `best_of` ranks by it")
     scores: dict[str, float] | None = Field(None, description="mavis, with `score`: every "
                                             "loaded objective's reward of the answer")
 
@@ -128,6 +130,7 @@ class _MavisLastChunk(_Body):
     beta: float | None = None
     kl_budget: float | None = None
     top_k: int | None = None
+    value: float | None = None
     scores: dict[str, float] | None = None
 
 

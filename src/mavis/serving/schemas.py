@@ -78,7 +78,10 @@ class CompletionRequest(SamplingRequest):
     prompt: str | list[str]
     logprobs: int | None = None
     echo: bool = False
-    best_of: int | None = None
+    best_of: int | None = Field(None, description=(
+        "mavis: MAVIS + value rerank: this many candidates per prompt, the n of highest value "
+        "(the value models' own value of the finished answer) returned; needs guidance, not "
+        "streamed"))
     suffix: str | None = None
 
 
