@@ -1,0 +1,281 @@
+"""Reward against cost: MAVIS, its search modes and best-of-N from pi_ref, measured in one run.
+
+    python reports/compute/compute.py --limit 24            # 48 held-out prompts (resumes)
+    python reports/compute/compute.py --limit 24 --report   # tables and plots from what is saved
+
+Every answer is sampled once and kept (answers/*.jsonl, with its rewards, KL, value, tokens and
+value-model tokens); best-of-N for smaller N uses the first N of each prompt's answers (they
+are i.i.d. draws), so N = 1, 2, 4, ..., 16 of pi_ref and N = 1, 2, 4, ... of MAVIS cost one
+sampling pass each. Per answer:
+
+    seconds   measured: the sampler's wall-clock time per answer, batched as `mavis evaluate`
+              and `mavis pareto` batch (16 rows), on this machine's threads, x N, plus the
+              reward calls' measured time x N when the reward models choose; and at batch 1
+              (a timing pass over the first prompts)
+    FLOPs     counted (`mavis.evaluation.cost`): transfers to a GPU
+
+Cases: each bundled objective at weight 1, and 0.5/0.5 on the two trade-off pairs. Methods:
+pi_ref; best-of-N by reward; MAVIS (default guidance: beta up to 16 under 10 nats per answer);
+MAVIS + best-of-N by reward (`mavis-bon`); MAVIS + value rerank (`mavis-rerank`, no reward
+model at inference). KL: equation 7 for single answers; best-of-N's is the chosen answers'
+measured log-ratio plus log N - (N-1)/N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent  # where the answers and the report go (--out)
+CASES = {"relevant": {"relevant": 1.0}, "harmless": {"harmless": 1.0},
+         "positive": {"positive": 1.0},
+         "relevant+harmless": {"relevant": 0.5, "harmless": 0.5},
+         "relevant+positive": {"relevant": 0.5, "positive": 0.5}}
+OBJECTIVES = ["relevant", "harmless", "positive"]
+
+
+def prompts(limit: int) -> list:
+    from mavis.models.loading import load_tokenizer
+    from mavis.prompts import load_prompts
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    return [p for name in ("chitchat", "harmful")
+            for p in load_prompts(name, "test", tokenizer=tokenizer, limit=limit)]
+
+
+def sample(decoder, chosen, out: Path, n: int, **fields) -> dict:
+    """n answers per prompt (kept in `out`, reused when there), their rewards, the time."""
+    if out.exists():
+        return json.loads(out.read_text())
+    from mavis.evaluation.cost import decoding_flops, prompt_lengths
+    from mavis.objectives import score_all
+
+    started = time.perf_counter()
+    answers = decoder.generate(chosen, num_samples=n, batch_size=16, seed=0, max_new_tokens=48,
+                               progress=True, **fields)
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    rewards = score_all(OBJECTIVES, [a.prompt for a in answers], [a.text for a in answers])
+    scoring = time.perf_counter() - started
+    lengths = prompt_lengths(decoder, chosen)
+    rows = [{"prompt": i // n, "text": a.text, "kl": a.kl, "kl_topk": a.kl_topk,
+             "value": a.value, "tokens": len(a.token_ids), "beta": a.mean_beta,
+             "flops": decoding_flops(decoder, a, lengths[i // n]),
+             "rewards": {k: float(v[i]) for k, v in rewards.items()}}
+            for i, a in enumerate(answers)]
+    data = {"n": n, "prompts": len(chosen), "seconds": seconds, "scoring_seconds": scoring,
+            "answers": rows, "fields": {k: v for k, v in fields.items()}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_suffix(".tmp")
+    temp.write_text(json.dumps(data))
+    temp.replace(out)
+    return data
+
+
+def batch_one_seconds(decoder, chosen, out: Path, **fields) -> float:
+    """Seconds per answer at batch 1 over `chosen` (kept in `out`)."""
+    if out.exists():
+        return json.loads(out.read_text())["seconds_per_answer"]
+    started = time.perf_counter()
+    decoder.generate(chosen, batch_size=1, seed=0, max_new_tokens=48, **fields)
+    per_answer = (time.perf_counter() - started) / len(chosen)
+    out.write_text(json.dumps({"seconds_per_answer": per_answer, "answers": len(chosen)}))
+    return per_answer
+
+
+def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int) -> None:
+    from mavis.decoding.decoder import MavisDecoder
+    from mavis.models.bundled import bundled_value_models
+
+    chosen = prompts(limit)
+    folders = sorted({str(f) for f in bundled_value_models().values()})
+    decoder = MavisDecoder.load("smollm2-135m-instruct", folders)
+    answers = HERE / "answers"
+    print(f"{len(chosen)} prompts", file=sys.stderr)
+    sample(decoder, chosen, answers / "pi_ref.json", plain_n, beta=0.0)
+    for case, weights in CASES.items():
+        sample(decoder, chosen, answers / f"mavis-{case}.json", guided_n, weights=weights)
+    timing = chosen[:timing_prompts]
+    batch_one_seconds(decoder, timing, answers / "batch1-pi_ref.json", beta=0.0)
+    for case, weights in CASES.items():
+        batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}.json",
+                          weights=weights)
+
+
+def pick(data: dict, n: int, weights: dict[str, float], rank: str) -> list[dict]:
+    """Per prompt, the best of its first n answers (by weighted reward, or by value)."""
+    groups: dict[int, list[dict]] = {}
+    for row in data["answers"]:
+        groups.setdefault(row["prompt"], []).append(row)
+    best = []
+    for rows in groups.values():
+        first = rows[:n]
+        if rank == "value":
+            best.append(max(first, key=lambda r: r["value"]))
+        else:
+            best.append(max(first, key=lambda r: sum(w * r["rewards"][k]
+                                                       for k, w in weights.items())))
+    return best
+
+
+def summary(kept: list[dict], weights: dict[str, float], n: int) -> dict:
+    def mean_se(values):
+        values = np.asarray(values, dtype=float)
+        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+    weighted = [sum(w * r["rewards"][k] for k, w in weights.items()) for r in kept]
+    bound = math.log(n) - (n - 1) / n if n > 1 else 0.0
+    reward, se = mean_se(weighted)
+    return {"reward": reward, "reward_se": se,
+            "kl": float(np.mean([r["kl"] for r in kept])) + bound,
+            "kl_topk": float(np.mean([r["kl_topk"] for r in kept])) + bound,
+            **{f"reward_{k}": float(np.mean([r["rewards"][k] for r in kept]))
+               for k in OBJECTIVES}}
+
+
+def points(case: str, limit_n: dict) -> list[dict]:
+    """Every method's point for one case, with its cost relative to pi_ref's one answer."""
+    from mavis.evaluation.cost import reward_flops
+
+    answers = HERE / "answers"
+    weights = CASES[case]
+    plain = json.loads((answers / "pi_ref.json").read_text())
+    guided = json.loads((answers / f"mavis-{case}.json").read_text())
+    weighted_objectives = [k for k, w in weights.items() if w > 0]
+    rows = []
+    for name, data, ns, ranks in (("best-of", plain, limit_n["plain"], ["reward"]),
+                                  ("MAVIS", guided, limit_n["guided"], ["reward", "value"])):
+        answers_per = len(data["answers"])
+        per_answer = data["seconds"] / answers_per
+        scoring = data["scoring_seconds"] / answers_per  # all objectives; an upper bound
+        flops = float(np.mean([r["flops"] for r in data["answers"]]))
+        tokens = float(np.mean([r["tokens"] for r in data["answers"]]))
+        for n in ns:
+            for rank in (ranks if n > 1 else ["reward"]):
+                kept = pick(data, n, weights, rank)
+                label = _label(name, n, rank)
+                uses_reward = n > 1 and rank == "reward"
+                seconds = n * per_answer + (n * scoring if uses_reward else 0.0)
+                cost = n * flops + (n * reward_flops(weighted_objectives, 0, int(tokens))
+                                    if uses_reward else 0.0)
+                rows.append({"case": case, "method": label, "n": n, "rank": rank,
+                             "seconds_per_answer": seconds, "flops_per_answer": cost,
+                             **summary(kept, weights, n)})
+    reference = next(r for r in rows if r["method"] == "pi_ref")
+    for row in rows:
+        row["relative_seconds"] = row["seconds_per_answer"] / reference["seconds_per_answer"]
+        row["relative_flops"] = row["flops_per_answer"] / reference["flops_per_answer"]
+        row["gain"] = row["reward"] - reference["reward"]
+    return rows
+
+
+def _label(name: str, n: int, rank: str) -> str:
+    if name == "best-of":
+        return "pi_ref" if n == 1 else f"best-of-{n}"
+    if n == 1:
+        return "MAVIS"
+    return f"MAVIS+{'rerank' if rank == 'value' else 'best-of'}-{n}"
+
+
+def report(limit_n: dict) -> None:
+    rows = [row for case in CASES for row in points(case, limit_n)]
+    answers = HERE / "answers"
+    batch_one = {}
+    for case in CASES:
+        plain = json.loads((answers / "batch1-pi_ref.json").read_text())["seconds_per_answer"]
+        guided = json.loads((answers / f"batch1-mavis-{case}.json").read_text())
+        batch_one[case] = guided["seconds_per_answer"] / plain
+    (HERE / "points.json").write_text(json.dumps({"points": rows, "batch1_mavis_relative":
+                                                  batch_one}, indent=2))
+    lines = equal_cost_table(rows, batch_one)
+    (HERE / "tables.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows)
+
+
+def equal_cost_table(rows: list[dict], batch_one: dict) -> list[str]:
+    """Per case: MAVIS with one answer against best-of-N at the same or higher measured cost
+    (N = the smallest whole number >= MAVIS's time relative to pi_ref's)."""
+    lines = ["| case | MAVIS gain | its KL over top-k | relative time (batch 16) | (batch 1) | "
+             "N | best-of-N gain | its KL | MAVIS wins (KL over top-k <= 10) | best MAVIS mode "
+             "at <= N's cost |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | --- |"]
+    for case in CASES:
+        own = [r for r in rows if r["case"] == case]
+        mavis = next(r for r in own if r["method"] == "MAVIS")
+        n = max(2, math.ceil(mavis["relative_seconds"] - 1e-9))
+        bon = min((r for r in own if r["method"].startswith("best-of-") and r["n"] >= n),
+                  key=lambda r: r["n"], default=None)
+        modes = [r for r in own if r["method"].startswith("MAVIS")
+                 and bon is not None and r["relative_seconds"] <= bon["relative_seconds"]]
+        best = max(modes, key=lambda r: r["reward"]) if modes else None
+        wins = bon is not None and mavis["gain"] > bon["gain"] and mavis["kl_topk"] <= 10
+        baseline = (f"{bon['n']} | {bon['gain']:+.3f} | {bon['kl']:.1f}" if bon else
+                    "more than measured | | ")
+        lines.append(
+            f"| {case} | {mavis['gain']:+.3f} ± {mavis['reward_se']:.3f} | "
+            f"{mavis['kl_topk']:.1f} | {mavis['relative_seconds']:.2f} | "
+            f"{batch_one[case]:.2f} | {baseline} | {'yes' if wins else 'no'} | "
+            + (f"{best['method']} {best['gain']:+.3f} |" if best else " |"))
+    return lines
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CASES), figsize=(4.2 * len(CASES), 3.8), sharey=False)
+    for ax, case in zip(axes, CASES, strict=True):
+        own = [r for r in rows if r["case"] == case]
+        for family, marker in (("best-of", "o"), ("MAVIS+best-of", "s"), ("MAVIS+rerank", "^")):
+            members = sorted((r for r in own if _family(r["method"]) == family),
+                             key=lambda r: r["relative_seconds"])
+            ax.errorbar([r["relative_seconds"] for r in members],
+                        [r["reward"] for r in members],
+                        yerr=[r["reward_se"] for r in members], marker=marker, capsize=2,
+                        label=family)
+        mavis = next(r for r in own if r["method"] == "MAVIS")
+        ax.errorbar([mavis["relative_seconds"]], [mavis["reward"]], yerr=[mavis["reward_se"]],
+                    marker="*", markersize=12, color="black", label="MAVIS", linestyle="")
+        ax.set_xscale("log", base=2)
+        ax.set_title(case)
+        ax.set_xlabel("seconds per answer / pi_ref's (batch 16)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("weighted reward (held-out prompts)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "reward-vs-cost.png", dpi=120)
+
+
+def _family(method: str) -> str:
+    if method == "pi_ref":
+        return "best-of"
+    return method.rsplit("-", 1)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=24, help="prompts per set")
+    parser.add_argument("--timing-prompts", type=int, default=8)
+    parser.add_argument("--guided-n", type=int, default=4)
+    parser.add_argument("--plain-n", type=int, default=16)
+    parser.add_argument("--report", action="store_true", help="only the tables and plot")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    globals()["HERE"] = args.out
+    if not args.report:
+        measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n)
+    powers = lambda top: [n for n in (1, 2, 4, 8, 16) if n <= top]  # noqa: E731
+    report({"plain": powers(args.plain_n), "guided": powers(args.guided_n)})
+
+
+if __name__ == "__main__":
+    main()
