@@ -67,7 +67,7 @@ def distill_args(lm: Path, trees: Path, teacher: Path) -> list[str]:
     return ["distill", "--teacher", f"a_rate={teacher}", "--data", str(trees), "--base",
             str(lm), "--num-layers", "1", "--epochs", "2", "--batch-size", "48", "--lr", "1e-2",
             "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--warmup-steps", "2",
-            "--eval-every", "4", "--validation-fraction", "0.2"]
+            "--eval-every", "4", "--validation-fraction", "0.2", "--device", "cpu"]
 
 
 def free_port() -> int:
@@ -83,7 +83,7 @@ def launch(plan: list[dict], folder: Path, timeout: float = 300) -> str:
     port = str(free_port())
     source = str(Path(mavis.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": port,
+           "MASTER_PORT": port, "CUDA_VISIBLE_DEVICES": "",  # CPU processes (gloo) anywhere
            "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", port, str(WORKER),

@@ -157,6 +157,8 @@ def distill_command(
     = _T.eval_every,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N steps (resumable).")]
     = _T.max_steps,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
+    = _T.device,
     resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
@@ -175,6 +177,7 @@ def distill_command(
         lora_dropout=lora_dropout, lr=lr, warmup_steps=warmup_steps, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps,
         validation_fraction=validation_fraction, eval_every=eval_every or None, seed=seed,
+        device=device,
     )
     with resume_hint("continue with the same command and --resume"):
         report = distill(teachers, base, data, out, config=config, resume=resume)
