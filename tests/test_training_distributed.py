@@ -41,6 +41,8 @@ from mavis.trees.store import read_trees
 WORKER = Path(__file__).with_name("distributed_worker.py")
 STOP_BY_ONE = {"rank": 1, "step": 4, "how": "self"}    # SIGINT seen by process 1 alone
 STOP_BY_LAUNCHER = {"rank": 0, "step": 7, "how": "wait"}  # SIGTERM to torchrun, forwarded
+# batches of 3 nodes: in some, all 3 are siblings, and process 0 has no read of its own
+SMALL_BATCHES = ["--batch-size", "3", "--epochs", "1", "--eval-every", "0"]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(),
                                 reason="this torch has no gloo backend: no group of CPU "
@@ -121,9 +123,11 @@ def runs(tmp_path_factory, tiny_lm, trees) -> Runs:
     assert main([*args, "--out", str(root / "one")]) == 0
     assert main([*args, "--max-steps", "2", "--out", str(root / "one-then-two")]) == 0
     assert main([*distill, "--out", str(root / "distill-one")]) == 0
+    assert main([*args, *SMALL_BATCHES, "--out", str(root / "small-one")]) == 0
     plan = [{"argv": [*args, "--out", str(root / "two")]},
             {"argv": [*args, "--out", str(root / "one-then-two"), "--resume"]},
             {"argv": [*distill, "--out", str(root / "distill-two")]},
+            {"argv": [*args, *SMALL_BATCHES, "--out", str(root / "small-two")]},
             {"argv": [*args, "--out", str(root / "stopped-by-one")], "stop": STOP_BY_ONE},
             {"argv": [*args, "--out", str(root / "stopped-by-launcher")],
              "stop": STOP_BY_LAUNCHER}]
@@ -177,11 +181,19 @@ def assert_same_run(a: Path, b: Path) -> None:
 def test_two_processes_train_the_model_one_process_trains(runs):
     """--batch-size 16 is the global batch: two processes of 8 reads each give the model,
     the validation figures and the steps of one process."""
-    assert runs.codes == {0: [0, 0, 0, 130, 130], 1: [0, 0, 0, 130, 130]}, runs.log[-4000:]
+    assert runs.codes == {0: [0, 0, 0, 0, 130, 130], 1: [0, 0, 0, 0, 130, 130]}, \
+        runs.log[-4000:]
     assert_same_run(runs.root / "one", runs.root / "two")
     report = json.loads((runs.root / "two" / "report.json").read_text())
     assert report["steps"] == report["total_steps"] == 10
     assert report["config"]["batch_size"] == 16
+
+
+def test_a_process_without_reads_in_a_step_still_takes_it(runs):
+    """Where a global batch is one group of siblings, one process trains on nothing (one read
+    weighted 0, for DDP's sake): still the one-process model."""
+    assert_same_run(runs.root / "small-one", runs.root / "small-two")
+    assert json.loads((runs.root / "small-two" / "report.json").read_text())["steps"] == 24
 
 
 def test_only_the_first_process_writes(runs):
