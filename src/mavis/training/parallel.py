@@ -16,6 +16,10 @@ forward and a backward on one read, weighted 0: DDP needs every process in every
 Validation and the teachers of a distillation are sharded by batches and gathered back into
 one-process order (`gather_in_order`); the first process alone writes files, and the others
 wait for it where they read them. Nothing here communicates with one process.
+
+The processes start from the same seeded model; dropout draws its masks from a stream per
+process (`seed_process`), so with LoRA dropout two process counts train equally valid but not
+equal models; without it they train the same one up to float rounding.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ def shard_batch(units: list[Unit], parent: np.ndarray, world: int, rank: int, *,
         return Shard(units, count, pair_count)
     owner = _owners(nodes, parent, world)
     offsets = np.cumsum([0] + [unit.num_reads for unit in units])
-    mine = [sub_unit(unit, np.flatnonzero(owner[offsets[i]:offsets[i + 1]] == rank))
-            for i, unit in enumerate(units) if (owner[offsets[i]:offsets[i + 1]] == rank).any()]
+    reads = [np.flatnonzero(owner[offsets[i]:offsets[i + 1]] == rank) for i in range(len(units))]
+    mine = [sub_unit(unit, own) for unit, own in zip(units, reads, strict=True) if len(own)]
     if not mine:
         return Shard([sub_unit(units[0], [0])], count, pair_count, empty=True)
     return Shard(mine, count, pair_count)
