@@ -41,6 +41,14 @@ def _summary(report: dict) -> str:
     return "  ".join(parts)
 
 
+def _show(report: dict, json_output: bool) -> None:
+    """Print the report, once: by the first process of a data-parallel run."""
+    from mavis.training.parallel import is_main_process
+
+    if is_main_process():
+        typer.echo(json.dumps(report, indent=2) if json_output else _summary(report))
+
+
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Tree file (HDF5) from data collection.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; the model is OUT/best "
@@ -58,7 +66,9 @@ def train_command(
         "(default: one model per objective, as in the paper).")] = False,
     zeta: Annotated[float, typer.Option(help="KL multiplier of equation 6.")] = _T.zeta,
     epochs: Annotated[int, typer.Option(help="Epochs. " + _PAPER)] = _T.epochs,
-    batch_size: Annotated[int, typer.Option(help="Nodes per step. " + _PAPER)] = _T.batch_size,
+    batch_size: Annotated[int, typer.Option(
+        help="Nodes per step, over all processes (the global batch). " + _PAPER)]
+    = _T.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor). " + _PAPER)]
     = _T.lr,
     warmup_steps: Annotated[int, typer.Option(help="Warm-up steps. " + _PAPER)]
@@ -122,7 +132,7 @@ def train_command(
     )
     with resume_hint("continue with the same command and --resume"):
         report = train(config, data, out, resume=resume)
-    typer.echo(json.dumps(report, indent=2) if json_output else _summary(report))
+    _show(report, json_output)
 
 
 def distill_command(
@@ -136,17 +146,21 @@ def distill_command(
     num_layers: Annotated[int | None, typer.Option(help="Student backbone layers.")]
     = _T.num_layers,
     epochs: Annotated[int, typer.Option(help="Epochs.")] = _T.epochs,
-    batch_size: Annotated[int, typer.Option(help="Completion tokens per step.")] = 256,
+    batch_size: Annotated[int, typer.Option(
+        help="Completion tokens per step, over all processes (the global batch).")] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adafactor).")] = _T.lr,
     warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = _T.warmup_steps,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (0: whole backbone).")] = _T.lora_r,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = _T.lora_alpha,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = _T.lora_dropout,
     validation_fraction: Annotated[float, typer.Option(help="Share of prompts held out.")]
     = _T.validation_fraction,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: epoch ends).")]
     = _T.eval_every,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N steps (resumable).")]
     = _T.max_steps,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
+    = _T.device,
     resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
@@ -162,10 +176,12 @@ def distill_command(
         if not Path(path).expanduser().exists() and parse_hub_id(path) is None:
             raise MavisError(f"teacher {name!r}: {path!r} does not exist")
     config = TrainConfig(
-        base=base, num_layers=num_layers, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
-        warmup_steps=warmup_steps, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+        base=base, num_layers=num_layers, lora_r=lora_r, lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout, lr=lr, warmup_steps=warmup_steps, batch_size=batch_size,
+        epochs=epochs, max_steps=max_steps,
         validation_fraction=validation_fraction, eval_every=eval_every or None, seed=seed,
+        device=device,
     )
     with resume_hint("continue with the same command and --resume"):
         report = distill(teachers, base, data, out, config=config, resume=resume)
-    typer.echo(json.dumps(report, indent=2) if json_output else _summary(report))
+    _show(report, json_output)

@@ -75,7 +75,10 @@ class TrainConfig:
             Samples (nodes) per optimiser step, at most; the paper used 16 and 32. Packed, a
             tree with more selected nodes is split into packs of up to this many (each
             repeating the prompt and the ancestors it needs), and packs of one or more trees
-            fill a step up to this many nodes.
+            fill a step up to this many nodes. With several processes (`torchrun`,
+            `accelerate launch`) this is the global batch, shared out among them (see
+            `parallel`), and every count of steps here is of global steps: a run's results do
+            not depend on the process count.
         epochs (`int`, default `2`): the paper trained "up to 2 epochs".
         max_steps (`int | None`, default `None`):
             Stop after this many optimiser steps in all (the schedule is still planned for

@@ -8,6 +8,10 @@ its paths, so every completion state is scored once, by teachers and student ali
 teacher's values are saved in `out_dir/teacher_values/` as soon as they are computed, so a
 resumed (or repeated) distillation does not score the trees again.
 
+With several processes (`torchrun`, `accelerate launch`) each teacher scores every world-th
+batch in each process, the values are gathered into all of them and the first process saves
+them; the student then trains data-parallel as `mavis train` does (see `parallel`).
+
     distill({"relevant": "runs/rel/best", "harmless": "runs/harm/best"},
             "smollm2-135m-instruct", "trees.h5", "runs/student")
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 
 from mavis.errors import MavisError
 from mavis.models.loading import DEFAULT_MODEL, load_tokenizer, tokenizer_fingerprint
@@ -32,9 +37,10 @@ from mavis.paths import atomic_path
 from mavis.progress import track
 from mavis.training.config import TrainConfig
 from mavis.training.packing import Unit, collate, fit_length, pack_tree, plan_batches, predict
+from mavis.training.parallel import from_main_process, gather_in_order
 from mavis.training.samples import Samples
 from mavis.training.targets import split_prompts
-from mavis.training.trainer import fit, initial_model
+from mavis.training.trainer import fit, initial_model, make_accelerator
 from mavis.trees.store import read_trees
 from mavis.trees.table import TreeTable
 
@@ -60,6 +66,7 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     config = dataclasses.replace(config, objectives=objectives, shared=True,
                                  base=student_base or config.base or DEFAULT_MODEL)
     trees = data if isinstance(data, TreeTable) else read_trees(data)
+    make_accelerator(config)  # this process's device (and its group of processes)
 
     train_prompts, val_prompts = split_prompts(trees.num_prompts, config.validation_fraction,
                                                config.seed)
@@ -123,12 +130,16 @@ def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: lis
                          cache: Path) -> None:
     """Write the teacher's values (clamped to its trained range, as the decoder clamps them)
     into column `column` of the units' targets; read them from `cache` when it was written for
-    the same teacher and units (`key`), else compute and save them there."""
-    values = _cached_values(cache, key, sum(u.num_reads for u in units))
+    the same teacher and units (`key`), else compute and save them there (the first
+    process reads and writes `cache`; every process gets the values)."""
+    main = PartialState().is_main_process
+    values = from_main_process(_cached_values(cache, key, sum(u.num_reads for u in units))
+                               if main else None)  # the first process decides for all
     if values is None:
         values = _teacher_values(teacher, name, units, config, clamp)
-        with atomic_path(cache) as temp, temp.open("wb") as handle:
-            np.savez(handle, values=values, key=np.array(key))
+        if main:
+            with atomic_path(cache) as temp, temp.open("wb") as handle:
+                np.savez(handle, values=values, key=np.array(key))
     start = 0
     for unit in units:
         unit.targets[:, column] = values[start:start + unit.num_reads]
@@ -137,26 +148,30 @@ def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: lis
 
 def _teacher_values(teacher: ValueModel, name: str, units: list[Unit], config: TrainConfig,
                     clamp: list[float] | None) -> np.ndarray:
-    """The teacher's value at every read of `units`, in order, as one float32 array."""
+    """The teacher's value at every read of `units`, in order, as one float32 array. With
+    several processes each scores every world-th batch, and every process gets all values."""
     head = _teacher_column(teacher, name)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teacher.to(device)
+    state = PartialState()  # as `make_accelerator` set it up: the device of this process
+    teacher.to(state.device)
     dtype = teacher.head.weight.dtype
-    out = np.empty(sum(u.num_reads for u in units), dtype=np.float32)
-    offsets = np.cumsum([0] + [u.num_reads for u in units])
     batches = plan_batches(units, config.batch_size)
+    mine = range(state.process_index, len(batches), state.num_processes)
+    pieces = []
     with torch.no_grad():
-        for indices in track(batches, f"teacher {name}", total=len(batches), unit="batch",
-                             disable=not config.progress):
-            chosen = [units[i] for i in indices]
-            values = predict(teacher, collate(chosen, dtype).to(device))[:, head].float().cpu()
+        for index in track(mine, f"teacher {name}", total=len(mine), unit="batch",
+                           disable=not (config.progress and state.is_main_process)):
+            chosen = [units[i] for i in batches[index]]
+            values = predict(teacher, collate(chosen, dtype).to(state.device))[:, head]
             if clamp is not None:
                 values = values.clamp(clamp[0], clamp[1])
-            start = 0
-            for i, unit in zip(indices, chosen, strict=True):
-                out[offsets[i]:offsets[i] + unit.num_reads] = \
-                    values[start:start + unit.num_reads].numpy()
-                start += unit.num_reads
+            pieces.append((index, values.float().cpu().numpy()))
+    out = np.empty(sum(u.num_reads for u in units), dtype=np.float32)
+    offsets = np.cumsum([0] + [u.num_reads for u in units])
+    for indices, values in zip(batches, gather_in_order(pieces), strict=True):
+        start = 0
+        for i in indices:
+            out[offsets[i]:offsets[i + 1]] = values[start:start + units[i].num_reads]
+            start += units[i].num_reads
     return out
 
 

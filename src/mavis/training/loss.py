@@ -10,20 +10,28 @@ from __future__ import annotations
 import torch
 
 
-def masked_mse(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def masked_mse(predicted: torch.Tensor, targets: torch.Tensor,
+               count: int | None = None) -> torch.Tensor:
     """Mean of (predicted - target)^2 over the entries whose target is not NaN.
 
     predicted, targets: [K, M] (K samples, M objectives). A NaN target means "this objective
     was not scored for this sample" and contributes nothing. With no valid entry the loss is 0
-    (still connected to the graph, so `backward` works).
+    (still connected to the graph, so `backward` works). `count`: divide the sum by this many
+    entries instead (those of a whole batch of which these samples are one process's share).
     """
     valid = ~torch.isnan(targets)
     diff = torch.where(valid, predicted - torch.nan_to_num(targets), torch.zeros_like(predicted))
-    return diff.pow(2).sum() / valid.sum().clamp(min=1)
+    divisor = valid.sum().clamp(min=1) if count is None else max(count, 1)
+    return diff.pow(2).sum() / divisor
+
+
+def target_count(targets: torch.Tensor) -> int:
+    """The entries `masked_mse` averages over: the targets that are not NaN."""
+    return int((~torch.isnan(targets)).sum())
 
 
 def sibling_difference_mse(predicted: torch.Tensor, targets: torch.Tensor,
-                           parent: torch.Tensor) -> torch.Tensor:
+                           parent: torch.Tensor, count: int | None = None) -> torch.Tensor:
     """Mean over pairs of siblings (reads with the same parent >= 0) and objectives of
     ((p_i - p_j) - (t_i - t_j))^2: how far the predicted difference between two continuations
     of one prefix is from the observed one. The tilt only uses such differences, and a model
@@ -31,14 +39,25 @@ def sibling_difference_mse(predicted: torch.Tensor, targets: torch.Tensor,
     the continuations of one prompt no better than chance; this term asks for the differences.
 
     predicted, targets: [K, M] (NaN targets count nothing); parent: [K]. 0 without pairs.
+    `count`: divide by this many pair entries instead (see `masked_mse`).
     """
-    same = (parent[:, None] == parent[None, :]) & (parent[:, None] >= 0)
-    pairs = torch.triu(same, diagonal=1)
-    if not pairs.any():
+    i, j = _sibling_pairs(parent)
+    if not len(i):
         return predicted.sum() * 0.0
-    i, j = pairs.nonzero(as_tuple=True)
     dt = targets[i] - targets[j]
     valid = ~torch.isnan(dt)
     error = torch.where(valid, (predicted[i] - predicted[j]) - torch.nan_to_num(dt),
                         torch.zeros_like(dt))
-    return error.pow(2).sum() / valid.sum().clamp(min=1)
+    divisor = valid.sum().clamp(min=1) if count is None else max(count, 1)
+    return error.pow(2).sum() / divisor
+
+
+def sibling_pair_count(targets: torch.Tensor, parent: torch.Tensor) -> int:
+    """The pair entries `sibling_difference_mse` averages over."""
+    i, j = _sibling_pairs(parent)
+    return int((~torch.isnan(targets[i] - targets[j])).sum()) if len(i) else 0
+
+
+def _sibling_pairs(parent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    same = (parent[:, None] == parent[None, :]) & (parent[:, None] >= 0)
+    return torch.triu(same, diagonal=1).nonzero(as_tuple=True)

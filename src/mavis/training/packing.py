@@ -220,6 +220,33 @@ def pack_tree(data: TreeTable, prompt: int, reads: list[int], prompt_tokens: np.
     return units
 
 
+def sub_unit(unit: Unit, reads: np.ndarray | list[int]) -> Unit:
+    """The part of `unit` that its reads number `reads` (indices into `unit.reads`) need, read
+    there: the same values from fewer tokens. Packed: the segments of those reads and of their
+    ancestors, with their positions and tree mask (every kept token sees exactly what it saw);
+    a plain causal sequence: its tokens up to the last of those reads. Data-parallel training
+    cuts a global batch's units into one such part per process (`parallel.shard_batch`)."""
+    reads = np.asarray(reads, dtype=np.int64)
+    if len(reads) == unit.num_reads and np.array_equal(reads, np.arange(unit.num_reads)):
+        return unit
+    at = unit.reads[reads]
+    if unit.ancestry is None:
+        end = int(at.max()) + 1
+        return Unit(tokens=unit.tokens[:end], positions=unit.positions[:end],
+                    segment=unit.segment[:end], ancestry=None, reads=at,
+                    targets=unit.targets[reads], nodes=unit.nodes[reads])
+    needed = unit.ancestry[unit.segment[at]].any(axis=0)  # [S]: the reads' segments, ancestors
+    keep = needed[unit.segment]
+    kept_segments = np.flatnonzero(needed)
+    renumber = np.full(len(needed), -1, dtype=np.int64)
+    renumber[kept_segments] = np.arange(len(kept_segments))
+    new_index = np.cumsum(keep) - 1
+    return Unit(tokens=unit.tokens[keep], positions=unit.positions[keep],
+                segment=renumber[unit.segment[keep]],
+                ancestry=unit.ancestry[np.ix_(kept_segments, kept_segments)],
+                reads=new_index[at], targets=unit.targets[reads], nodes=unit.nodes[reads])
+
+
 def build_units(data: TreeTable, nodes: np.ndarray, targets: np.ndarray, *, packed: bool,
                 max_pack_tokens: int, max_length: int | None,
                 max_pack_reads: int | None = None) -> tuple[list[Unit], int]:

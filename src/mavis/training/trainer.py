@@ -3,11 +3,14 @@
     report = train(TrainConfig(objectives=["relevant"]), "trees.h5", "runs/vm")
 
 The loop (`fit`) is plain PyTorch with accelerate around it, so that the same code runs in one
-CPU process here and data-parallel on several GPUs (`accelerate launch`): Adafactor with a fixed
-learning rate (the paper's optimiser), linear warm-up then linear decay, gradient clipping, an
-evaluation every `eval_every` steps and at each epoch's end (see `validation.evaluate`), the
-best model by validation loss kept in `best/`, and a resumable `last/` checkpoint saved
-regularly (see `checkpoint`).
+CPU process here and data-parallel on several GPUs (`accelerate launch`, `torchrun`): Adafactor
+with a fixed learning rate (the paper's optimiser), linear warm-up then linear decay, gradient
+clipping, an evaluation every `eval_every` steps and at each epoch's end (see
+`validation.evaluate`), the best model by validation loss kept in `best/`, and a resumable
+`last/` checkpoint saved regularly (see `checkpoint`). Data-parallel (see `parallel`),
+`batch_size` is the global batch and steps are global steps, so a run trains the same model
+and resumes under any process count; the first process alone writes, and a stop request stops
+every process at one step.
 
 A fresh model's head starts at the best constant (weights 0, bias = the training targets'
 mean), so step 0 of `metrics.jsonl` is the mean-only baseline and the best checkpoint is never
@@ -50,15 +53,25 @@ from mavis.training.checkpoint import (
     load_state,
     read_metrics,
     read_report,
-    rng_state,
     save_model,
-    set_rng_state,
     truncate_metrics,
     write_json,
 )
 from mavis.training.config import TrainConfig
 from mavis.training.loss import masked_mse, sibling_difference_mse
-from mavis.training.packing import Unit, collate, plan_batches, predict
+from mavis.training.packing import Batch, Unit, collate, plan_batches, predict
+from mavis.training.parallel import (
+    Shard,
+    agree_on_stop,
+    is_main_process,
+    process_rng_states,
+    restore_rng,
+    same_in_every_process,
+    seed_process,
+    shard_batch,
+    sum_over_processes,
+    wait_for_main,
+)
 from mavis.training.samples import Samples, prepare_samples
 from mavis.training.stopping import StopRequest, TrainingStopped, stop_requests
 from mavis.training.validation import evaluate
@@ -96,7 +109,8 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
     if len(groups) == 1:
         return next(iter(reports.values()))
     summary = {"models": {name: r["model"] for name, r in reports.items()}, "runs": reports}
-    write_json(out_dir / REPORT_NAME, summary)
+    if is_main_process():
+        write_json(out_dir / REPORT_NAME, summary)
     return summary
 
 
@@ -149,18 +163,14 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
                      scale_parameter=False, relative_step=False, warmup_init=False)
 
 
-def epoch_plans(units: list[Unit], config: TrainConfig, world: int = 1,
-                rank: int = 0) -> list[list[list[int]]]:
-    """Every epoch's batches (unit indices) for process `rank` of `world`, fixed by the seed so
-    that a resumed run sees the same order. With several processes each takes every world-th
-    batch of an equal share (DDP needs the same number of steps everywhere)."""
+def epoch_plans(units: list[Unit], config: TrainConfig) -> list[list[list[int]]]:
+    """Every epoch's global batches (unit indices), fixed by the seed so that a resumed run
+    sees the same order, and the same in every process whatever their number: each process
+    trains on its shard of every batch (`parallel.shard_batch`)."""
     plans = []
     for epoch in range(config.epochs):
         rng = np.random.default_rng([config.seed, _ORDER_STREAM, epoch])
-        batches = plan_batches(units, config.batch_size, rng)
-        if world > 1:
-            batches = batches[: len(batches) // world * world][rank::world]
-        plans.append(batches)
+        plans.append(plan_batches(units, config.batch_size, rng))
     return plans
 
 
@@ -196,10 +206,15 @@ class Run:
     state: RunState
     saved_at: int = -1
     stop: StopRequest = field(default_factory=StopRequest)
+    stop_signal: str | None = None  # the stop request all processes agreed on
 
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
 
     @property
     def objectives(self) -> list[str]:
@@ -215,54 +230,52 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
         extra_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the model `make_model()` builds on `samples`; write and return the run report."""
     run_dir = Path(run_dir).expanduser()
+    accelerator = make_accelerator(config)  # first: it sets up the processes' group
     last = find_last(run_dir)
+    same_in_every_process(None if last is None else last.name, f"the checkpoint in {run_dir}")
     if last is not None and not resume:
         raise MavisError(f"{str(run_dir)!r} already holds a training run; pass --resume to "
                          "continue it, or choose another output folder")
     saved = load_state(last) if (resume and last) else None
     report = read_report(run_dir)
+    wait_for_main()  # every process has read the folder before the first one writes in it
     if saved is not None and saved.get("done") and report is not None:
         return report
-    run = start_run(make_model, samples, config, run_dir, last if saved else None, saved)
-    # Ctrl-C / SIGTERM: finish the step, save `last/`, then stop (one process only: several
-    # would have to agree on the step first)
-    with stop_requests(enabled=run.accelerator.num_processes == 1) as run.stop:
+    run = start_run(make_model, samples, config, run_dir, accelerator,
+                    last if saved else None, saved)
+    # Ctrl-C / SIGTERM: finish the step, save `last/`, then stop, every process at one step
+    with stop_requests(repeat_after=2.0 if run.world > 1 else 0.0) as run.stop:
         if saved is None and samples.val:
             evaluate_and_save(run)  # the starting point: step 0 in metrics.jsonl
         stopped = False
         while run.state.epoch < config.epochs and not stopped:
             stopped = train_epoch(run)
         report = finish(run, stopped, extra_report or {})
-    if run.stop.requested and not report["complete"]:
-        raise TrainingStopped(f"stopped by {run.stop.signal_name} at step {run.state.step} of "
+    if run.stop_signal and not report["complete"]:
+        raise TrainingStopped(f"stopped by {run.stop_signal} at step {run.state.step} of "
                               f"{report['total_steps']}; the checkpoint is saved in "
                               f"{run_dir / 'last'}")
     return report
 
 
 def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
-              run_dir: Path, last: Path | None, saved: dict[str, Any] | None) -> Run:
+              run_dir: Path, accelerator: Accelerator, last: Path | None,
+              saved: dict[str, Any] | None) -> Run:
     """The model (fresh, or from `last`), optimiser, schedule and state of a run. The run
     folder is created only once the model is built (a bad setting leaves nothing behind)."""
-    means = samples.train_means()
+    main = accelerator.is_main_process
+    model = (fresh_model(make_model, samples, config) if saved is None else
+             ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation))
     if saved is None:
-        torch.manual_seed(config.seed)
-        model = make_model()
-        if config.init_from is None:  # start exactly at the best constant prediction
-            with torch.no_grad():
-                model.head.weight.zero_()
-                model.head.bias.copy_(torch.as_tensor(means, dtype=model.head.bias.dtype))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS_NAME).unlink(missing_ok=True)
-    else:
-        model = ValueModel.load(last, merge=False, attn_implementation=config.attn_implementation)
+        seed_process(config.seed, accelerator.process_index)  # dropout: a stream per process
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / METRICS_NAME).unlink(missing_ok=True)
     model.config.value_range = dict(samples.value_range)
     model.config.value_scale = dict(samples.value_scale)
-    accelerator = make_accelerator(config)
     if config.gradient_checkpointing:
         enable_checkpointing(model.backbone)
-    plans = epoch_plans(samples.train, config, accelerator.num_processes,
-                        accelerator.process_index)
+    plans = epoch_plans(samples.train, config)
     optimizer = make_optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps,
                                                 sum(len(p) for p in plans))
@@ -270,12 +283,27 @@ def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: Tr
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
+        restore_rng(saved, config.seed, accelerator.process_index, accelerator.num_processes)
         state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
-        truncate_metrics(run_dir / METRICS_NAME, state.step)
+        if main:
+            truncate_metrics(run_dir / METRICS_NAME, state.step)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     return Run(model, optimizer, scheduler, accelerator, samples, config, run_dir, plans, state)
+
+
+def fresh_model(make_model: Callable[[], ValueModel], samples: Samples,
+                config: TrainConfig) -> ValueModel:
+    """The model a run starts from, the same in every process (seeded): a fresh one's head
+    at the best constant prediction."""
+    torch.manual_seed(config.seed)
+    model = make_model()
+    if config.init_from is None:  # start exactly at the best constant prediction
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.copy_(torch.as_tensor(samples.train_means(),
+                                                  dtype=model.head.bias.dtype))
+    return model
 
 
 def train_epoch(run: Run) -> bool:
@@ -295,8 +323,8 @@ def train_epoch(run: Run) -> bool:
             evaluate_and_save(run, next_epoch=end_of_epoch)
         elif state.step % config.save_every == 0:
             save_last(run, next_epoch=end_of_epoch)
-        if run.stop.requested or (config.max_steps is not None
-                                  and state.step >= config.max_steps):
+        run.stop_signal = agree_on_stop(run.accelerator, run.stop)
+        if run.stop_signal or (config.max_steps is not None and state.step >= config.max_steps):
             if run.saved_at != state.step:
                 save_last(run, next_epoch=end_of_epoch)
             stopped = not end_of_epoch or state.epoch + 1 < config.epochs
@@ -308,27 +336,39 @@ def train_epoch(run: Run) -> bool:
 
 
 def train_step(run: Run, units: list[Unit]) -> None:
-    """One optimiser step on a batch of units: equation 6's MSE on their reads (plus, with
-    `sibling_weight`, the error of the predicted differences between siblings)."""
+    """One optimiser step on a global batch of units: equation 6's MSE on their reads (plus,
+    with `sibling_weight`, the error of the predicted differences between siblings), each
+    process computing its shard's share of it (see `parallel`)."""
     started = time.perf_counter()
-    batch = collate(units, run.dtype).to(run.accelerator.device)
+    shard = shard_batch(units, run.samples.parent, run.world, run.accelerator.process_index,
+                        pairs=bool(run.config.sibling_weight))
+    batch = collate(shard.units, run.dtype).to(run.accelerator.device)
     with autocast(run.config, run.accelerator.device):
         predicted = predict(run.model, batch).float()
-    loss = masked_mse(predicted, batch.targets)
-    if run.config.sibling_weight:
-        parent = torch.from_numpy(run.samples.parent).to(batch.nodes.device)[batch.nodes]
-        loss = loss + run.config.sibling_weight * sibling_difference_mse(
-            predicted, batch.targets, parent)
-    run.accelerator.backward(loss)
+    loss = shard_loss(run, predicted, batch, shard)
+    run.accelerator.backward(loss * run.world)  # DDP averages the processes' gradients
     if run.config.max_grad_norm is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.state.step += 1
-    run.state.tokens += batch.num_tokens
-    run.state.losses.append(float(loss.detach()))
+    run.state.tokens += sum(len(unit) for unit in units)
+    run.state.losses.append(sum_over_processes(run.accelerator, loss))
     run.state.seconds += time.perf_counter() - started
+
+
+def shard_loss(run: Run, predicted: torch.Tensor, batch: Batch, shard: Shard) -> torch.Tensor:
+    """This process's share of the global batch's loss: its errors over the whole batch's
+    counts, so that the shares of all processes add up to the batch's loss."""
+    if shard.empty:
+        return predicted.sum() * 0.0
+    loss = masked_mse(predicted, batch.targets, shard.count)
+    if run.config.sibling_weight:
+        parent = torch.from_numpy(run.samples.parent).to(batch.nodes.device)[batch.nodes]
+        loss = loss + run.config.sibling_weight * sibling_difference_mse(
+            predicted, batch.targets, parent, shard.pairs)
+    return loss
 
 
 def _position(run: Run, next_epoch: bool) -> tuple[int, int]:
@@ -338,15 +378,17 @@ def _position(run: Run, next_epoch: bool) -> tuple[int, int]:
 
 
 def save_last(run: Run, next_epoch: bool = False) -> None:
-    """Save the resumable `last/` checkpoint (model, optimiser, schedule, RNG, state)."""
+    """Save the resumable `last/` checkpoint (model, optimiser, schedule, RNG, state): the
+    first process writes it (with every process's RNG state), the others wait for it."""
+    states = process_rng_states()
     if run.main:
         epoch, done_in_epoch = _position(run, next_epoch)
         saved = dataclasses.replace(run.state, epoch=epoch, done_in_epoch=done_in_epoch,
                                     losses=list(run.state.losses))
         save_model(run.accelerator.unwrap_model(run.model), run.run_dir / "last", {
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "rng": rng_state(), **dataclasses.asdict(saved), "objectives": run.objectives,
-            "config": run.config.to_dict()})
+            "rng": states[0], "rng_ranks": states, **dataclasses.asdict(saved),
+            "objectives": run.objectives, "config": run.config.to_dict()})
     run.accelerator.wait_for_everyone()
     run.saved_at = run.state.step
 

@@ -7,34 +7,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
 
 from mavis.training.loss import masked_mse
 from mavis.training.metrics import sibling_accuracy, spearman, within_group_spearman
 from mavis.training.packing import Unit, collate, plan_batches, predict
+from mavis.training.parallel import gather_in_order
 from mavis.training.samples import Samples
 
 
 def predict_units(model: torch.nn.Module, units: list[Unit], batch_size: int, accelerator: Any,
                   dtype: torch.dtype, width: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predictions [K, M], targets [K, M], tree nodes [K]) over every read of `units` (all
-    processes)."""
-    model.eval()
-    preds, targets, nodes = [], [], []
-    with torch.no_grad():
-        for indices in plan_batches(units, batch_size)[
-                accelerator.process_index::accelerator.num_processes]:
-            batch = collate([units[i] for i in indices], dtype).to(accelerator.device)
-            preds.append(predict(model, batch).float().cpu().numpy())
-            targets.append(batch.targets.cpu().numpy())
-            nodes.append(batch.nodes.cpu().numpy())
-    model.train()
+    """(predictions [K, M], targets [K, M], tree nodes [K]) over every read of `units`, in the
+    same order whatever the number of processes: each predicts every world-th batch, and the
+    batches are gathered back in order."""
     if not units:
         empty = np.zeros((0, width), dtype=np.float32)
         return empty, empty, np.zeros(0, dtype=np.int64)
-    return (np.concatenate(gather_object(preds)), np.concatenate(gather_object(targets)),
-            np.concatenate(gather_object(nodes)))
+    model = accelerator.unwrap_model(model)  # no DDP: the processes run different batches
+    model.eval()
+    pieces = []
+    with torch.no_grad():
+        batches = plan_batches(units, batch_size)
+        for index in range(accelerator.process_index, len(batches), accelerator.num_processes):
+            batch = collate([units[i] for i in batches[index]], dtype).to(accelerator.device)
+            pieces.append((index, (predict(model, batch).float().cpu().numpy(),
+                                   batch.targets.cpu().numpy(), batch.nodes.cpu().numpy())))
+    model.train()
+    preds, targets, nodes = zip(*gather_in_order(pieces), strict=True)
+    return np.concatenate(preds), np.concatenate(targets), np.concatenate(nodes)
 
 
 def evaluate(model: torch.nn.Module, samples: Samples, batch_size: int, accelerator: Any,
