@@ -101,6 +101,9 @@ def heads_command(
         "--model", help="Reference model: packaged name, path or hub id.")] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option(help="Folder for heads.md/.csv/.png and the evaluations "
                                            "(a rerun resumes).")] = Path("reports/heads"),
+    value_dtype: Annotated[str, typer.Option(
+        help="The value model's dtype: float32, bfloat16 or auto (the hardware's fastest).")]
+    = "float32",
     *, sampling: SamplingSettings,
 ) -> None:
     """Every head of a value model alone at weight 1 on held-out prompts: reward against pi_ref
@@ -115,7 +118,8 @@ def heads_command(
     chosen = load_prompt_sets(prompts, split, limit, reference)
     table = heads_report(folder, chosen, out, reference=reference, settings=settings,
                          best_of=best_of, identity={"prompts": prompts, "split": split,
-                                                    "prompt_ids": [p.id for p in chosen]})
+                                                    "prompt_ids": [p.id for p in chosen]},
+                         value_dtype=value_dtype)
     for row in table:
         typer.echo(f"{row['objective']:<12} pi_ref {row['reference_reward']:.3f} -> MAVIS "
                    f"{row['mavis_reward']:.3f} ({row['gain']:+.3f} ± {row['gain_se']:.3f}), "

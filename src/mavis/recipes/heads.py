@@ -23,6 +23,7 @@ from mavis.errors import MavisError
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
+from mavis.models.dtypes import resolve_dtype
 from mavis.models.value_folder import read_value_config
 from mavis.paths import atomic_path, write_text_atomic
 from mavis.prompts.base import Prompt
@@ -53,9 +54,10 @@ def heads_points(objectives: Sequence[str], settings: EvaluationSettings, best_o
 
 def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | Path, *,
                  reference: str, settings: EvaluationSettings = EvaluationSettings(),
-                 best_of: int = 4, identity: Mapping[str, Any] | None = None
-                 ) -> list[dict[str, Any]]:
-    """Evaluate what is not saved yet and write the table (one row per head)."""
+                 best_of: int = 4, identity: Mapping[str, Any] | None = None,
+                 value_dtype: str = "float32") -> list[dict[str, Any]]:
+    """Evaluate what is not saved yet and write the table (one row per head); the value
+    model in `value_dtype` ("auto": the hardware's fastest)."""
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise MavisError(f"{str(out)!r} is a file; give a folder for the report")
@@ -63,11 +65,13 @@ def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | 
     points = heads_points(objectives, settings, best_of)
     shared = {**(identity or {}), "reference": reference, "objectives": objectives,
               "best_of": best_of, "settings": settings.to_dict()}
+    if value_dtype != "float32":  # files made in float32 keep their identity
+        shared["value_dtype"] = str(resolve_dtype(value_dtype, "cpu")).removeprefix("torch.")
     store = SweepStore(folder / "heads.json", shared, value_models={"model": str(model)})
     if not all(store.done(p) for p in points):
         print(f"[mavis report] {len(prompts)} prompts: pi_ref, MAVIS with each of "
               f"{len(objectives)} heads, best-of-{best_of}", file=sys.stderr, flush=True)
-        decoder = MavisDecoder.load(reference, [str(model)])
+        decoder = MavisDecoder.load(reference, [str(model)], value_dtype=value_dtype)
         results = dict((p.key, r) for p, r in run_sweep(decoder, prompts, objectives, points,
                                                          settings, store))
     else:
