@@ -95,6 +95,8 @@ ERRORS = [
     (["pareto", "--objectives", "positive,harmless", "--lambdas", "0,1.5"], "outside [0, 1]"),
     (["pareto", "--objectives", "positive", "--lambdas", "0,1"], "two objectives or more"),
     (["pareto", "--objectives", "positive,harmless", "--best-of", "1"], "N >= 2"),
+    (["pareto", "--objectives", "positive,harmless", "--vectors", "0.5,0.4"],
+     "give 2 weights summing to 1"),
     (["pareto", "--objectives", "positive,harmless", "--beta", "0:8"], "no beta for lambda"),
     (["collect", "--out", "x.txt"], "should end in .h5"),
     (["collect", "--out", "x.h5", "--T", "0"], "--T is 0"),

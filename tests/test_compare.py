@@ -186,6 +186,16 @@ def test_soups_and_mod_at_the_ends_reuse_morlhf_points(tiny_lm):
     assert results["MOD a=1,b=0"].label == "a=1,b=0"
 
 
+def test_explicit_weight_vectors_replace_the_grid():
+    """The paper's Table 1 names its six weight vectors over three objectives."""
+    vectors = [{"a": 0.4, "b": 0.4, "c": 0.2}, {"a": 0.34, "b": 0.33, "c": 0.33}]
+    points = comparison_points(["a", "b", "c"], [0.0, 1.0], ["mavis", "rsoup"], betas=4.0,
+                               vectors=vectors)
+    assert [p.weights for p in points if p.method == "MAVIS"] == vectors
+    assert [p.weights for p in points if p.method == "RSoup"] == vectors
+    assert all(p.same_as is None for p in points)  # no corner among them
+
+
 def test_morlhf_may_take_a_coarser_grid():
     points = comparison_points(["a", "b"], [0.0, 0.25, 0.5, 0.75, 1.0], ["morlhf", "rsoup"],
                                best_of=[], morlhf_lambdas=[0.0, 1.0])

@@ -70,15 +70,19 @@ def comparison_points(objectives: Sequence[str], lambdas: Sequence[float],
                       methods: Sequence[str], *, betas: float | Mapping[float, float] = 8.0,
                       best_of: Sequence[int] = (), beams: Sequence[int] = (),
                       kl_budget: float | None = None,
-                      morlhf_lambdas: Sequence[float] | None = None) -> list[SweepPoint]:
+                      morlhf_lambdas: Sequence[float] | None = None,
+                      vectors: Sequence[Mapping[str, float]] | None = None
+                      ) -> list[SweepPoint]:
     """The points of a comparison: pi_ref's and every named method's (in the order the
     methods were registered), each point once. `beam` adds best-of-N at each beam count N too
     (the paper's Fig. 4 pairs them). MORLHF trains one policy per weight vector, so it may take
-    a coarser grid of its own (`morlhf_lambdas`; default `lambdas`)."""
+    a coarser grid of its own (`morlhf_lambdas`; default `lambdas`). `vectors`: the weight
+    vectors themselves instead of a grid (e.g. the paper's six of Table 1)."""
     methods = check_methods(methods, objectives)
     beams = list(beams) if "beam" in methods else []
     sizes = list(dict.fromkeys([*best_of, *beams]))
-    plan = SweepPlan(objectives, lambdas, betas, kl_budget, sizes, beams, morlhf_lambdas)
+    plan = SweepPlan(objectives, lambdas, betas, kl_budget, sizes, beams, morlhf_lambdas,
+                     vectors)
     wanted = {"pi_ref", *methods, *(["bon"] if sizes else [])}
     points: dict[str, SweepPoint] = {}
     for name in METHODS.in_order():

@@ -191,6 +191,9 @@ def pareto(
              "morlhf/rsoup/mod train what is missing in --baselines-dir.")] = "mavis",
     lambdas: Annotated[str, typer.Option(help="Weights of the first objective.")]
     = "0,0.25,0.5,0.75,1",
+    vectors: Annotated[str, typer.Option(
+        help="The weight vectors themselves instead of --lambdas, in --objectives order, "
+             "e.g. 0.4,0.4,0.2;0.6,0.2,0.2 (the paper's Table 1).")] = "",
     morlhf_lambdas: Annotated[str, typer.Option(
         "--morlhf-lambdas", help="Weights of the first objective for MORLHF, which trains one "
         "policy (an RL run) per weight, e.g. 0,0.5,1 (default: --lambdas). Rewarded Soups "
@@ -253,7 +256,7 @@ def pareto(
     settings = EvaluationSettings(sampling, num_samples=num_samples)
     points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
                                beams=beam_sizes, morlhf_lambdas=morlhf_grid,
-                               kl_budget=budget)
+                               kl_budget=budget, vectors=_vectors(vectors, names))
     corner = _reference_point(hv_reference, names)
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
         check_writable(path, what="--out")
@@ -275,6 +278,22 @@ def _guidance(beta: str | None, kl_budget: float | None, lambdas: list[float]
     betas = parse_betas(beta, lambdas) if beta is not None else None
     rule = build({"beta": None if betas is None else 1.0, "kl_budget": kl_budget})
     return (rule.beta if betas is None else betas), rule.kl_budget
+
+
+def _vectors(text: str, names: list[str]) -> list[dict[str, float]] | None:
+    """--vectors "0.4,0.4,0.2;0.6,0.2,0.2" as weight vectors over `names` (None: none)."""
+    if not text.strip():
+        return None
+    vectors = []
+    for part in (p for p in text.split(";") if p.strip()):
+        numbers = parse_numbers(part, "--vectors", low=0.0, high=1.0)
+        if len(numbers) != len(names) or abs(sum(numbers) - 1.0) > 1e-6:
+            raise MavisError(f"--vectors {part!r}: give {len(names)} weights summing to 1 (in "
+                             f"the order {', '.join(names)})")
+        vectors.append(dict(zip(names, numbers, strict=True)))
+    if len({tuple(v.values()) for v in vectors}) < len(vectors):
+        raise MavisError("--vectors names a weight vector twice; give each once")
+    return vectors
 
 
 def _sizes(text: str, option: str, default: list[int]) -> list[int]:

@@ -47,9 +47,13 @@ class SweepPlan:
     best_of: Sequence[int] = ()
     beams: Sequence[int] = ()
     morlhf_lambdas: Sequence[float] | None = None
+    vectors: Sequence[Mapping[str, float]] | None = None  # the weight vectors themselves
 
     @property
     def grid(self) -> list[dict[str, float]]:
+        """The weight vectors: `vectors` when given, else `weight_grid` of `lambdas`."""
+        if self.vectors is not None:
+            return [dict(v) for v in self.vectors]
         return weight_grid(self.objectives, self.lambdas)
 
     def beta_of(self, weights: Mapping[str, float]) -> float:
@@ -58,7 +62,7 @@ class SweepPlan:
         if not isinstance(self.betas, Mapping):
             return float(self.betas)
         first = self.objectives[0]
-        match = [b for lam, b in self.betas.items() if abs(lam - weights[first]) < 1e-9]
+        match = [b for lam, b in self.betas.items() if abs(lam - weights.get(first, 0.0)) < 1e-9]
         if not match:
             raise MavisError(f"no beta for {first}={weights[first]:g}; give LAMBDA:BETA for "
                              "every weight the first objective takes")
