@@ -100,6 +100,11 @@ def train_command(
     sibling_weight: Annotated[float, typer.Option(
         help="Weight of the sibling-difference term beside equation 6 (0: the paper's loss).")]
     = _T.sibling_weight,
+    balance_objectives: Annotated[bool, typer.Option(
+        "--balance-objectives/--no-balance-objectives",
+        help="Weigh each objective's errors by its targets' variance, so that every head of "
+             "a shared model counts alike whatever its reward's scale.")]
+    = _T.balance_objectives,
     select_best_by: Annotated[str, typer.Option(
         help="Keep the checkpoint with the lowest val_loss or the highest sibling_accuracy.")]
     = _T.select_best_by,
@@ -126,7 +131,8 @@ def train_command(
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,
-        sibling_weight=sibling_weight, device=device, mixed_precision=mixed_precision,
+        sibling_weight=sibling_weight, balance_objectives=balance_objectives, device=device,
+        mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
         eval_every=eval_every or None, seed=seed,
     )

@@ -62,6 +62,12 @@ class TrainConfig:
             their observed difference (`loss.sibling_difference_mse`). An extension of the
             paper, for objectives whose values differ far more between prompts than between
             the continuations of one prompt; 0 trains on equation 6 alone, as the paper.
+        balance_objectives (`bool`, default `True`):
+            With several objectives in one model, weigh each objective's squared errors by
+            the mean target variance over its own (`Samples.objective_weights`), so that every
+            head counts as much in the loss (and in choosing the best checkpoint) whatever the
+            scale of its reward: unbalanced, a reward on a 1-10 scale swamps one on 0-1. One
+            objective: no change.
 
     Optimisation (appendix F.4)
         lr (`float`, default `2e-5`):
@@ -136,6 +142,7 @@ class TrainConfig:
     validation_without_leaves: bool = False
     max_length: int | None = None
     sibling_weight: float = 0.0
+    balance_objectives: bool = True
 
     lr: float = 2e-5
     weight_decay: float = 0.002

@@ -9,6 +9,7 @@ import numpy as np
 
 from mavis.errors import MavisError
 from mavis.training.config import TrainConfig
+from mavis.training.loss import balance_weights
 from mavis.training.packing import Unit, build_units
 from mavis.training.targets import (
     node_targets,
@@ -31,6 +32,14 @@ class Samples:
     value_scale: dict[str, float] = field(default_factory=dict)
     parent: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     node_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def objective_weights(self, balanced: bool = True) -> np.ndarray:
+        """[M] the loss weight of each objective (`loss.balance_weights` of the training
+        targets' variances; all 1 unbalanced)."""
+        targets = np.concatenate([unit.targets for unit in self.train])
+        if not balanced:
+            return np.ones(targets.shape[1])
+        return np.asarray(balance_weights(np.nanvar(targets, axis=0).tolist()))
 
     def train_means(self) -> np.ndarray:
         """Mean training target per objective ([M]; 0 where an objective has none): the best

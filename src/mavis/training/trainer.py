@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -224,6 +225,12 @@ class Run:
     def dtype(self) -> torch.dtype:
         return self.accelerator.unwrap_model(self.model).head.weight.dtype
 
+    @functools.cached_property
+    def loss_weights(self) -> torch.Tensor:
+        """Each objective's weight in the loss (`TrainConfig.balance_objectives`)."""
+        weights = self.samples.objective_weights(self.config.balance_objectives)
+        return torch.as_tensor(weights, dtype=torch.float32, device=self.accelerator.device)
+
 
 def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
         run_dir: str | Path, *, resume: bool = False,
@@ -363,11 +370,12 @@ def shard_loss(run: Run, predicted: torch.Tensor, batch: Batch, shard: Shard) ->
     counts, so that the shares of all processes add up to the batch's loss."""
     if shard.empty:
         return predicted.sum() * 0.0
-    loss = masked_mse(predicted, batch.targets, shard.count)
+    weights = run.loss_weights
+    loss = masked_mse(predicted, batch.targets, shard.count, weights)
     if run.config.sibling_weight:
         parent = torch.from_numpy(run.samples.parent).to(batch.nodes.device)[batch.nodes]
         loss = loss + run.config.sibling_weight * sibling_difference_mse(
-            predicted, batch.targets, parent, shard.pairs)
+            predicted, batch.targets, parent, shard.pairs, weights)
     return loss
 
 
@@ -407,7 +415,8 @@ def evaluate_and_save(run: Run, next_epoch: bool = False) -> None:
     if run.samples.val:
         with autocast(run.config, run.accelerator.device):
             record.update(evaluate(run.model, run.samples, run.config.batch_size,
-                                   run.accelerator, run.objectives, run.dtype))
+                                   run.accelerator, run.objectives, run.dtype,
+                                   run.loss_weights.cpu()))
         score = selection_score(record, run.config.select_best_by)
         if state.best.get("score") is None or score > state.best["score"]:
             state.best.update({key: record[key] for key in _BEST_KEYS}, step=state.step,

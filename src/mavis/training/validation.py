@@ -39,10 +39,12 @@ def predict_units(model: torch.nn.Module, units: list[Unit], batch_size: int, ac
 
 
 def evaluate(model: torch.nn.Module, samples: Samples, batch_size: int, accelerator: Any,
-             objectives: list[str], dtype: torch.dtype) -> dict[str, Any]:
+             objectives: list[str], dtype: torch.dtype,
+             weights: torch.Tensor | None = None) -> dict[str, Any]:
     """Validation figures on `samples.val`, per objective where it says so:
 
-    val_loss              MSE over all read values (with shared heads: over all objectives)
+    val_loss              MSE over all read values (with shared heads: over all objectives,
+                          each weighted as in training, `weights`)
     val_baseline_loss     the same for predicting the training targets' mean everywhere
     spearman              correlation of predictions and targets over all validation nodes;
                           it mostly measures differences between prompts
@@ -52,12 +54,16 @@ def evaluate(model: torch.nn.Module, samples: Samples, batch_size: int, accelera
     """
     preds, targets, nodes = predict_units(model, samples.val, batch_size, accelerator, dtype,
                                           len(objectives))
-    loss = float(masked_mse(torch.from_numpy(preds), torch.from_numpy(targets)))
+    loss = float(masked_mse(torch.from_numpy(preds), torch.from_numpy(targets),
+                            weights=weights))
     baseline = None
     if len(targets):
         constant = np.broadcast_to(samples.train_means(), targets.shape).astype(np.float32)
-        baseline = float(masked_mse(torch.from_numpy(constant), torch.from_numpy(targets)))
+        baseline = float(masked_mse(torch.from_numpy(constant), torch.from_numpy(targets),
+                                    weights=weights))
     record: dict[str, Any] = {"val_loss": loss, "val_baseline_loss": baseline,
+                              "loss_weights": None if weights is None else dict(
+                                  zip(objectives, weights.tolist(), strict=True)),
                               "val_count": int(np.isfinite(targets).sum())}
     for key in ("val_loss_per_objective", "spearman", "sibling_accuracy",
                 "within_prompt_spearman"):
