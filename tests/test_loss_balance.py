@@ -29,3 +29,19 @@ def test_weighted_losses():
     plain = sibling_difference_mse(predicted, targets, parent)
     weighted = sibling_difference_mse(predicted, targets, parent, weights=weights)
     assert float(weighted) == pytest.approx(2 * float(plain))  # only the first column pairs
+
+
+def test_training_subsets_are_nested_and_refused_beyond_the_file():
+    """A learning curve's training sets: seeded, nested, the validation prompts unchanged."""
+    import numpy as np
+
+    from mavis.errors import MavisError
+    from mavis.training.samples import nested_subset
+
+    prompts = np.arange(3, 103)
+    small, large = nested_subset(prompts, 20, 0), nested_subset(prompts, 40, 0)
+    assert len(small) == 20 and set(small) <= set(large) <= set(prompts)
+    assert list(small) == sorted(small)
+    assert not set(small) <= set(range(3, 23))  # not just the first ones (set by set)
+    with pytest.raises(MavisError, match="has 100 training prompts"):
+        nested_subset(prompts, 101, 0)

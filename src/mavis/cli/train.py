@@ -82,6 +82,9 @@ def train_command(
     = _T.leaf_fraction,
     validation_fraction: Annotated[float, typer.Option(help="Share of prompts held out.")]
     = _T.validation_fraction,
+    train_prompts: Annotated[int | None, typer.Option(
+        help="Train on this many training prompts' trees only (a nested, seeded subset; "
+             "the validation prompts unchanged): a learning curve's points.")] = None,
     validation_without_leaves: Annotated[bool, typer.Option(
         "--validation-without-leaves", help="Validate on incomplete sequences only.")] = False,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: epoch ends).")]
@@ -128,6 +131,7 @@ def train_command(
         shared=shared,
         init_from=init_from, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         zeta=zeta, leaf_fraction=leaf_fraction, validation_fraction=validation_fraction,
+        train_prompts=train_prompts,
         validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,

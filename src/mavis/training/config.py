@@ -50,6 +50,10 @@ class TrainConfig:
         validation_fraction (`float`, default `0.1`):
             Fraction of prompts (whole trees) held out for validation; the paper held out
             5-8 %. 0 disables validation (the last checkpoint is then also the best).
+        train_prompts (`int | None`, default `None`):
+            Train on this many of the training prompts' trees only (a seeded subset, nested:
+            the first 200 are among the first 400), the validation prompts unchanged: the
+            points of a learning curve. None: all.
         validation_without_leaves (`bool`, default `False`):
             Validate on incomplete sequences only (the paper did so "sometimes").
         max_length (`int | None`, default `None`):
@@ -139,6 +143,7 @@ class TrainConfig:
     leaf_fraction: float = 0.5
     include_root: bool = True
     validation_fraction: float = 0.1
+    train_prompts: int | None = None
     validation_without_leaves: bool = False
     max_length: int | None = None
     sibling_weight: float = 0.0
@@ -180,6 +185,9 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
             (0.0 <= self.leaf_fraction <= 1.0, "leaf_fraction must be in [0, 1]"),
             (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
+            (self.train_prompts is None or (isinstance(self.train_prompts, int)
+                                            and self.train_prompts >= 1),
+             "train_prompts must be a whole number >= 1 (or none: all)"),
             (self.lora_r >= 0, "lora_r must be >= 0 (0: no LoRA, train the whole backbone)"),
             (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
             (self.max_pack_tokens >= 2, "max_pack_tokens must be >= 2"),

@@ -49,12 +49,24 @@ class Samples:
         return np.where(counts > 0, np.nansum(targets, 0) / np.maximum(counts, 1), 0.0)
 
 
+def nested_subset(prompts: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` of `prompts` (sorted), chosen by one seeded order, so that a smaller subset is
+    part of a larger one (a learning curve's training sets are nested)."""
+    if count > len(prompts):
+        raise MavisError(f"train_prompts is {count}, but the tree file has {len(prompts)} "
+                         "training prompts; give at most that many")
+    order = np.random.default_rng([seed, 7]).permutation(len(prompts))
+    return np.sort(prompts[order[:count]])
+
+
 def prepare_samples(data: TreeTable, objectives: list[str], config: TrainConfig) -> Samples:
     """Split prompts, select nodes (appendix F.5), compute equation-6 targets, build units."""
     columns = data.columns(objectives)
     targets = node_targets(data.value[:, columns], data.lpr, config.zeta)
     train_prompts, val_prompts = split_prompts(data.num_prompts, config.validation_fraction,
                                                config.seed)
+    if config.train_prompts is not None:
+        train_prompts = nested_subset(train_prompts, config.train_prompts, config.seed)
     common = dict(leaf_fraction=config.leaf_fraction, seed=config.seed,
                   include_root=config.include_root)
     train_nodes = select_nodes(data.prompt, data.depth, data.is_leaf, train_prompts, **common)
