@@ -44,7 +44,7 @@ from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.search import BeamSettings
 from mavis.errors import MavisError
 from mavis.evaluation.methods import METHODS, SweepPlan, SweepRun
-from mavis.evaluation.plots import plot_comparison
+from mavis.evaluation.plots import check_plot_path, plot_comparison
 from mavis.evaluation.points import SweepPoint
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
@@ -212,7 +212,7 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
     `identity` must match), write the fronts' summary (hypervolumes against pi_ref, or
     `hv_reference`), the .csv and the plot `out`. `value_models`: label -> folder of the value
     models MAVIS and beam search are guided by; `command` is kept in the file's notes."""
-    out = Path(out)
+    out = check_plot_path(out, "the comparison's plot")
     objectives = list(identity["objectives"])
     methods: dict[str, Any] = {"beam": {"expand": beam.expand, "prune_every": beam.prune_every}}
     if baselines is not None:

@@ -255,6 +255,9 @@ def pareto(
                                beams=beam_sizes, morlhf_lambdas=morlhf_grid,
                                kl_budget=budget)
     corner = _reference_point(hv_reference, names)
+    from mavis.evaluation.plots import check_plot_path
+
+    check_plot_path(out, "--out")
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
         check_writable(path, what="--out")
     baselines = _baselines(chosen_methods, names, recipe, baselines_dir or out.parent /

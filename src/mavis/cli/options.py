@@ -8,11 +8,12 @@ input).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import typer
 
+from mavis.checks import SettingsError
 from mavis.errors import MavisError
 
 # Options several commands take, declared once (each command gives its own default).
@@ -28,6 +29,13 @@ Model = Annotated[str, typer.Option(help="Reference model: packaged name, path o
 ValueModels = Annotated[list[str], typer.Option(
     "--value-model", help="NAME=PATH of a value model (repeatable); default: the bundled "
     "ones.")]
+
+
+def option_error(exc: SettingsError, options: Mapping[str, str] | None = None) -> MavisError:
+    """A settings class's `SettingsError` as the command line says it: the field's option
+    (`options[field]`, else --field-name) and the problem, e.g. "--lr is nan; give ..."."""
+    flag = (options or {}).get(exc.field) or "--" + exc.field.replace("_", "-")
+    return MavisError(f"{flag} {exc.problem}")
 
 
 def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mavis.errors import MavisError
+from mavis.models.devices import check_device
 from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import cache_dir
 from mavis.progress import status
@@ -223,6 +224,7 @@ def load_causal_lm(
 
     `name_or_path` is a packaged model name (offline), a local folder, or a hub id.
     """
+    check_device(device)
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     if isinstance(dtype, str):

@@ -35,8 +35,9 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
 from mavis.errors import MavisError
+from mavis.models.devices import check_device
 from mavis.models.loading import DEFAULT_MODEL
-from mavis.models.value_folder import find_value_model, run_folder_name
+from mavis.models.value_folder import find_value_model, run_folder_name, value_model_files
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.training.checkpoint import (
@@ -72,9 +73,11 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
     Shared (`config.shared`) or with a single objective, the run lives in `out_dir` itself and
     the model is `out_dir/best`; otherwise each objective gets `out_dir/<objective>/` (see
-    `run_folder_name`) and a summary `out_dir/report.json` lists them. `resume=True`
-    continues from the `last/` checkpoints.
+    `run_folder_name`) and a summary `out_dir/report.json` lists them. A stopped run (Ctrl-C,
+    `kill -9`) continues from its `last/` checkpoint when started again with the same settings
+    (`check_same_run`); `resume=True` continues it under changed settings too.
     """
+    check_training_device(config)
     trees = data if isinstance(data, TreeTable) else read_trees(data)
     objectives = list(config.objectives or trees.objectives)
     trees.columns(objectives)  # a clear error for unknown names, before any model loads
@@ -84,6 +87,7 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
     if len(set(folders)) < len(folders):
         raise MavisError(f"objectives {', '.join(objectives)} map to the same run folder; "
                          "train them in separate runs or with --shared")
+    initial_folders(config, objectives)  # a missing or damaged initial model fails first
     reports = {}
     for group in groups:
         run_dir = out_dir if len(groups) == 1 else out_dir / run_folder_name(group[0])
@@ -98,6 +102,18 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
 
 # -- model -------------------------------------------------------------------------------------
+def initial_folders(config: TrainConfig, objectives: list[str]) -> list[Path]:
+    """The value-model folders `config.init_from` names for the runs of `objectives` (one for
+    all of them when shared, else one each), each checked whole (config and weight files)."""
+    if config.init_from is None:
+        return []
+    groups = [objectives] if config.shared else [[name] for name in objectives]
+    folders = [find_value_model(config.init_from, group) for group in groups]
+    for folder in folders:
+        value_model_files(folder)
+    return folders
+
+
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     """A fresh value model, or (with `init_from`) the previous iteration's, with one head
     output per objective in `objectives`, its LoRA adapter trainable."""
@@ -119,11 +135,15 @@ def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     return narrowed
 
 
+def check_training_device(config: TrainConfig) -> None:
+    """Refuse device "cuda" on a machine without one, before anything is read or written."""
+    if config.device == "cuda":
+        check_device("cuda", "device")
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """Accelerate on the configured device (a GPU when there is one, unless told "cpu")."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise MavisError("device 'cuda' was asked for, but torch sees no GPU; use 'auto' or "
-                         "'cpu', or install a CUDA build of torch (the `gpu` extra)")
+    check_training_device(config)
     return Accelerator(cpu=config.device == "cpu")
 
 
