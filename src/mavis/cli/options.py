@@ -87,8 +87,9 @@ def parse_weights(text: str, option: str = "--weights") -> dict[str, float]:
 
 
 def parse_numbers(text: str, option: str, *, low: float | None = None,
-                  high: float | None = None) -> list[float]:
-    """"0,0.25,0.5" -> [0.0, 0.25, 0.5], each finite and within [low, high] when given."""
+                  high: float | None = None, distinct: bool = False) -> list[float]:
+    """"0,0.25,0.5" -> [0.0, 0.25, 0.5], each finite and within [low, high] when given (and,
+    when `distinct`, each once: a grid point given twice would be computed twice)."""
     numbers = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -109,6 +110,10 @@ def parse_numbers(text: str, option: str, *, low: float | None = None,
         numbers.append(number)
     if not numbers:
         raise MavisError(f"{option} is empty; write e.g. {option} 0,0.5,1")
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if distinct and repeated:
+        raise MavisError(f"{option} gives {', '.join(f'{n:g}' for n in repeated)} more than "
+                         "once; give each value once")
     return numbers
 
 
@@ -139,6 +144,9 @@ def parse_betas(text: str, lambdas: list[float], option: str = "--beta"
         lam, _, beta = item.partition(":")
         (lam_value,) = parse_numbers(lam, option, low=0.0, high=1.0)
         (beta_value,) = parse_numbers(beta, option, low=0.0)
+        if lam_value in betas:
+            raise MavisError(f"{option} gives lambda {lam_value:g} twice; give one beta per "
+                             "lambda")
         betas[lam_value] = beta_value
     missing = [f"{lam:g}" for lam in lambdas if lam not in betas]
     if missing:

@@ -232,10 +232,9 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
     """Train the model `make_model()` builds on `samples`; write and return the run report."""
     run_dir = Path(run_dir).expanduser()
     last = find_last(run_dir)
-    if last is not None and not resume:
-        raise MavisError(f"{str(run_dir)!r} already holds a training run; pass --resume to "
-                         "continue it, or choose another output folder")
-    saved = load_state(last) if (resume and last) else None
+    saved = load_state(last) if last else None
+    if saved is not None and not resume:
+        check_same_run(run_dir, saved.get("config"), config)
     report = read_report(run_dir)
     if saved is not None and saved.get("done") and report is not None:
         return report
@@ -254,6 +253,28 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
                               f"{report['total_steps']}; the checkpoint is saved in "
                               f"{run_dir / 'last'}")
     return report
+
+
+# Settings that change how a run goes on, not what it computes: a stopped run continues under
+# other values of these (split a long run with max_steps, go on on another device).
+RESUMABLE_CHANGES = ("max_steps", "progress", "device", "mixed_precision",
+                     "gradient_checkpointing", "save_every")
+
+
+def check_same_run(run_dir: Path, saved: dict[str, Any] | None, config: TrainConfig) -> None:
+    """A run in `run_dir` continues when started again with the same settings (those of
+    `RESUMABLE_CHANGES` aside); with others it is refused, naming them (resume=True continues
+    it under the new settings anyway)."""
+    if not saved:
+        return
+    new = config.to_dict()
+    changed = [k for k in sorted(set(saved) | set(new))
+               if k not in RESUMABLE_CHANGES and saved.get(k) != new.get(k)]
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {new.get(k)!r} now" for k in changed[:4])
+        raise MavisError(f"{str(run_dir)!r} holds a training run with other settings ({shown}); "
+                         "give its settings again to continue it, --resume to continue it with "
+                         "these, or choose another output folder")
 
 
 def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,
