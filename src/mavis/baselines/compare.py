@@ -218,12 +218,12 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
     if baselines is not None:
         methods.update(baselines.method_settings())
     store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=value_models)
-    if command is not None:
-        commands = store.notes.get("commands", [])
-        store.note("commands", [*[c for c in commands if c != command], command])
     if baselines is not None:
         baselines.train_missing([p for p in points if store.done(p) is None])
     decoder = MavisDecoder.load(reference, list(dict.fromkeys(value_models.values())))
+    if command is not None:  # written once the models load: a failed start leaves no file
+        commands = store.notes.get("commands", [])
+        store.note("commands", [*[c for c in commands if c != command], command])
     results = run_sweep(decoder, prompts, objectives, points, settings, store,
                         baselines=baselines, beam=beam)
     summary = summarise_fronts(results, objectives, hv_reference)

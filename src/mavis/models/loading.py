@@ -146,6 +146,10 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in PACKAGED_MODELS:
         return str(packaged_model_dir(name_or_path))
     path = Path(name_or_path).expanduser()
+    if path.is_file():
+        raise MavisError(f"{name_or_path!r} is a file, not a model folder; give the folder "
+                         "save_pretrained wrote (holding config.json), a hub id, or a packaged "
+                         "model name: " + ", ".join(PACKAGED_MODELS))
     if path.exists():
         if not (path / "config.json").exists():
             raise MavisError(

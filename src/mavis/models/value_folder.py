@@ -220,6 +220,8 @@ def find_value_model(path: str | Path, objectives: list[str]) -> Path:
     `path/<objective>/best` or `path/<objective>`, the first that holds a model with a head for
     every name in `objectives`."""
     path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise MavisError(f"{str(path)!r} is a file, not a value model folder or run folder")
     candidates = [path, path / BEST_DIR]
     if len(objectives) == 1:
         folder = run_folder_name(objectives[0])

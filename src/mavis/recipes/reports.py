@@ -46,6 +46,9 @@ def iteration_report(run: str | Path, out: str | Path) -> list[dict[str, Any]]:
     """Reward and KL per iteration and objective from `run`/results.jsonl, with the gain
     over pi_ref and the change from the iteration before; written to `out`/iterations.*."""
     path = Path(run).expanduser() / RESULTS
+    if Path(run).expanduser().is_file():
+        raise MavisError(f"{str(run)!r} is a file; give the folder `mavis iterate` wrote (the "
+                         "recipe's `out`, holding results.jsonl)")
     if not path.is_file():
         raise MavisError(f"no {RESULTS} in {str(run)!r}; run `mavis iterate RECIPE` first "
                          "(its output folder is the recipe's `out`)")
