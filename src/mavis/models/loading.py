@@ -96,8 +96,9 @@ def packaged_model_dir(name: str) -> Path:
         model.load_state_dict(gguf_model.state_dict())
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            with quiet_libraries():  # its saving bar
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
             if target.exists():  # a concurrent conversion finished first
                 shutil.rmtree(tmp)
             else:
@@ -108,6 +109,7 @@ def packaged_model_dir(name: str) -> Path:
     return target
 
 
+VERBOSE = "MAVIS_VERBOSE"  # "1": the libraries may say what they want (`mavis --verbose`)
 _LIBRARY_LOGGERS = ("transformers", "trl", "accelerate", "peft", "datasets", "torch")
 
 
@@ -117,7 +119,11 @@ def quiet_libraries() -> Iterator[None]:
     keep their warnings, info logs and weight-loading progress bars to themselves; everything is
     restored afterwards. What they would say (a load report listing the layers a value-model
     backbone leaves out on purpose, deprecations of arguments mavis does not pass) is nothing a
-    user can act on."""
+    user can act on. With `VERBOSE` set in the environment (`mavis --verbose ...` sets it) the
+    block shows it all."""
+    if os.environ.get(VERBOSE) == "1":
+        yield
+        return
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
@@ -234,9 +240,10 @@ def load_causal_lm(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
-        )
+        with quiet_libraries():  # its weight-loading bar, as every other load's
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+            )
     except (OSError, ValueError) as exc:
         raise _hub_error(name_or_path, exc) from exc
     model.eval()
