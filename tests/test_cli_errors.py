@@ -229,6 +229,12 @@ FAULTS = [
     (["collect", "--out", "x.h5", "--max-prompt-tokens", "0"], "--max-prompt-tokens is 0"),
     (["collect", "--out", "x.h5", "--iteration", "-1"], "--iteration is -1"),
     (["collect", "--out", "x.h5", "--workers", "-2"], "--workers is -2"),
+    (["prompts", "show", "chitchat", "--max-tokens", "-1"], "--max-tokens is -1"),
+    (["prompts", "show", "chitchat", "--seed", "-1"], "--seed is -1"),
+    (["pareto", "--objectives", "positive,harmless", "--methods", "beam", "--beam-expand",
+      "0"], "--beam-expand is 0"),
+    (["data", "score", "{fx}/trees.h5", "--objectives", "positive", "--chunk-leaves", "0"],
+     "--chunk-leaves is 0"),
     # a prompt-file record with a misspelt key: refused with its line and the keys read
     (["evaluate", "--objectives", "positive", "--model", "{lm}", "--prompts",
       "{fx}/misspelt.jsonl", "--split", "all"],

@@ -235,7 +235,13 @@ OTHERS = [
     Option(EVALUATE, "--beam", INTS, lambda n: n < 0 or n == 1, ("--beam",)),
     *[Option(EVALUATE, option_name(name), FLOATS, _sampling(name))
       for name in ("beta", "kl_budget", "temperature", "top_p", "min_p", "candidate_epsilon")],
-    Option(("prompts", "show", "chitchat"), "--limit", INTS, lambda n: n < 0),
+    *[Option(("prompts", "show", "chitchat"), flag, INTS, lambda n: n < 0)
+      for flag in ("--limit", "--max-tokens", "--seed")],
+    *[Option(("pareto", "--objectives", "positive,harmless", "--methods", "beam", "--model",
+              "{missing}"), flag,
+             INTS, lambda n: n < 1) for flag in ("--beam-expand", "--beam-prune-every")],
+    Option(("data", "score", "{fx}/damaged.h5", "--objectives", "positive"), "--chunk-leaves",
+           INTS, lambda n: n < 1),
     Option(JUDGE, "--limit", INTS, lambda n: n < 1),
     Option(JUDGE, "--max-tokens", INTS, lambda n: n < 1),
     Option(JUDGE, "--workers", INTS, lambda n: n < 1),

@@ -260,7 +260,11 @@ def pareto(
                    needed_by=searching)
     beam_sizes = (_sizes(beams, "--beams", default=[], needed_by=["beam"])
                   if "beam" in chosen_methods else [])
-    beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
+    try:
+        beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
+    except SettingsError as exc:
+        raise option_error(exc, {"expand": "--beam-expand",
+                                 "prune_every": "--beam-prune-every"}) from None
     settings = evaluation_settings(sampling, num_samples)
     points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
                                beams=beam_sizes, morlhf_lambdas=morlhf_grid,
