@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "mavis"
 
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS = [
-    {"errors", "paths", "registry", "progress", "__init__", "assets"},
+    {"errors", "checks", "paths", "registry", "progress", "__init__", "assets"},
     {"objectives"},
     {"models"},
     {"prompts"},

@@ -130,7 +130,7 @@ def test_training_killed_resumes_to_the_same_model(workspace, tiny_lm):
     killed = workspace / "killed"
     process = launch([*args, "--out", str(killed)], workspace, slow=False)
     assert kill_when(process, lambda: len(read_metrics(killed / "metrics.jsonl")) >= 3)
-    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    assert main([*args, "--out", str(killed)]) == 0  # the same command resumes
     a = read_metrics(workspace / "whole" / "metrics.jsonl")
     b = read_metrics(killed / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b]

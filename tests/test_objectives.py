@@ -345,7 +345,9 @@ def test_unknown_objective_lists_known_ones():
 
 
 def test_parse_objective_names():
-    assert parse_objective_names(" harmless, positive ,harmless") == ["harmless", "positive"]
+    assert parse_objective_names(" harmless, positive ") == ["harmless", "positive"]
+    with pytest.raises(MavisError, match="name 'harmless' more than once"):  # not merged
+        parse_objective_names(" harmless, positive ,harmless")
     assert parse_objective_names(["relevant", "hf:some/model"]) == ["relevant", "hf:some/model"]
     with pytest.raises(MavisError, match="no objective given"):
         parse_objective_names(" , ")

@@ -393,9 +393,12 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_lm, small_trees):
                               lora_dropout=0.1, max_steps=5), small_trees, tmp_path / "cut")
     assert not first["complete"] and first["steps"] == 5
     assert load_state(tmp_path / "cut" / "last")["step"] == 5
-    with pytest.raises(MavisError, match="resume"):
-        train(config, small_trees, tmp_path / "cut")
-    resumed = train(config, small_trees, tmp_path / "cut", resume=True)
+    # other settings are refused, naming them (max_steps only splits a run: it may change)
+    changed = fast_config(tiny_lm, batch_size=8, eval_every=3, save_every=2, lora_dropout=0.1,
+                          lr=2e-2)
+    with pytest.raises(MavisError, match=r"other settings \(lr: 0.01 there, 0.02 now\)"):
+        train(changed, small_trees, tmp_path / "cut")
+    resumed = train(config, small_trees, tmp_path / "cut")  # the same settings continue it
     assert resumed["complete"] and resumed["steps"] == whole["steps"]
     cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
     full = read_metrics(tmp_path / "whole" / "metrics.jsonl")
@@ -470,12 +473,12 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes(tmp_path, tiny_lm, sma
     err = capsys.readouterr().err
     assert "SIGTERM: stopping after this step" in err
     assert f"stopped by SIGTERM at step 5 of {whole['total_steps']}" in err
-    assert "--resume" in err
+    assert "run the same command again to continue" in err
     assert load_state(tmp_path / "stopped" / "last")["step"] == 5  # evaluated and saved at 3
     report = json.loads((tmp_path / "stopped" / "report.json").read_text())
     assert not report["complete"] and report["steps"] == 5
     monkeypatch.setattr(trainer, "collate", real_collate)
-    assert main([*args, "--out", str(tmp_path / "stopped"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "stopped")]) == 0  # the same command
     resumed = json.loads(capsys.readouterr().out)
     assert resumed["complete"] and resumed["steps"] == whole["steps"]
     stopped = read_metrics(tmp_path / "stopped" / "metrics.jsonl")
@@ -615,7 +618,7 @@ def test_cli_errors(tmp_path, small_trees, capsys):
     assert "helpful" in err and "a_rate, b_rate" in err
     assert main(["train", "--data", str(small_trees), "--lr", "0", "--out",
                  str(tmp_path / "o")]) == 2
-    assert "lr must be positive" in capsys.readouterr().err
+    assert "--lr is 0; give a number > 0" in capsys.readouterr().err
     assert main(["distill", "--teacher", "nopath", "--data", str(small_trees), "--out",
                  str(tmp_path / "s")]) == 2
     assert "write NAME=VALUE" in capsys.readouterr().err
@@ -630,12 +633,16 @@ def test_cli_trains_and_resumes(tmp_path, tiny_lm, small_trees, capsys):
             "--batch-size", "8", "--lr", "1e-3", "--lora-r", "4", "--lora-alpha", "8",
             "--warmup-steps", "1"]
     assert main([*args, "--max-steps", "2"]) == 0
-    assert "continue with --resume" in capsys.readouterr().out
-    assert main(args) == 2
-    assert "--resume" in capsys.readouterr().err
-    assert main([*args, "--resume", "--json"]) == 0
+    assert "stopped early: run the same command again to continue" in capsys.readouterr().out
+    assert main([*args, "--lr", "2e-3"]) == 2  # another run's settings: refused, named
+    assert "other settings (lr: 0.001 there, 0.002 now)" in capsys.readouterr().err
+    assert not (tmp_path / "vm" / "report.json").exists() or not json.loads(
+        (tmp_path / "vm" / "report.json").read_text())["complete"]
+    assert main([*args, "--json"]) == 0  # the same command continues (README: it resumes)
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] and report["steps"] == report["total_steps"] > 2
+    assert main([*args, "--json"]) == 0  # and, finished, returns the run as it is
+    assert json.loads(capsys.readouterr().out)["steps"] == report["steps"]
     assert ValueModel.load(tmp_path / "vm" / "best").config.value_range["a_rate"]
     assert main(["distill", "--teacher", f"a_rate={tmp_path / 'vm' / 'best'}", "--data",
                  str(small_trees), "--out", str(tmp_path / "student"), "--base", str(tiny_lm),
@@ -684,5 +691,5 @@ def test_gradient_checkpointing_and_bf16_autocast_train_the_same_way(tmp_path, t
     bf16 = train(fast_config(tiny_lm, mixed_precision="bf16", **common), small_trees,
                  tmp_path / "bf16")
     assert bf16["final"]["val_loss"] == pytest.approx(plain["final"]["val_loss"], rel=0.05)
-    with pytest.raises(MavisError, match="device must be"):
+    with pytest.raises(MavisError, match="device is 'tpu'; choose 'auto', 'cpu', 'cuda'"):
         fast_config(tiny_lm, device="tpu")

@@ -666,15 +666,34 @@ def test_parts_of_another_collection_are_refused(decoder, objective, tmp_path):
     parts = Path(str(out) + ".parts")
     parts.mkdir()
     (parts / "manifest.json").write_text(json.dumps({"T": 99}))
+    write_trees(parts / "group-000000.h5", hand_built())  # a group of that collection is done
     with pytest.raises(MavisError, match=r"unfinished collection with other settings "
                        r"\(.*T: 99 -> 8.*choose a new --out or delete"):
         collect(decoder, PROMPTS, objective, out, T=8, L=2, K_root=2, K=2, top_k=5,
                       progress=False)
 
 
+def test_a_collection_that_failed_before_its_first_group_blocks_nothing(decoder, objective,
+                                                                       tiny_lm, tmp_path):
+    """A run that fails before any group is done (a device, a damaged value model) leaves no
+    parts folder; one left by an older version, holding no group, is taken over by a run with
+    other settings instead of refusing it."""
+    out = tmp_path / "t.h5"
+    parts = Path(str(out) + ".parts")
+    with pytest.raises(MavisError, match="not a device name"):
+        collect(DecoderSpec(str(tiny_lm), device="nosuch"), PROMPTS,
+                objective, out, T=8, L=2, K_root=2, K=2, top_k=5, progress=False)
+    assert not parts.exists() and not out.exists()
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"T": 99}))  # no group: nothing to keep
+    collect(decoder, PROMPTS, objective, out, T=8, L=2, K_root=2, K=2, top_k=5,
+            progress=False)
+    assert out.exists() and not parts.exists()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"T": 0}, "T is 0; give a whole number >= 1"),
-    ({"K": 0}, "K=0 must be"),
+    ({"K": 0}, "K is 0; give a whole number >= 1"),
     ({"top_k": 0}, "top_k is 0"),
     ({"beta": 0.0, "weights": {"x": 1.0}}, "weights were given with beta=0"),
     ({"beta": 2.0, "weights": {"x": 1.0}}, "weights name.*'x' without a value model"),

@@ -44,7 +44,7 @@ from mavis.decoding.decoder import MavisDecoder
 from mavis.decoding.search import BeamSettings
 from mavis.errors import MavisError
 from mavis.evaluation.methods import METHODS, SweepPlan, SweepRun
-from mavis.evaluation.plots import plot_comparison
+from mavis.evaluation.plots import check_plot_path, plot_comparison
 from mavis.evaluation.points import SweepPoint
 from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
@@ -216,18 +216,18 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
     `identity` must match), write the fronts' summary (hypervolumes against pi_ref, or
     `hv_reference`), the .csv and the plot `out`. `value_models`: label -> folder of the value
     models MAVIS and beam search are guided by; `command` is kept in the file's notes."""
-    out = Path(out)
+    out = check_plot_path(out, "the comparison's plot")
     objectives = list(identity["objectives"])
     methods: dict[str, Any] = {"beam": {"expand": beam.expand, "prune_every": beam.prune_every}}
     if baselines is not None:
         methods.update(baselines.method_settings())
     store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=value_models)
-    if command is not None:
-        commands = store.notes.get("commands", [])
-        store.note("commands", [*[c for c in commands if c != command], command])
     if baselines is not None:
         baselines.train_missing([p for p in points if store.done(p) is None])
     decoder = MavisDecoder.load(reference, list(dict.fromkeys(value_models.values())))
+    if command is not None:  # written once the models load: a failed start leaves no file
+        commands = store.notes.get("commands", [])
+        store.note("commands", [*[c for c in commands if c != command], command])
     results = run_sweep(decoder, prompts, objectives, points, settings, store,
                         baselines=baselines, beam=beam)
     summary = summarise_fronts(results, objectives, hv_reference)

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mavis import checks
 from mavis.errors import MavisError
 from mavis.models.names import DEFAULT_MODEL
 from mavis.models.value_folder import DEFAULT_LORA_TARGETS
@@ -125,38 +126,36 @@ class MorlhfSettings:
         self.validate()
 
     def validate(self) -> None:
-        """Raise `MavisError` naming the first setting that cannot work."""
-        checks = [
-            (bool(self.reference), "reference must name a model"),
-            (self.lora_r >= 1, "lora_r must be >= 1 (the policy is a LoRA adapter)"),
-            (self.lora_alpha > 0, "lora_alpha must be > 0"),
-            (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
-            (len(self.lora_target_modules) > 0, "lora_target_modules must name a layer"),
-            (len(self.objectives) > 0, "objectives must name at least one objective"),
-            (len(set(self.objectives)) == len(self.objectives), "objectives has duplicates"),
-            (len(self.prompt_sets) > 0, "prompt_sets must name at least one prompt set"),
-            (self.prompt_limit is None or self.prompt_limit >= 1, "prompt_limit must be >= 1"),
-            (self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
-             "max_prompt_tokens must be >= 1"),
-            (math.isfinite(self.kl_coef) and self.kl_coef > 0,
-             "kl_coef must be > 0 (MORLHF is KL-regularised RL)"),
-            (self.num_generations >= 2,
-             "num_generations must be >= 2 (the baseline of an answer is its siblings' mean)"),
-            (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-            (math.isfinite(self.learning_rate) and self.learning_rate > 0,
-             "learning_rate must be > 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
-            (self.save_every >= 1, "save_every must be >= 1"),
-            (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise MavisError(f"invalid MORLHF setting: {message}")
+        """Raise `SettingsError` (a `MavisError`) naming the first field whose value cannot
+        work: numbers are checked for type, NaN, infinity and range, names for duplicates."""
+        checks.text("reference", self.reference)
+        checks.whole("lora_r", self.lora_r, low=1)  # the policy is a LoRA adapter
+        checks.number("lora_alpha", self.lora_alpha, low=0.0, low_open=True)
+        checks.fraction("lora_dropout", self.lora_dropout, high_open=True)
+        checks.names("lora_target_modules", self.lora_target_modules)
+        checks.names("objectives", self.objectives)
+        checks.names("prompt_sets", self.prompt_sets)
+        checks.optional_whole("prompt_limit", self.prompt_limit, low=1, none="all")
+        checks.optional_whole("max_prompt_tokens", self.max_prompt_tokens, low=1,
+                              none="no bound")
+        checks.whole("prompt_seed", self.prompt_seed, low=0)
+        # MORLHF is KL-regularised RL: without the penalty the policy drifts off pi_ref
+        checks.number("kl_coef", self.kl_coef, low=0.0, low_open=True)
+        # an answer's baseline is the mean of its siblings' rewards (RLOO)
+        checks.whole("num_generations", self.num_generations, low=2)
+        checks.whole("prompts_per_step", self.prompts_per_step, low=1)
+        checks.whole("max_new_tokens", self.max_new_tokens, low=1)
+        checks.number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        checks.whole("warmup_steps", self.warmup_steps, low=0)
+        checks.number("weight_decay", self.weight_decay, low=0.0)
+        checks.number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
+        checks.whole("epochs", self.epochs, low=1)
+        checks.optional_whole("max_steps", self.max_steps, low=1, none="every epoch")
+        checks.whole("save_every", self.save_every, low=1)
+        checks.whole("keep_checkpoints", self.keep_checkpoints, low=1)
+        checks.whole("seed", self.seed, low=0, high=2**64 - 1)
+        for name in ("normalize_advantages", "bf16", "progress"):
+            checks.flag(name, getattr(self, name))
 
     def check_weights(self, weights: dict[str, float]) -> dict[str, float]:
         """The weight of every objective (0 where none is given), checked: known names,

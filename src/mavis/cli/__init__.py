@@ -1,16 +1,18 @@
 """The `mavis` command line. Each command group lives in its own module and registers itself.
 
-Errors a user can fix (`MavisError`) print as one line, `error: ...`, with exit code 2.
+Errors a user can fix (`MavisError`) print as one line, `error: ...`, with exit code 2
+(`mavis --verbose ...`: after the traceback of what caused it, when something did).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
-import warnings
+import traceback
 
 import typer
 
+from mavis.cli.quiet import loud, quiet
 from mavis.errors import MavisError
 
 app = typer.Typer(
@@ -21,28 +23,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_QUIET_ENVIRONMENT = {
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' weight-loading and saving bars too
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-_NOISY_MODULES = r"(torch|transformers|peft|accelerate|trl|datasets|huggingface_hub|h5py)(\.|$)"
+# What the callback was told and where it keeps what it changed, for `main` (which prints the
+# errors and undoes the changes) to read.
+_RUN: dict = {"verbose": False, "stack": None}
 
 
 @app.callback()
 def _options(verbose: bool = typer.Option(
-        False, "--verbose", help="Show the libraries' own logs, warnings and loading bars.")
-        ) -> None:
+        False, "--verbose", help="Show the libraries' own logs, warnings and loading bars, and "
+        "the traceback behind an error.")) -> None:
     """Keep the libraries' noise (weight-loading bars, deprecation warnings, info logs) out of
     the terminal unless --verbose asks for it; mavis's own progress bars and notes stay."""
-    if verbose:
-        return
-    for name, value in _QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+    _RUN["verbose"] = verbose
+    # outside `main` (typer's test runner) nothing closes a fresh stack: the setting stays
+    (loud if verbose else quiet)(_RUN["stack"] or contextlib.ExitStack())
 
 
 # Command modules: each defines `register(app)`. Imported here, so adding a command is one
@@ -71,14 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     The app runs in the command-line framework's standalone mode, so usage errors (an unknown
     command or option, a missing argument, a value of the wrong type) print its usual usage
     message and exit with code 2, whichever click the installed typer uses. Errors a user can
-    fix (`MavisError`) print one line, `error: ...`, and exit with code 2 too.
+    fix (`MavisError`) print one line, `error: ...`, and exit with code 2 too. What the command
+    changed to quiet the libraries is undone before this returns.
     """
+    _RUN["verbose"] = False
+    with contextlib.ExitStack() as stack:
+        _RUN["stack"] = stack
+        try:
+            return _run(argv)
+        finally:
+            _RUN["stack"] = None
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, prog_name="mavis")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except MavisError as exc:
+        if _RUN["verbose"] and exc.__cause__ is not None:  # e.g. a user objective's own error
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return 2

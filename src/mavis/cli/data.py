@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mavis.cli import data_score
-from mavis.cli.options import parse_assignments
+from mavis.cli.options import option_error, parse_assignments
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings, SettingsError
 from mavis.errors import MavisError
@@ -97,22 +97,24 @@ def collect_command(
                                      "harmless=runs/iter0/harmless")
     if sampling.weights and not value_models:
         raise MavisError("--weights needs --value-model: they weight the value models")
+    _check_counts(limit, max_prompt_tokens, iteration, workers)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise MavisError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
-    if workers < 0:
-        raise MavisError(f"--workers must be >= 0, got {workers}")
+    if not (workers and ray_address):  # a remote cluster's workers may have devices we lack
+        from mavis.models.devices import check_device
+
+        check_device(device, "--device")
     if out.suffix not in (".h5", ".hdf5"):
         raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
     check_writable(out, what="--out")
     try:
-        sampling = replace(sampling, max_new_tokens=T)  # the trees' response length
+        settings = CollectionSettings(
+            replace(sampling, max_new_tokens=T), L=L, K_root=K_root, K=K,  # T: the trees'
+            two_layer_guarantee=bool(value_models) if two_layer_guarantee is None
+            else two_layer_guarantee, extra_children=extra_children,
+            batch_prompts=batch_prompts, workers=max(workers, 1))
     except SettingsError as exc:
-        raise MavisError(f"--T {exc.problem}") from None
-    settings = CollectionSettings(
-        sampling, L=L, K_root=K_root, K=K,
-        two_layer_guarantee=bool(value_models) if two_layer_guarantee is None
-        else two_layer_guarantee, extra_children=extra_children,
-        batch_prompts=batch_prompts, workers=max(workers, 1))
+        raise option_error(exc, _OPTIONS) from None
     names = load_objectives(objectives)  # fail on a bad name before loading any model
     folders = {name: value_model_folder(path) for name, path in value_models.items()}
     chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
@@ -139,6 +141,26 @@ def collect_command(
     summary = inspect_trees(path)
     typer.echo(f"wrote {path}: {summary['prompts']} trees, {summary['nodes']} nodes, "
                f"{summary['leaves']} leaves, {summary['tokens']} tokens")
+
+
+# The options of `CollectionSettings`' fields whose flag is not --field-name.
+_OPTIONS = {"max_new_tokens": "--T", "L": "--L", "K": "--K", "K_root": "--K-root"}
+
+
+def _check_counts(limit: int | None, max_prompt_tokens: int, iteration: int | None,
+                  workers: int) -> None:
+    if limit is not None and limit < 1:
+        raise MavisError(f"--limit is {limit}; collect trees for at least 1 prompt (leave "
+                         "--limit out for every prompt of the split)")
+    if max_prompt_tokens < 1:
+        raise MavisError(f"--max-prompt-tokens is {max_prompt_tokens}; give a whole number "
+                         ">= 1 (prompts longer than it are left out)")
+    if iteration is not None and iteration < 0:
+        raise MavisError(f"--iteration is {iteration}; give a whole number >= 0 (0: trees "
+                         "from the reference model)")
+    if workers < 0:
+        raise MavisError(f"--workers is {workers}; give a whole number >= 0 (0: collect in "
+                         "this process)")
 
 
 @data_app.command("inspect")

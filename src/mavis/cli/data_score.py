@@ -42,6 +42,8 @@ def score_command(
     from mavis.trees.rescore import score_trees
     from mavis.trees.store import read_trees
 
+    if chunk_leaves < 1:
+        raise MavisError(f"--chunk-leaves is {chunk_leaves}; give a whole number >= 1")
     if out is not None and out.suffix not in (".h5", ".hdf5"):
         raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
     path = score_trees(trees, objectives, out=out, replace=replace, tokenizer=tokenizer,

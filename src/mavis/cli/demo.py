@@ -42,6 +42,7 @@ def demo(
     """Show plain and value-guided answers of the packaged model at a few weight settings."""
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
+    from mavis.models.devices import check_device
     from mavis.models.names import DEFAULT_MODEL
     from mavis.objectives import parse_objective_names, score_all
 
@@ -56,6 +57,7 @@ def demo(
             "use `mavis generate --value-model NAME=PATH`")
     if any(not p.strip() for p in prompt):
         raise MavisError("--prompt is empty; give some text to answer")
+    check_device(device, "--device")
     folders = list(dict.fromkeys(str(bundled[n]) for n in names))
     decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device, compile=compile_steps)
     first, last = names[0], names[-1]

@@ -15,13 +15,14 @@ from mavis.cli.options import (
     PromptSets,
     Split,
     ValueModels,
+    option_error,
     parse_assignments,
     parse_betas,
     parse_names,
     parse_numbers,
 )
 from mavis.cli.sampling import build, sampling_options
-from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
+from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings, SettingsError
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.models.names import DEFAULT_MODEL
@@ -34,6 +35,14 @@ EVALUATION = REPRODUCIBLE
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
     app.command("pareto")(pareto)
+
+
+def evaluation_settings(sampling: SamplingSettings, num_samples: int) -> EvaluationSettings:
+    """The `EvaluationSettings` of a command; a value they refuse names its option."""
+    try:
+        return EvaluationSettings(sampling, num_samples=num_samples)
+    except SettingsError as exc:
+        raise option_error(exc, {"num_samples": "-n/--num-samples"}) from None
 
 
 def _value_folders(model: str, value_model: list[str], objectives: list[str],
@@ -101,7 +110,7 @@ def evaluate(
     from mavis.objectives import parse_objective_names
 
     names = parse_objective_names(objectives)
-    settings = EvaluationSettings(sampling, num_samples=num_samples)
+    settings = evaluation_settings(sampling, num_samples)
     guided = sampling.beta > 0
     weights = sampling.weights or {name: 1.0 / len(names) for name in names}
     point = evaluation_point(weights, sampling, best_of, rank, beam)
@@ -245,19 +254,28 @@ def pareto(
     if len(names) < 2:
         raise MavisError(f"pareto needs two objectives or more, got {len(names)}")
     chosen_methods = parse_names(methods, "--methods") or []
-    grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0)
-    morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0)
-                   if morlhf_lambdas.strip() else None)
+    grid = parse_numbers(lambdas, "--lambdas", low=0.0, high=1.0, distinct=True)
+    morlhf_grid = (parse_numbers(morlhf_lambdas, "--morlhf-lambdas", low=0.0, high=1.0,
+                                 distinct=True) if morlhf_lambdas.strip() else None)
     betas, budget = _guidance(beta, kl_budget, grid)
-    sizes = _sizes(best_of, "--best-of", default=[4, 16] if {"bon", "mavis-bon", "mavis-rerank"}
-                   & set(chosen_methods) else [])
-    beam_sizes = _sizes(beams, "--beams", default=[]) if "beam" in chosen_methods else []
-    beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
-    settings = EvaluationSettings(sampling, num_samples=num_samples)
+    searching = sorted(BEST_OF_METHODS & set(chosen_methods))
+    sizes = _sizes(best_of, "--best-of", default=[4, 16] if searching else [],
+                   needed_by=searching)
+    beam_sizes = (_sizes(beams, "--beams", default=[], needed_by=["beam"])
+                  if "beam" in chosen_methods else [])
+    try:
+        beam = BeamSettings(expand=beam_expand, prune_every=beam_prune_every)
+    except SettingsError as exc:
+        raise option_error(exc, {"expand": "--beam-expand",
+                                 "prune_every": "--beam-prune-every"}) from None
+    settings = evaluation_settings(sampling, num_samples)
     points = comparison_points(names, grid, chosen_methods, betas=betas, best_of=sizes,
                                beams=beam_sizes, morlhf_lambdas=morlhf_grid,
                                kl_budget=budget, vectors=_vectors(vectors, names))
     corner = _reference_point(hv_reference, names)
+    from mavis.evaluation.plots import check_plot_path
+
+    check_plot_path(out, "--out")
     for path in (out, out.with_suffix(".json"), out.with_suffix(".csv")):
         check_writable(path, what="--out")
     baselines = _baselines(chosen_methods, names, recipe, baselines_dir or out.parent /
@@ -296,13 +314,21 @@ def _vectors(text: str, names: list[str]) -> list[dict[str, float]] | None:
     return vectors
 
 
-def _sizes(text: str, option: str, default: list[int]) -> list[int]:
-    """N values (best-of-N, beams): whole numbers >= 2; 0 or nothing: `default`/none."""
+# The methods that need a --best-of N.
+BEST_OF_METHODS = {"bon", "mavis-bon", "mavis-rerank"}
+
+
+def _sizes(text: str, option: str, default: list[int], needed_by: list[str]) -> list[int]:
+    """N values (best-of-N, beams): distinct whole numbers >= 2; nothing: `default`; 0: none,
+    refused when a chosen method (`needed_by`) needs an N."""
     if not text.strip():
         return default
-    sizes = [n for n in parse_numbers(text, option, low=0) if n]
+    sizes = [n for n in parse_numbers(text, option, low=0, distinct=True) if n]
     if any(n < 2 or n != int(n) for n in sizes):
         raise MavisError(f"{option} {text!r}: give whole numbers N >= 2, or 0 for none")
+    if not sizes and needed_by:
+        raise MavisError(f"{option} {text!r} gives no N, but --methods {', '.join(needed_by)} "
+                         f"needs one; give N >= 2, e.g. {option} 4")
     return [int(n) for n in sizes]
 
 

@@ -54,8 +54,10 @@ def generate(
     from mavis.decoding.decoder import MavisDecoder
     from mavis.decoding.search import BeamSettings, beam_search
     from mavis.models.bundled import bundled_value_models, choose_value_models
+    from mavis.models.devices import check_device
 
     _check_counts(prompt, num_samples, beam, prune_every, sampling)
+    check_device(device, "--device")
     _check_best_of(best_of, rank, beam, num_samples, sampling)
     explicit = parse_assignments(value_model, "--value-model", "harmless=runs/vm/best")
     if sampling.beta == 0:

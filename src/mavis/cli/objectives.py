@@ -100,17 +100,25 @@ def score_command(
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """Read (prompt, response) pairs from a JSONL file; MavisError names the bad line."""
+    if path.is_dir():
+        raise MavisError(f"--file {str(path)!r} is a folder; give a JSONL file of pairs")
     if not path.is_file():
-        raise MavisError(f"{path}: no such file")
+        raise MavisError(f"--file {str(path)!r}: no such file")
     from mavis.prompts.files import numbered_json_lines
 
     prompts, responses = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, row in numbered_json_lines(handle, path):
-            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
-                raise MavisError(f"{path}:{number}: needs string fields 'prompt' and 'response'")
-            prompts.append(row["prompt"])
-            responses.append(row["response"])
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, row in numbered_json_lines(handle, path):
+                if not isinstance(row.get("prompt"), str) \
+                        or not isinstance(row.get("response"), str):
+                    raise MavisError(f"{path}:{number}: needs string fields 'prompt' and "
+                                     "'response'")
+                prompts.append(row["prompt"])
+                responses.append(row["response"])
+    except UnicodeDecodeError as exc:
+        raise MavisError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8") \
+            from None
     if not prompts:
         raise MavisError(f"{path}: no pairs in the file")
     return prompts, responses

@@ -8,11 +8,12 @@ input).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import typer
 
+from mavis.checks import SettingsError
 from mavis.errors import MavisError
 
 # Options several commands take, declared once (each command gives its own default).
@@ -28,6 +29,13 @@ Model = Annotated[str, typer.Option(help="Reference model: packaged name, path o
 ValueModels = Annotated[list[str], typer.Option(
     "--value-model", help="NAME=PATH of a value model: a folder or a hub id "
     "org/name[@revision] (repeatable); default: the bundled ones.")]
+
+
+def option_error(exc: SettingsError, options: Mapping[str, str] | None = None) -> MavisError:
+    """A settings class's `SettingsError` as the command line says it: the field's option
+    (`options[field]`, else --field-name) and the problem, e.g. "--lr is nan; give ..."."""
+    flag = (options or {}).get(exc.field) or "--" + exc.field.replace("_", "-")
+    return MavisError(f"{flag} {exc.problem}")
 
 
 def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, str]:
@@ -79,8 +87,9 @@ def parse_weights(text: str, option: str = "--weights") -> dict[str, float]:
 
 
 def parse_numbers(text: str, option: str, *, low: float | None = None,
-                  high: float | None = None) -> list[float]:
-    """"0,0.25,0.5" -> [0.0, 0.25, 0.5], each finite and within [low, high] when given."""
+                  high: float | None = None, distinct: bool = False) -> list[float]:
+    """"0,0.25,0.5" -> [0.0, 0.25, 0.5], each finite and within [low, high] when given (and,
+    when `distinct`, each once: a grid point given twice would be computed twice)."""
     numbers = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -101,6 +110,10 @@ def parse_numbers(text: str, option: str, *, low: float | None = None,
         numbers.append(number)
     if not numbers:
         raise MavisError(f"{option} is empty; write e.g. {option} 0,0.5,1")
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if distinct and repeated:
+        raise MavisError(f"{option} gives {', '.join(f'{n:g}' for n in repeated)} more than "
+                         "once; give each value once")
     return numbers
 
 
@@ -131,6 +144,9 @@ def parse_betas(text: str, lambdas: list[float], option: str = "--beta"
         lam, _, beta = item.partition(":")
         (lam_value,) = parse_numbers(lam, option, low=0.0, high=1.0)
         (beta_value,) = parse_numbers(beta, option, low=0.0)
+        if lam_value in betas:
+            raise MavisError(f"{option} gives lambda {lam_value:g} twice; give one beta per "
+                             "lambda")
         betas[lam_value] = beta_value
     missing = [f"{lam:g}" for lam in lambdas if lam not in betas]
     if missing:

@@ -73,8 +73,11 @@ def show_command(
 
     if split not in (*SPLITS, "all"):
         raise MavisError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}, all")
-    if limit < 0:
-        raise MavisError(f"--limit must be >= 0, got {limit}")
+    for option, value, zero in (("--limit", limit, " (0: all)"),
+                                ("--max-tokens", max_tokens, " (0: no bound)"),
+                                ("--seed", seed, "")):
+        if value < 0:
+            raise MavisError(f"{option} is {value}; give a whole number >= 0{zero}")
     tok: Any = None
     if tokenizer is not None or formatted:
         from mavis.models.loading import DEFAULT_MODEL, load_tokenizer

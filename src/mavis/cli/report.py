@@ -11,12 +11,11 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.evaluate import EVALUATION, load_prompt_sets
+from mavis.cli.evaluate import EVALUATION, evaluation_settings, load_prompt_sets
 from mavis.cli.options import Limit, PromptSets, Split, parse_assignments, parse_numbers
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
-from mavis.evaluation.settings import EvaluationSettings
 from mavis.models.names import DEFAULT_MODEL
 
 report_app = typer.Typer(
@@ -74,7 +73,7 @@ def distill_command(
     teachers = parse_assignments(teacher, "--teacher", "relevant=runs/rel/best")
     names = list(teachers or teachers_of(student_folders(student)[1]))
     betas = _betas(beta, names)
-    settings = EvaluationSettings(sampling, num_samples=num_samples)
+    settings = evaluation_settings(sampling, num_samples)
     chosen = load_prompt_sets(prompts, split, limit, model)
     table = distill_report(student, chosen, out, reference=model, betas=betas,
                            settings=settings, teachers=teachers or None,
@@ -114,7 +113,7 @@ def heads_command(
     if best_of < 0 or best_of == 1:
         raise MavisError("--best-of takes N >= 2 (or 0: none)")
     folder = find_value_model(model, [])
-    settings = EvaluationSettings(sampling)
+    settings = evaluation_settings(sampling, 1)
     chosen = load_prompt_sets(prompts, split, limit, reference)
     table = heads_report(folder, chosen, out, reference=reference, settings=settings,
                          best_of=best_of, identity={"prompts": prompts, "split": split,
@@ -130,8 +129,11 @@ def heads_command(
 def _betas(text: str, names: list[str]) -> dict[str, float]:
     """"8" (every objective) or "relevant=8,harmless=4" (one each)."""
     if "=" not in text:
-        (value,) = parse_numbers(text, "--beta", low=0.0)
-        return {name: value for name in names}
+        values = parse_numbers(text, "--beta", low=0.0)
+        if len(values) != 1:
+            raise MavisError(f"--beta {text!r}: give one number, or one per objective, e.g. "
+                             "relevant=8,harmless=4")
+        return {name: values[0] for name in names}
     pairs = parse_assignments([p for p in text.split(",") if p.strip()], "--beta",
                               "relevant=8,harmless=4")
     betas = {name: parse_numbers(value, f"--beta {name}", low=0.0)[0]

@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments
+from mavis.checks import SettingsError
+from mavis.cli.options import Device, option_error, parse_assignments
 from mavis.errors import MavisError
 from mavis.models.names import DEFAULT_MODEL
-from mavis.serving.spec import ServerLimits, ServerSpec, api_key_from_environment
+from mavis.serving.spec import RayOptions, ServerLimits, ServerSpec, api_key_from_environment
 
 DEFAULTS = ServerLimits()
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -49,17 +50,31 @@ def serve(
         "--cpus-per-replica", help="CPUs (and torch threads) per Ray replica.")] = 1.0,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info "
                                            "shows every request).")] = "warning",
+    device: Device = None,
 ) -> None:
     """Serve the reference model and its value models over an OpenAI-compatible HTTP API, with
     a playground page at / (MAVIS_API_KEY set: every API request needs that bearer key)."""
+    from mavis.serving.launch import check_log_level
+
     if not 0 <= port <= 65535:
         raise MavisError(f"--port {port} is not a port number (0-65535)")
+    check_log_level(log_level)
+    try:
+        options = RayOptions(replicas=replicas, address=address, cpus_per_replica=cpus_per_replica,
+                             host=host, port=port)
+    except SettingsError as exc:
+        raise option_error(exc) from None
+    if not (ray and address):  # a cluster's replicas may have devices this machine lacks
+        from mavis.models.devices import check_device
+
+        check_device(device, "--device")
     limits = ServerLimits(max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                           default_max_tokens=min(DEFAULTS.default_max_tokens, max_tokens))
     spec = ServerSpec(model=model, value_model_folders=tuple(_folders(model, value_model)),
-                      limits=limits, served_name=served_name, api_key=api_key_from_environment())
+                      limits=limits, served_name=served_name, api_key=api_key_from_environment(),
+                      device=device)
     if ray:
-        _serve_ray(spec, replicas, address, cpus_per_replica, host, port)
+        _serve_ray(spec, options)
     else:
         _serve_here(spec, host, port, log_level)
 
@@ -94,27 +109,28 @@ def _serve_here(spec: ServerSpec, host: str, port: int, log_level: str) -> None:
     from mavis.serving.launch import listening_socket, serve_forever
 
     sock = listening_socket(host, port)  # a taken port fails before the models load
-    app = build_app(spec)
+    try:
+        app = build_app(spec)
+    except BaseException:
+        sock.close()
+        raise
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     _announce(spec, f"http://{shown}:{bound}", host)
     serve_forever(app, sock, log_level)
 
 
-def _serve_ray(spec: ServerSpec, replicas: int, address: str | None, cpus: float, host: str,
-               port: int) -> None:
+def _serve_ray(spec: ServerSpec, options: RayOptions) -> None:
     try:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401
     except ImportError:
         raise MavisError("--ray needs Ray Serve: pip install 'mavis-align[distributed]'") from None
-    from mavis.serving.ray_serve import RayOptions, start, stop
+    from mavis.serving.ray_serve import start, stop
 
-    options = RayOptions(replicas=replicas, address=address, cpus_per_replica=cpus, host=host,
-                         port=port)
-    typer.echo(f"starting {replicas} Ray Serve replica(s)...", err=True)
+    typer.echo(f"starting {options.replicas} Ray Serve replica(s)...", err=True)
     try:
-        _announce(spec, start(spec, options), host)
+        _announce(spec, start(spec, options), options.host)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -8,11 +8,15 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.options import parse_assignments, parse_names
+from mavis.checks import SettingsError
+from mavis.cli.options import option_error, parse_assignments, parse_names
 from mavis.errors import MavisError
 from mavis.paths import check_writable
 from mavis.training.config import TrainConfig
 from mavis.training.stopping import resume_hint
+
+# A stopped run (Ctrl-C, SIGTERM, kill -9) continues when the same command runs again.
+CONTINUE = "run the same command again to continue"
 
 _PAPER = "The paper's value is the default."
 _T = TrainConfig
@@ -37,7 +41,7 @@ def _summary(report: dict) -> str:
     parts += [f"siblings {k} {v:.3f}" for k, v in (best.get("sibling_accuracy") or {}).items()
               if v is not None]
     if not report["complete"]:
-        parts.append("stopped early: continue with --resume")
+        parts.append(f"stopped early: {CONTINUE}")
     return "  ".join(parts)
 
 
@@ -50,6 +54,7 @@ def _show(report: dict, json_output: bool) -> None:
 
 
 def train_command(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", help="Tree file (HDF5) from data collection.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; the model is OUT/best "
                                       "(OUT/<objective>/best for several objectives without "
@@ -115,34 +120,82 @@ def train_command(
         "--per-node", help="One sequence per node instead of packed trees (slower).")] = False,
     init_from: Annotated[str | None, typer.Option(
         help="Start from this value model (folder or hub id org/name) or earlier run "
-        "(Algorithm 1: V^i <- V^{i-1}).")]
-    = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
+        "(Algorithm 1: V^i <- V^{i-1}); its backbone, layers and LoRA are trained on (--base, "
+        "--num-layers and --lora-* other than its own are refused).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run even under "
+                                         "other settings (the same command continues it "
+                                         "anyway).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of split, leaf choice and order.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
     = False,
 ) -> None:
-    """Train value models on collected trees (equation 6; best checkpoint by validation)."""
+    """Train value models on collected trees (equation 6; best checkpoint by validation).
+
+    A stopped run continues when the same command runs again."""
     from mavis.training import train
 
+    if eval_every < 0:
+        raise MavisError(f"--eval-every is {eval_every}; give a whole number >= 1, or 0 "
+                         "(evaluate at the end of each epoch)")
     check_writable(out, folder=True, what="--out")
-    config = TrainConfig(
-        base=base, num_layers=num_layers, objectives=parse_names(objectives, "--objectives"),
-        shared=shared,
-        init_from=init_from, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        zeta=zeta, leaf_fraction=leaf_fraction, validation_fraction=validation_fraction,
-        train_prompts=train_prompts,
-        validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
-        epochs=epochs, max_steps=max_steps, packed=not per_node, select_best_by=select_best_by,
-        sibling_weight=sibling_weight, balance_objectives=balance_objectives, device=device,
-        mixed_precision=mixed_precision,
-        gradient_checkpointing=gradient_checkpointing,
-        eval_every=eval_every or None, seed=seed,
-    )
-    with resume_hint("continue with the same command and --resume"):
+    try:
+        config = TrainConfig(
+            base=base, num_layers=num_layers,
+            objectives=parse_names(objectives, "--objectives"), shared=shared,
+            init_from=init_from, lora_r=lora_r, lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout, zeta=zeta, leaf_fraction=leaf_fraction,
+            validation_fraction=validation_fraction, train_prompts=train_prompts,
+            validation_without_leaves=validation_without_leaves, max_length=max_length, lr=lr,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
+            epochs=epochs, max_steps=max_steps, packed=not per_node,
+            select_best_by=select_best_by, sibling_weight=sibling_weight,
+            balance_objectives=balance_objectives, device=device,
+            mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+            eval_every=eval_every or None, seed=seed,
+        )
+    except SettingsError as exc:
+        raise option_error(exc, {"packed": "--per-node"}) from None
+    if init_from is not None:
+        _check_init_from(ctx, config, data)
+    with resume_hint(CONTINUE):
         report = train(config, data, out, resume=resume)
     _show(report, json_output)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was typed (not its default), whichever click typer runs on."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+# The options --init-from overrides: the initial model's backbone is trained on.
+_BACKBONE_OPTIONS = {"base": "--base", "num_layers": "--num-layers", "lora_r": "--lora-r",
+                     "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout"}
+
+
+def _check_init_from(ctx: typer.Context, config: TrainConfig, data: Path) -> None:
+    """Refuse --base, --num-layers and --lora-* given beside --init-from with values other
+    than the initial model's (which training goes on from): they would be ignored."""
+    from mavis.models.value_folder import read_value_config
+    from mavis.training.trainer import initial_folders
+    from mavis.trees.store import read_attrs
+
+    given = [name for name in _BACKBONE_OPTIONS if _given(ctx, name)]
+    names = config.objectives or read_attrs(data)[0]
+    for folder in initial_folders(config, names):
+        initial = read_value_config(folder)
+        own = {"base": initial.base, "num_layers": initial.num_layers,
+               "lora_r": initial.lora.r if initial.lora else 0,
+               "lora_alpha": initial.lora.alpha if initial.lora else None,
+               "lora_dropout": initial.lora.dropout if initial.lora else None}
+        differ = [name for name in given if getattr(config, name) != own[name]]
+        if differ:
+            asked = ", ".join(f"{_BACKBONE_OPTIONS[n]} {getattr(config, n)}" for n in differ)
+            has = ", ".join(f"{n} {own[n]!r}" for n in differ)
+            raise MavisError(f"--init-from {str(folder)!r} has {has}: training goes on from "
+                             f"its backbone, so {asked} would be ignored; leave "
+                             f"{'them' if len(differ) > 1 else 'it'} out, or train from "
+                             "scratch without --init-from")
 
 
 def distill_command(
@@ -171,7 +224,9 @@ def distill_command(
     = _T.max_steps,
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
     = _T.device,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue OUT's run even under "
+                                         "other settings (the same command continues it "
+                                         "anyway).")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = _T.seed,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
     = False,
@@ -185,13 +240,19 @@ def distill_command(
     for name, path in teachers.items():  # a hub id is fetched (or refused) by distill
         if not Path(path).expanduser().exists() and parse_hub_id(path) is None:
             raise MavisError(f"teacher {name!r}: {path!r} does not exist")
-    config = TrainConfig(
-        base=base, num_layers=num_layers, lora_r=lora_r, lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout, lr=lr, warmup_steps=warmup_steps, batch_size=batch_size,
-        epochs=epochs, max_steps=max_steps,
-        validation_fraction=validation_fraction, eval_every=eval_every or None, seed=seed,
-        device=device,
-    )
-    with resume_hint("continue with the same command and --resume"):
+    if eval_every < 0:
+        raise MavisError(f"--eval-every is {eval_every}; give a whole number >= 1, or 0 "
+                         "(evaluate at the end of each epoch)")
+    try:
+        config = TrainConfig(
+            base=base, num_layers=num_layers, lora_r=lora_r, lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout, lr=lr, warmup_steps=warmup_steps,
+            batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+            validation_fraction=validation_fraction, eval_every=eval_every or None,
+            seed=seed, device=device,
+        )
+    except SettingsError as exc:
+        raise option_error(exc) from None
+    with resume_hint(CONTINUE):
         report = distill(teachers, base, data, out, config=config, resume=resume)
     _show(report, json_output)

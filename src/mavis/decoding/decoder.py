@@ -44,9 +44,11 @@ from mavis.decoding.guide import ValueGuide, resolve_guidance
 from mavis.decoding.sampling import SamplingSettings, build_sampling
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
+from mavis.models.devices import check_device
 from mavis.models.dtypes import resolve_dtype
 from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
+from mavis.models.value_folder import value_model_files
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
 from mavis.prompts.base import Prompt
@@ -204,11 +206,14 @@ class MavisDecoder:
         on hardware that computes in it natively) lets the value models run in bfloat16 beside
         an fp32 reference. `compile` (default: on for CUDA): static caches and compiled
         forwards for `generate` (see the class)."""
-        model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
-                                          attn_implementation=attn_implementation)
-        value_dtype = resolve_dtype(value_dtype, model.device, dtype or torch.float32)
+        check_device(device)
+        value_dtype = resolve_dtype(value_dtype, device or "cpu", dtype or torch.float32)
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
         folders = list(dict.fromkeys(str(p) for p in paths))  # a shared model loads once
+        for folder in folders:  # a missing or damaged file fails before any model loads
+            value_model_files(folder)
+        model, tokenizer = load_causal_lm(reference, dtype=dtype, device=device,
+                                          attn_implementation=attn_implementation)
         loaded = {folder: ValueModel.load(folder, attn_implementation=attn_implementation,
                                           dtype=value_dtype)
                   for folder in folders}

@@ -32,6 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mavis.checks import SettingsError
+from mavis.checks import flag as _flag
+from mavis.checks import fraction as _fraction
+from mavis.checks import number as _number
+from mavis.checks import whole as _whole
 from mavis.errors import MavisError
 
 # The guidance when told neither a beta nor a KL budget: up to DEFAULT_BETA (values are in
@@ -45,16 +50,6 @@ MAX_BETA = 1e4
 MAX_SEED = 2**64 - 1
 # Temperatures below this overflow the logits (0 itself means greedy decoding).
 MIN_TEMPERATURE = 1e-2
-
-
-class SettingsError(MavisError):
-    """A setting given a value it cannot take. `field` names the setting (a field of
-    `SamplingSettings`); `problem` says what is wrong and what would work."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def knob(default: Any, help: str, option: str | None = None) -> Any:
@@ -188,43 +183,6 @@ def _guidance(beta: Any, kl_budget: Any) -> tuple[float, float | None]:
         raise SettingsError("beta", f"is {beta:g}; give a number from 0 to {MAX_BETA:g} "
                             "(beyond, the tilt is already an argmax of the values)")
     return beta, (None if budget == math.inf else budget)
-
-
-def _number(name: str, value: Any, *, low: float, infinite: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise SettingsError(name, f"is {value!r}; give a number")
-    number = float(value)
-    if math.isnan(number) or (math.isinf(number) and not (infinite and number > 0)):
-        raise SettingsError(name, f"is {number}; give a finite number >= {low:g}"
-                            + (" (or inf)" if infinite else ""))
-    if number < low:
-        raise SettingsError(name, f"is {number:g}; give a number >= {low:g}")
-    return number
-
-
-def _fraction(name: str, value: Any, *, low_open: bool) -> float:
-    """A number in (0, 1] (`low_open`) or [0, 1]."""
-    number = _number(name, value, low=0.0)
-    if number > 1 or (low_open and number == 0):
-        span = "in (0, 1]" if low_open else "from 0 to 1"
-        raise SettingsError(name, f"is {number:g}; give a number {span}")
-    return number
-
-
-def _whole(name: str, value: Any, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise SettingsError(name, f"is {value!r}; give a whole number")
-    number = int(value)
-    if number < low or (high is not None and number > high):
-        span = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise SettingsError(name, f"is {number}; give a whole number {span}")
-    return number
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise SettingsError(name, f"is {value!r}; give true or false")
-    return value
 
 
 def _stops(value: Any) -> tuple[str, ...]:

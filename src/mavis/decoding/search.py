@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from mavis import checks
 from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.decoding.sampling import SamplingSettings, SettingsError, build_sampling
-from mavis.errors import MavisError
 from mavis.prompts.base import Prompt
 from mavis.prompts.formatting import prompt_text
 
@@ -40,9 +40,7 @@ class BeamSettings:
 
     def __post_init__(self) -> None:
         for name in ("num_beams", "expand", "prune_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MavisError(f"beam setting {name}={value!r} must be a whole number >= 1")
+            checks.whole(name, getattr(self, name), low=1)
 
 
 @torch.inference_mode()

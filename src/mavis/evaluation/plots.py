@@ -1,6 +1,7 @@
 """Plots of evaluations: Pareto fronts (reward of one objective against another, one line per
 method), a comparison of methods (their fronts with hypervolumes, and their KL), and the reward
-and KL of every iteration of Algorithm 1. PNG files only (no display)."""
+and KL of every iteration of Algorithm 1. Picture files only (no display): PNG, or another
+format of `PLOT_FORMATS` by the file's suffix."""
 
 from __future__ import annotations
 
@@ -9,12 +10,30 @@ from pathlib import Path
 
 import matplotlib
 
+from mavis.errors import MavisError
 from mavis.evaluation.policy import KL_ESTIMATE, KL_PATH, PolicyEvaluation
 from mavis.paths import atomic_path
 
 matplotlib.use("Agg")  # file output only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+# The picture formats a plot may be written in: what matplotlib's Agg canvas writes without
+# other tools (pgf needs LaTeX; avif, gif and webp depend on how Pillow was built).
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff")
+
+
+def check_plot_path(path: str | Path, what: str = "the plot") -> Path:
+    """`path` if its suffix names a format of `PLOT_FORMATS`, else a MavisError saying which
+    (checked before any work, not found when the plot is drawn at the end)."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        shown = f"ends in .{suffix}" if suffix else "has no suffix"
+        raise MavisError(f"{what} {str(path)!r} {shown}, not a picture format matplotlib writes; "
+                         f"end it in one of {', '.join('.' + f for f in PLOT_FORMATS)}, e.g. "
+                         f"{path.with_suffix('.png').name}")
+    return path
 
 
 def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[str, str],

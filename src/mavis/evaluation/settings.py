@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from mavis import checks
 from mavis.decoding.sampling import SamplingSettings, reproducible, sampling_fields
 from mavis.errors import MavisError
 
@@ -39,11 +40,8 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.sampling, SamplingSettings):
             raise MavisError("evaluation setting sampling must be a SamplingSettings")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MavisError(f"evaluation setting {name}={value!r} must be a whole "
-                                 "number >= 1")
+        checks.whole("num_samples", self.num_samples, low=1)
+        checks.whole("batch_size", self.batch_size, low=1)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationSettings:

@@ -35,6 +35,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mavis.errors import MavisError
+from mavis.models.devices import check_device
 from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import cache_dir
 from mavis.progress import status
@@ -95,8 +96,9 @@ def packaged_model_dir(name: str) -> Path:
         model.load_state_dict(gguf_model.state_dict())
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            with quiet_libraries():  # its saving bar
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
             if target.exists():  # a concurrent conversion finished first
                 shutil.rmtree(tmp)
             else:
@@ -107,6 +109,7 @@ def packaged_model_dir(name: str) -> Path:
     return target
 
 
+VERBOSE = "MAVIS_VERBOSE"  # "1": the libraries may say what they want (`mavis --verbose`)
 _LIBRARY_LOGGERS = ("transformers", "trl", "accelerate", "peft", "datasets", "torch")
 
 
@@ -116,7 +119,11 @@ def quiet_libraries() -> Iterator[None]:
     keep their warnings, info logs and weight-loading progress bars to themselves; everything is
     restored afterwards. What they would say (a load report listing the layers a value-model
     backbone leaves out on purpose, deprecations of arguments mavis does not pass) is nothing a
-    user can act on."""
+    user can act on. With `VERBOSE` set in the environment (`mavis --verbose ...` sets it) the
+    block shows it all."""
+    if os.environ.get(VERBOSE) == "1":
+        yield
+        return
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
@@ -145,6 +152,10 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in PACKAGED_MODELS:
         return str(packaged_model_dir(name_or_path))
     path = Path(name_or_path).expanduser()
+    if path.is_file():
+        raise MavisError(f"{name_or_path!r} is a file, not a model folder; give the folder "
+                         "save_pretrained wrote (holding config.json), a hub id, or a packaged "
+                         "model name: " + ", ".join(PACKAGED_MODELS))
     if path.exists():
         if not (path / "config.json").exists():
             raise MavisError(
@@ -223,14 +234,16 @@ def load_causal_lm(
 
     `name_or_path` is a packaged model name (offline), a local folder, or a hub id.
     """
+    check_device(device)
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
-        )
+        with quiet_libraries():  # its weight-loading bar, as every other load's
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+            )
     except (OSError, ValueError) as exc:
         raise _hub_error(name_or_path, exc) from exc
     model.eval()

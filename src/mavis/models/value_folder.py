@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mavis import checks
 from mavis.errors import MavisError
 
 CONFIG_NAME = "value_config.json"
@@ -44,6 +45,12 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    def __post_init__(self) -> None:
+        checks.whole("lora.r", self.r, low=1)
+        checks.number("lora.alpha", self.alpha, low=0.0, low_open=True)
+        checks.fraction("lora.dropout", self.dropout, high_open=True)
+        checks.names("lora.target_modules", self.target_modules)
 
 
 @dataclass
@@ -66,6 +73,26 @@ class ValueModelConfig:
     value_scale: dict[str, float] = field(default_factory=dict)
     format_version: int = 1
 
+    def __post_init__(self) -> None:
+        """Every field checked for its type and range (`SettingsError` names it): a config
+        that reads as JSON but holds a string where a number belongs is refused here, not
+        met as a TypeError later."""
+        checks.text("base", self.base)
+        checks.names("objectives", self.objectives)
+        checks.optional_whole("num_layers", self.num_layers, low=1, none="all layers")
+        if self.lora is not None and not isinstance(self.lora, LoraSettings):
+            raise checks.SettingsError("lora", f"is {self.lora!r}; give LoRA settings or null")
+        if not isinstance(self.tokenizer_fingerprint, str):
+            raise checks.SettingsError("tokenizer_fingerprint", "must be text")
+        for name, span in _mapping("value_range", self.value_range).items():
+            if not isinstance(span, list | tuple) or len(span) != 2:
+                raise checks.SettingsError(f"value_range.{name}", f"is {span!r}; give [low, high]")
+            low = checks.number(f"value_range.{name}", span[0])
+            checks.number(f"value_range.{name}", span[1], low=low)
+        for name, scale in _mapping("value_scale", self.value_scale).items():
+            checks.number(f"value_scale.{name}", scale, low=0.0)
+        checks.whole("format_version", self.format_version, low=1)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -80,13 +107,13 @@ class ValueModelConfig:
             if not isinstance(data["lora"], dict):
                 raise ValueError("'lora' must be an object or null")
             data["lora"] = LoraSettings(**data["lora"])
-        config = cls(**data)
-        if not isinstance(config.objectives, list) or not config.objectives or not all(
-                isinstance(name, str) for name in config.objectives):
-            raise ValueError("'objectives' must be a non-empty list of names")
-        if not isinstance(config.base, str) or not config.base:
-            raise ValueError("'base' must name the backbone model")
-        return config
+        return cls(**data)
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise checks.SettingsError(name, f"is {value!r}; give an object keyed by objective")
+    return value
 
 
 def read_value_config(folder: str | Path) -> ValueModelConfig:
@@ -111,7 +138,7 @@ def read_value_config(folder: str | Path) -> ValueModelConfig:
                          "the value model is damaged: copy or train it again")
     try:
         return ValueModelConfig.from_dict(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, MavisError) as exc:
         raise MavisError(f"{str(path)!r} is not a value model config ({exc}); copy or train "
                          "the value model again") from None
 
@@ -136,7 +163,51 @@ def value_model_files(folder: str | Path, config: ValueModelConfig | None = None
         if not path.is_file():
             raise MavisError(f"value model folder {str(folder)!r} lacks {path.name}; it was "
                              "not saved completely: copy or train it again")
+    for path in files[1:]:
+        problem = safetensors_problem(path)
+        if problem:
+            raise MavisError(f"{str(path)!r} is not a whole safetensors file ({problem}); the "
+                             "value model is damaged: copy or train it again")
     return files
+
+
+# A safetensors file: 8 bytes (little-endian header length N), N bytes of JSON naming each
+# tensor's dtype, shape and byte span, then the tensors' bytes, exactly as many as the spans
+# cover. Checked from the header alone, before any model loads.
+_MAX_HEADER = 100_000_000
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with the safetensors file at `path` (truncated, garbage, a header that
+    does not add up), or None when its header and size agree."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than its header"
+        length = int.from_bytes(head, "little")
+        if length > min(size - 8, _MAX_HEADER):
+            return f"its header claims {length} bytes, the file has {size}"
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        span = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(span, list) and len(span) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+                and 0 <= span[0] <= span[1]):
+            return f"tensor {name!r} has no valid byte span"
+        end = max(end, span[1])
+    if 8 + length + end != size:
+        return f"its tensors need {8 + length + end} bytes, the file has {size}: truncated"
+    return None
 
 
 def value_model_fingerprint(folder: str | Path) -> str:
@@ -163,6 +234,8 @@ def find_value_model(path: str | Path, objectives: list[str]) -> Path:
     `path/<objective>/best` or `path/<objective>`, the first that holds a model with a head for
     every name in `objectives`."""
     path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise MavisError(f"{str(path)!r} is a file, not a value model folder or run folder")
     candidates = [path, path / BEST_DIR]
     if len(objectives) == 1:
         folder = run_folder_name(objectives[0])

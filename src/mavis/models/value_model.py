@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -81,14 +82,14 @@ class ValueModel(nn.Module):
         try:
             if config.lora is not None:
                 backbone = _with_lora(backbone, config.lora)
-                set_peft_model_state_dict(backbone, load_file(path / ADAPTER_NAME))
+                set_peft_model_state_dict(backbone, _weights(path, ADAPTER_NAME))
                 if merge:
                     backbone = backbone.merge_and_unload()
             else:
-                backbone.load_state_dict(load_file(path / BACKBONE_NAME))
+                backbone.load_state_dict(_weights(path, BACKBONE_NAME))
             model = cls(backbone, config)
-            model.head.load_state_dict(load_file(path / HEAD_NAME))
-        except (OSError, RuntimeError, ValueError) as exc:
+            model.head.load_state_dict(_weights(path, HEAD_NAME))
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
             raise MavisError(f"the weights in {str(path)!r} do not load ({exc}); the value "
                              "model is damaged or was trained on another backbone") from None
         model.head.to(dtype)
@@ -152,6 +153,19 @@ class ValueModel(nn.Module):
         out, _ = self.forward(input_ids, attention_mask=attention_mask, position_ids=position_ids)
         last = last_token_index(attention_mask)
         return out[torch.arange(out.shape[0], device=out.device), last]
+
+
+def _weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of one weights file of a value-model folder, each checked to be finite:
+    a model saved from a diverged run (NaN weights) is refused at load, naming the folder,
+    instead of turning every answer's probabilities into NaN."""
+    weights = load_file(folder / name)
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MavisError(f"the value model {str(folder)!r} holds NaN or infinite weights "
+                             f"({name}: {key}); it was saved from a diverged training run: "
+                             "train it again (a lower learning rate helps)")
+    return weights
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

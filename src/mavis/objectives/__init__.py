@@ -136,12 +136,17 @@ def list_objectives() -> list[tuple[str, str]]:
 
 
 def parse_objective_names(names: str | Sequence[str]) -> list[str]:
-    """"a,b" (or a list) -> ["a", "b"], checked without loading anything; duplicates dropped."""
+    """"a,b" (or a list) -> ["a", "b"], checked without loading anything. A name given twice
+    is refused (it would be merged, or scored and counted twice)."""
     items = names.split(",") if isinstance(names, str) else list(names)
-    parsed = list(dict.fromkeys(n.strip() for n in items if n.strip()))
+    parsed = [n.strip() for n in items if n.strip()]
     if not parsed:
         known = ", ".join(OBJECTIVES.names())
         raise MavisError(f"no objective given; known objectives: {known}")
+    repeated = sorted({n for n in parsed if parsed.count(n) > 1})
+    if repeated:
+        raise MavisError(f"the objectives name {', '.join(map(repr, repeated))} more than once; "
+                         "give each objective once")
     for name in parsed:
         _check_name(name)
     return parsed

@@ -42,7 +42,12 @@ class PythonFunction(Objective):
         self.source = f"python:{where}"
 
     def _score(self, prompts: list[str], responses: list[str]) -> Sequence[float]:
-        result = self.function(prompts, responses)
+        try:
+            result = self.function(prompts, responses)
+        except MavisError:
+            raise
+        except Exception as exc:  # the user's own code: its name and message, one line
+            raise user_code_error(f"the objective python:{self.target}", exc) from exc
         if isinstance(result, (int, float, str, bytes)) or not hasattr(result, "__len__"):
             raise MavisError(
                 f"python:{self.target} returned {type(result).__name__}, not a list; it is called "
@@ -97,7 +102,10 @@ def _import(module_name: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(f"mavis_user_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise user_code_error(f"the python objective file {module_name!r}", exc) from exc
         return module
     try:
         return importlib.import_module(module_name)
@@ -108,7 +116,17 @@ def _import(module_name: str) -> ModuleType:
                 f"cannot import module {module_name!r} for a python: objective ({exc}); "
                 "is it installed or on PYTHONPATH? a file path (./rewards.py) also works"
             ) from None
-        raise  # the module exists but one of its own imports is missing: show the real error
+        # the module exists but one of its own imports is missing: say which
+        raise user_code_error(f"the python objective module {module_name!r}", exc) from exc
+    except Exception as exc:
+        raise user_code_error(f"the python objective module {module_name!r}", exc) from exc
+
+
+def user_code_error(what: str, exc: BaseException) -> MavisError:
+    """`what` failed with `exc`, said on one line (`mavis --verbose` shows the traceback)."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return MavisError(f"{what} raised {type(exc).__name__}: {message} (mavis --verbose ... "
+                      "shows the traceback)")
 
 
 def from_spec(spec: str) -> PythonFunction:

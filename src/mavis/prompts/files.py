@@ -56,12 +56,7 @@ def numbered_json_lines(lines: Iterator[str], path: Path) -> Iterator[tuple[int,
         yield number, record
 
 
-def _json_lines(lines: Iterator[str], path: Path) -> Iterator[dict[str, Any]]:
-    for _, record in numbered_json_lines(lines, path):
-        yield record
-
-
-def _json_records(path: Path) -> Iterator[dict[str, Any]]:
+def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path) as handle:
         content = handle.read()
     if not content.strip():
@@ -71,7 +66,8 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise MavisError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-        yield from _json_lines(iter(content.splitlines()), path)  # JSON Lines named .json
+        for number, record in numbered_json_lines(iter(content.splitlines()), path):
+            yield f"line {number}", record  # JSON Lines named .json
         return
     if isinstance(data, dict):
         lists = [value for value in data.values() if isinstance(value, list)]
@@ -86,7 +82,7 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
             record = {"prompt": record}
         if not isinstance(record, dict):
             raise MavisError(f"{path}: item {number} is neither an object nor a string")
-        yield record
+        yield f"item {number}", record
 
 
 def check_exists(path: Path) -> Path:
@@ -99,6 +95,13 @@ def check_exists(path: Path) -> Path:
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the records (dicts) of one local data file; the format follows the extension.
     A file that cannot be read as what its name says is a MavisError naming it."""
+    for _, record in numbered_records(path):
+        yield record
+
+
+def numbered_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each record of one local data file: where is "line N" (JSON Lines,
+    CSV) or "item N" (a JSON array, a Parquet row), as an error names the record."""
     path = check_exists(Path(path).expanduser())
     if not path.is_file():
         raise MavisError(f"{path} is a folder, not a file; give the data file itself")
@@ -111,20 +114,24 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
         raise MavisError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     suffix = _suffix(path)
     if suffix in (".jsonl", ".jsonl.gz"):
         with _open_text(path) as handle:
-            yield from _json_lines(iter(handle), path)
+            for number, record in numbered_json_lines(iter(handle), path):
+                yield f"line {number}", record
     elif suffix in (".json", ".json.gz"):
         yield from _json_records(path)
     elif suffix == ".csv":
         with _open_text(path) as handle:
-            yield from csv.DictReader(handle)
+            reader = csv.DictReader(handle)
+            for record in reader:
+                yield f"line {reader.line_num}", record
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        yield from pq.read_table(path).to_pylist()
+        for number, record in enumerate(pq.read_table(path).to_pylist()):
+            yield f"item {number}", record
     else:
         raise MavisError(
             f"cannot read {path}: unsupported file type {suffix or '(none)'}; use one of "
@@ -157,25 +164,29 @@ def _csv_header(path: Path) -> list[str]:
         raise MavisError(f"cannot read {path} as CSV ({exc})") from None
 
 
-def prompt_value(value: Any, path: Path, number: int) -> str:
-    """The text of record `number`'s prompt (stripped). It must be a string: null and other
-    JSON types are errors that name the record; a blank string is skipped later, like a
-    blank line."""
+def prompt_value(value: Any, path: Path, where: str) -> str:
+    """The text of the prompt of the record at `where` ("line 3"), stripped. It must be a
+    string: null and other JSON types are errors that name the record; a blank string is
+    skipped later, like a blank line."""
     if value is None:
-        raise MavisError(f"{path}: record {number} has a null prompt; give every record a "
-                         "prompt text, or remove the record")
+        raise MavisError(f"{path}: {where} has a null prompt; give every record a prompt "
+                         "text, or remove the record")
     if not isinstance(value, str):
-        raise MavisError(f"{path}: record {number} has a prompt of type "
-                         f"{type(value).__name__} ({str(value)[:40]!r}); prompts must be text "
-                         "(quote it)")
+        raise MavisError(f"{path}: {where} has a prompt of type {type(value).__name__} "
+                         f"({str(value)[:40]!r}); prompts must be text (quote it)")
     return value.strip()
+
+
+# The keys a prompt file's records may use (others are ignored: a file may carry more columns).
+PROMPT_KEYS = ("prompt", "category")
 
 
 def load_prompt_file(path: str | Path) -> list[RawPrompt]:
     """Read a user prompt file: one prompt per record, in a column named ``prompt``.
 
     An optional ``category`` column is kept. The source (and id prefix) is the file's stem.
-    Blank prompts are skipped; a null or non-text prompt is an error naming its record.
+    Blank prompts are skipped; a null or non-text prompt is an error naming its record, and so
+    is a record without a ``prompt`` (a misspelt key) in a file whose other records have one.
     """
     path = check_exists(Path(path).expanduser())
     if not path.is_file():
@@ -184,25 +195,30 @@ def load_prompt_file(path: str | Path) -> list[RawPrompt]:
         raise MavisError(f"cannot read prompts from {path}: use a "
                          + "/".join(PROMPT_FILE_SUFFIXES) + " file with a 'prompt' column")
     source = path.name.split(".")[0] or "file"
-    prompts: list[RawPrompt] = []
-    columns: list[str] = []
     if path.name.lower().endswith(".csv"):
         header = _csv_header(path)
         if header and "prompt" not in header:
             raise MavisError(f"{path} has no 'prompt' column (columns found: "
                              + ", ".join(header) + ")")
-    for number, record in enumerate(read_records(path), start=1):
+    prompts: list[RawPrompt] = []
+    columns: list[str] = []
+    without: tuple[str, list[str]] | None = None  # the first record lacking a prompt
+    for where, record in numbered_records(path):
+        keys = [str(key) for key in record if key is not None]
         if "prompt" not in record:
-            for column in record:
-                if column is not None and str(column) not in columns:
-                    columns.append(str(column))
+            columns += [key for key in keys if key not in columns]
+            without = without or (where, keys)
             continue
-        text = prompt_value(record["prompt"], path, number)
-        category = record.get("category") or ""
-        prompts.append(RawPrompt(text, source, str(category)))
+        text = prompt_value(record["prompt"], path, where)
+        prompts.append(RawPrompt(text, source, str(record.get("category") or "")))
     if not prompts and columns:
         raise MavisError(f"{path} has no 'prompt' column (columns found: "
                          + ", ".join(columns) + ")")
+    if without is not None:
+        where, keys = without
+        raise MavisError(f"{path}: {where} has no 'prompt' key (its keys: "
+                         f"{', '.join(keys) or 'none'}); every record needs 'prompt' (the keys "
+                         f"read: {', '.join(PROMPT_KEYS)}); fix or remove it")
     if not any(p.text for p in prompts):
         raise MavisError(f"{path} contains no prompts")
     return prompts

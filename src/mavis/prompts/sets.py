@@ -52,6 +52,10 @@ def resolve(name_or_path: str) -> tuple[PromptSet, str | None]:
             return prompt_set, argument
     if looks_like_file(name_or_path) or Path(name_or_path).expanduser().is_file():
         return FILE_SET, name_or_path
+    if Path(name_or_path).expanduser().is_dir():
+        raise MavisError(f"{name_or_path!r} is a folder; give a prompt file ("
+                         + "/".join(PROMPT_FILE_SUFFIXES) + ") or a prompt set's name "
+                         "(`mavis prompts list`)")
     with_arguments = [n for n in PROMPT_SETS.names() if PROMPT_SETS.get(n).takes_argument]
     raise MavisError(
         f"unknown prompt set {name_or_path!r}; known prompt sets: "

@@ -36,6 +36,9 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
     run = Path(run).expanduser()
     if not re.fullmatch(r"[\w.-]+", name):
         raise MavisError(f"bundle name {name!r} must be letters, digits, '.', '-' or '_'")
+    if iteration is not None and (isinstance(iteration, bool) or iteration < 0):
+        raise MavisError(f"--iteration is {iteration}; give a whole number >= 0 (an iteration "
+                         "of the run), or leave it out for the last trained")
     recipe, train_dir, iteration = _locate(run, iteration)
     report = read_report(train_dir)
     if report is None:
@@ -57,7 +60,9 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
 def _locate(run: Path, iteration: int | None) -> tuple[dict[str, Any] | None, Path, int | None]:
     """(recipe, training folder, iteration) of a recipe run or a plain training folder."""
     if not run.is_dir():
-        raise MavisError(f"{str(run)!r} is not a run folder")
+        raise MavisError(f"{str(run)!r} " + ("is a file, not" if run.exists() else "is not")
+                         + " a run folder; give a `mavis iterate` or `mavis train` output "
+                         "folder")
     recipe_path = run / "recipe.json"
     if not recipe_path.exists():
         if iteration is not None:

@@ -34,7 +34,7 @@ from mavis.prompts import load_prompts
 from mavis.recipes.recipe import Recipe
 from mavis.training.checkpoint import read_metrics, read_report, write_json, write_json_lines
 from mavis.training.trainer import train
-from mavis.trees.collect import collect_trees
+from mavis.trees.collect import collect_trees, load_objectives
 from mavis.trees.decoder_spec import DecoderSpec
 from mavis.trees.distributed import collect_trees_distributed
 
@@ -113,6 +113,11 @@ def run_recipe(recipe: Recipe, *, iterations: int | None = None,
     if unknown:
         raise MavisError(f"objective(s) {', '.join(unknown)} are not in the recipe "
                          f"({', '.join(recipe.objectives)})")
+    repeated = sorted({o for o in wanted if wanted.count(o) > 1})
+    if repeated:
+        raise MavisError(f"--objective names {', '.join(map(repr, repeated))} more than once; "
+                         "give each objective once")
+    load_objectives(recipe.objectives)  # an unknown or broken objective fails before writing
     if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
         raise MavisError(f"iterations is {iterations}; run at least 1 (the recipe has "
                          f"{len(recipe.iterations)})")

@@ -181,9 +181,11 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe file; errors name the key that is wrong. Every section is
     checked here, before anything runs or is written."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise MavisError(f"recipe {str(path)!r} is a folder; give the recipe's YAML file "
+                         "(see recipes/ for examples)")
     if not path.is_file():
-        raise MavisError(f"recipe {str(path)!r} does not exist or is not a file (see "
-                         "recipes/ for examples)")
+        raise MavisError(f"recipe {str(path)!r} does not exist (see recipes/ for examples)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -47,10 +47,14 @@ def iteration_report(run: str | Path, out: str | Path) -> list[dict[str, Any]]:
     """Reward and KL per iteration and objective from `run`/results.jsonl, with the gain
     over pi_ref and the change from the iteration before; written to `out`/iterations.*."""
     path = Path(run).expanduser() / RESULTS
+    if Path(run).expanduser().is_file():
+        raise MavisError(f"{str(run)!r} is a file; give the folder `mavis iterate` wrote (the "
+                         "recipe's `out`, holding results.jsonl)")
     if not path.is_file():
         raise MavisError(f"no {RESULTS} in {str(run)!r}; run `mavis iterate RECIPE` first "
                          "(its output folder is the recipe's `out`)")
-    rows = sorted(read_results(path), key=lambda r: (r["objective"], r["iteration"]))
+    rows = sorted(_checked_rows(read_results(path), path),
+                  key=lambda r: (r["objective"], r["iteration"]))
     if not rows:
         raise MavisError(f"{path} holds no evaluated iteration yet")
     table = []
@@ -65,6 +69,33 @@ def iteration_report(run: str | Path, out: str | Path) -> list[dict[str, Any]]:
     plot_iterations(rows, folder / "iterations.png")
     (folder / "iterations.md").write_text(_iteration_markdown(table, path))
     return table
+
+
+# What a row of results.jsonl holds (`mavis iterate` writes them): required, and optional.
+_ROW_NUMBERS = ("beta", "zeta", "reference_reward", "mavis_reward", "mavis_kl")
+_ROW_OPTIONAL = ("reference_reward_se", "mavis_reward_se", "mavis_kl_se",
+                 "val_sibling_accuracy", "val_within_prompt_spearman")
+
+
+def _checked_rows(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The rows, each checked to be what `mavis iterate` writes (a MavisError names the row
+    and the key that is not)."""
+    def real(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    for number, row in enumerate(rows, start=1):
+        wrong = [key for key in _ROW_NUMBERS if not real(row.get(key))]
+        wrong += [key for key in _ROW_OPTIONAL if row.get(key) is not None
+                  and not real(row[key])]
+        if not isinstance(row.get("objective"), str):
+            wrong.append("objective")
+        if not isinstance(row.get("iteration"), int) or isinstance(row.get("iteration"), bool):
+            wrong.append("iteration")
+        if wrong:
+            raise MavisError(f"{path}: row {number} is not a result of `mavis iterate` (its "
+                             f"{', '.join(wrong)} missing or of the wrong type); run the recipe "
+                             "again to rewrite it")
+    return rows
 
 
 def _iteration_markdown(table: list[dict[str, Any]], source: Path) -> str:

@@ -16,6 +16,14 @@ from mavis.errors import MavisError
 STARTUP_TIMEOUT_S = 120.0
 
 
+def check_log_level(level: str) -> str:
+    """`level` if uvicorn knows it (critical, error, warning, info, debug, trace)."""
+    if level not in uvicorn.config.LOG_LEVELS:
+        raise MavisError(f"--log-level {level!r} is not a log level; choose one of "
+                         f"{', '.join(uvicorn.config.LOG_LEVELS)}")
+    return level
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket listening on host:port (port 0: any free one), or a clear error when taken.
 
@@ -30,6 +38,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise MavisError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
                          "--port or --host") from None
+    except (UnicodeError, TypeError, ValueError, OverflowError) as exc:  # not a host name
+        sock.close()
+        raise MavisError(f"--host {host!r} is not an address to listen on ({exc}); give an "
+                         "address like 127.0.0.1, ::1 or 0.0.0.0") from None
     sock.listen(2048)  # uvicorn's default backlog
     sock.set_inheritable(True)
     return sock

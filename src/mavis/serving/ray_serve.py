@@ -10,34 +10,14 @@ Ray is an optional extra (`pip install 'mavis-align[distributed]'`), imported on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mavis.errors import MavisError
 from mavis.serving.app import build_app
-from mavis.serving.spec import ServerSpec
+from mavis.serving.spec import RayOptions, ServerSpec
 
 APP_NAME = "mavis"
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide: `address` of a running cluster (None: start a local one), replicas,
-    CPUs per replica (also its torch threads), and where Ray Serve's HTTP proxy listens."""
-
-    replicas: int = 1
-    address: str | None = None
-    cpus_per_replica: float = 1.0
-    host: str = "127.0.0.1"
-    port: int = 8000
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise MavisError(f"--replicas is {self.replicas}; give 1 or more")
-        if self.cpus_per_replica <= 0:
-            raise MavisError(f"--cpus-per-replica is {self.cpus_per_replica}; give a number > 0")
 
 
 class Replica:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mavis import checks
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 
@@ -68,10 +69,29 @@ class ServerSpec:
     limits: ServerLimits = field(default_factory=ServerLimits)
     served_name: str = ""
     api_key: str | None = None
+    device: str | None = None  # where the models run (None: cpu)
 
     @property
     def name(self) -> str:
         return self.served_name or self.model
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide Ray Serve runs (`mavis serve --ray`): `address` of a running cluster
+    (None: start a local one), replicas, CPUs per replica (also its torch threads), and where
+    Ray Serve's HTTP proxy listens. Checked here, before Ray or any model starts."""
+
+    replicas: int = 1
+    address: str | None = None
+    cpus_per_replica: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        checks.whole("replicas", self.replicas, low=1)
+        checks.number("cpus_per_replica", self.cpus_per_replica, low=0.0, low_open=True)
+        checks.whole("port", self.port, low=0, high=65535)
 
 
 def api_key_from_environment() -> str | None:

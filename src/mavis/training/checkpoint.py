@@ -106,14 +106,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics log; a last line cut short by a crash is left out."""
     if not path.exists():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise MavisError(f"{str(path)!r} is damaged: it is not UTF-8 text") from None
     records = []
     for index, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if index < len(lines) - 1:
                 raise MavisError(f"{str(path)!r} is damaged at line {index + 1}") from None
+            continue
+        if not isinstance(record, dict):
+            raise MavisError(f"{str(path)!r} is damaged at line {index + 1}: not a JSON object")
+        records.append(record)
     return records
 
 

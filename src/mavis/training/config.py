@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mavis import checks
 from mavis.errors import MavisError
 from mavis.models.value_folder import DEFAULT_LORA_TARGETS, LoraSettings
 
@@ -174,40 +175,44 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise `MavisError` naming the first setting that cannot work."""
-        checks = [
-            (self.lr > 0, "lr must be positive"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.sibling_weight >= 0, "sibling_weight must be >= 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
-            (0.0 <= self.leaf_fraction <= 1.0, "leaf_fraction must be in [0, 1]"),
-            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
-            (self.train_prompts is None or (isinstance(self.train_prompts, int)
-                                            and self.train_prompts >= 1),
-             "train_prompts must be a whole number >= 1 (or none: all)"),
-            (self.lora_r >= 0, "lora_r must be >= 0 (0: no LoRA, train the whole backbone)"),
-            (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
-            (self.max_pack_tokens >= 2, "max_pack_tokens must be >= 2"),
-            (self.max_length is None or self.max_length >= 2, "max_length must be >= 2"),
-            (self.eval_every is None or self.eval_every >= 1, "eval_every must be >= 1"),
-            (self.save_every >= 1, "save_every must be >= 1"),
-            (self.num_layers is None or self.num_layers >= 1, "num_layers must be >= 1"),
-            (self.device in ("auto", "cpu", "cuda"), "device must be 'auto', 'cpu' or 'cuda'"),
-            (self.mixed_precision in ("auto", "no", "bf16"),
-             "mixed_precision must be 'auto', 'no' or 'bf16'"),
-            (self.select_best_by in ("val_loss", "sibling_accuracy"),
-             "select_best_by must be 'val_loss' or 'sibling_accuracy'"),
-            (self.attn_implementation in ("sdpa", "eager"),
-             "attn_implementation must be 'sdpa' or 'eager' (the tree mask needs either)"),
-            (self.objectives is None or len(self.objectives) > 0,
-             "objectives must name at least one objective (or be None for all)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise MavisError(f"invalid training setting: {message}")
+        """Raise `SettingsError` (a `MavisError`) naming the first field whose value cannot
+        work: numbers are checked for type, NaN, infinity and range, names for duplicates."""
+        checks.text("base", self.base, optional=True)
+        checks.optional_whole("num_layers", self.num_layers, low=1, none="all layers")
+        checks.names("objectives", self.objectives, optional=True)
+        checks.text("init_from", self.init_from, optional=True)
+        checks.whole("lora_r", self.lora_r, low=0)  # 0: no LoRA, train the whole backbone
+        checks.whole("lora_alpha", self.lora_alpha, low=1)
+        checks.fraction("lora_dropout", self.lora_dropout, high_open=True)
+        checks.names("lora_target_modules", self.lora_target_modules)
+        checks.number("zeta", self.zeta, low=0.0)
+        checks.fraction("leaf_fraction", self.leaf_fraction)
+        checks.fraction("validation_fraction", self.validation_fraction, high_open=True)
+        checks.optional_whole("train_prompts", self.train_prompts, low=1, none="all")
+        checks.optional_whole("max_length", self.max_length, low=2, none="no bound")
+        checks.number("sibling_weight", self.sibling_weight, low=0.0)
+        checks.number("lr", self.lr, low=0.0, low_open=True)
+        checks.number("weight_decay", self.weight_decay, low=0.0)
+        checks.whole("warmup_steps", self.warmup_steps, low=0)
+        checks.whole("batch_size", self.batch_size, low=1)
+        checks.whole("epochs", self.epochs, low=1)
+        checks.optional_whole("max_steps", self.max_steps, low=1, none="every epoch")
+        if self.max_grad_norm is not None:
+            checks.number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
+        self._validate_run()
+
+    def _validate_run(self) -> None:
+        checks.choice("device", self.device, ("auto", "cpu", "cuda"))
+        checks.choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16"))
+        checks.choice("attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        checks.choice("select_best_by", self.select_best_by, ("val_loss", "sibling_accuracy"))
+        checks.whole("max_pack_tokens", self.max_pack_tokens, low=2)
+        checks.optional_whole("eval_every", self.eval_every, low=1, none="at epoch ends")
+        checks.whole("save_every", self.save_every, low=1)
+        checks.whole("seed", self.seed, low=0, high=2**64 - 1)
+        for name in ("shared", "include_root", "validation_without_leaves", "balance_objectives",
+                     "gradient_checkpointing", "packed", "progress"):
+            checks.flag(name, getattr(self, name))
 
     def lora(self) -> LoraSettings | None:
         """The LoRA settings for `ValueModel.build` (None when `lora_r == 0`)."""

@@ -39,9 +39,15 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
 from mavis.errors import MavisError
+from mavis.models.devices import check_device
 from mavis.models.loading import DEFAULT_MODEL
 from mavis.models.model_card import write_model_card
-from mavis.models.value_folder import find_value_model, read_value_config, run_folder_name
+from mavis.models.value_folder import (
+    find_value_model,
+    read_value_config,
+    run_folder_name,
+    value_model_files,
+)
 from mavis.models.value_hub import value_model_folder
 from mavis.models.value_model import ValueModel
 from mavis.progress import track
@@ -88,9 +94,11 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
     Shared (`config.shared`) or with a single objective, the run lives in `out_dir` itself and
     the model is `out_dir/best`; otherwise each objective gets `out_dir/<objective>/` (see
-    `run_folder_name`) and a summary `out_dir/report.json` lists them. `resume=True`
-    continues from the `last/` checkpoints.
+    `run_folder_name`) and a summary `out_dir/report.json` lists them. A stopped run (Ctrl-C,
+    `kill -9`) continues from its `last/` checkpoint when started again with the same settings
+    (`check_same_run`); `resume=True` continues it under changed settings too.
     """
+    check_training_device(config)
     trees = data if isinstance(data, TreeTable) else read_trees(data)
     objectives = list(config.objectives or trees.objectives)
     trees.columns(objectives)  # a clear error for unknown names, before any model loads
@@ -100,6 +108,7 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
     if len(set(folders)) < len(folders):
         raise MavisError(f"objectives {', '.join(objectives)} map to the same run folder; "
                          "train them in separate runs or with --shared")
+    initial_folders(config, objectives)  # a missing or damaged initial model fails first
     reports = {}
     extra = {} if isinstance(data, TreeTable) else {"data_file": str(data)}
     for group in groups:
@@ -116,6 +125,18 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
 
 
 # -- model -------------------------------------------------------------------------------------
+def initial_folders(config: TrainConfig, objectives: list[str]) -> list[Path]:
+    """The value-model folders `config.init_from` names for the runs of `objectives` (one for
+    all of them when shared, else one each), each checked whole (config and weight files)."""
+    if config.init_from is None:
+        return []
+    groups = [objectives] if config.shared else [[name] for name in objectives]
+    folders = [find_value_model(config.init_from, group) for group in groups]
+    for folder in folders:
+        value_model_files(folder)
+    return folders
+
+
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     """A fresh value model, or (with `init_from`: a value model or run folder, or a hub id) the
     previous iteration's, with one head output per objective in `objectives`, its LoRA adapter
@@ -138,11 +159,15 @@ def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
     return narrowed
 
 
+def check_training_device(config: TrainConfig) -> None:
+    """Refuse device "cuda" on a machine without one, before anything is read or written."""
+    if config.device == "cuda":
+        check_device("cuda", "device")
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """Accelerate on the configured device (a GPU when there is one, unless told "cpu")."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise MavisError("device 'cuda' was asked for, but torch sees no GPU; use 'auto' or "
-                         "'cpu', or install a CUDA build of torch (the `gpu` extra)")
+    check_training_device(config)
     return Accelerator(cpu=config.device == "cpu")
 
 
@@ -240,10 +265,9 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
     accelerator = make_accelerator(config)  # first: it sets up the processes' group
     last = find_last(run_dir)
     same_in_every_process(None if last is None else last.name, f"the checkpoint in {run_dir}")
-    if last is not None and not resume:
-        raise MavisError(f"{str(run_dir)!r} already holds a training run; pass --resume to "
-                         "continue it, or choose another output folder")
-    saved = load_state(last) if (resume and last) else None
+    saved = load_state(last) if last else None
+    if saved is not None and not resume:
+        check_same_run(run_dir, saved.get("config"), config)
     report = read_report(run_dir)
     wait_for_main()  # every process has read the folder before the first one writes in it
     if saved is not None and saved.get("done") and report is not None:
@@ -263,6 +287,28 @@ def fit(make_model: Callable[[], ValueModel], samples: Samples, config: TrainCon
                               f"{report['total_steps']}; the checkpoint is saved in "
                               f"{run_dir / 'last'}")
     return report
+
+
+# Settings that change how a run goes on, not what it computes: a stopped run continues under
+# other values of these (split a long run with max_steps, go on on another device).
+RESUMABLE_CHANGES = ("max_steps", "progress", "device", "mixed_precision",
+                     "gradient_checkpointing", "save_every")
+
+
+def check_same_run(run_dir: Path, saved: dict[str, Any] | None, config: TrainConfig) -> None:
+    """A run in `run_dir` continues when started again with the same settings (those of
+    `RESUMABLE_CHANGES` aside); with others it is refused, naming them (resume=True continues
+    it under the new settings anyway)."""
+    if not saved:
+        return
+    new = config.to_dict()
+    changed = [k for k in sorted(set(saved) | set(new))
+               if k not in RESUMABLE_CHANGES and saved.get(k) != new.get(k)]
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {new.get(k)!r} now" for k in changed[:4])
+        raise MavisError(f"{str(run_dir)!r} holds a training run with other settings ({shown}); "
+                         "give its settings again to continue it, --resume to continue it with "
+                         "these, or choose another output folder")
 
 
 def start_run(make_model: Callable[[], ValueModel], samples: Samples, config: TrainConfig,

@@ -116,6 +116,7 @@ def _run(ray: Any, plan: CollectionPlan, workers: int, progress: bool, *,
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
     count = min(workers, len(plan.pending))
     pool = ActorPool([actor.remote(spec, threads) for _ in range(count)])
+    plan.parts.ensure()  # the workers write their parts into it
     meter = Meter(len(plan.records), plan.done_prompts, enabled=progress)
     jobs = [(g, [plan.records[i] for i in plan.groups[g]], str(plan.parts.part_path(g)))
             for g in plan.pending]

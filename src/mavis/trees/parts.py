@@ -52,31 +52,46 @@ class PartsFolder:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self.root = parts_folder_for(self.out)
+        self.manifest: dict[str, Any] | None = None
 
     def open(self, manifest: Mapping[str, Any]) -> set[int]:
-        """Create the folder (or check that it belongs to the same collection); return the
-        indices of the groups already collected. Leftover temporary files are removed."""
-        manifest = json.loads(json.dumps(dict(manifest), sort_keys=True))
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Check the folder, when there is one, against `manifest` (the settings of this
+        collection); return the indices of the groups already collected. Nothing is created
+        here: the folder and its manifest appear with the first part (`ensure`), so a run
+        that fails before its first group is done leaves nothing behind, and a folder that
+        holds no group yet (such a run's, from before) is taken over by a run with other
+        settings. Leftover temporary files are removed."""
+        self.manifest = json.loads(json.dumps(dict(manifest), sort_keys=True))
+        if not self.root.exists():
+            return set()
+        done = self.done()
         path = self.root / MANIFEST
-        if path.exists():
+        if path.exists() and done:
             try:
                 existing = json.loads(path.read_text())
             except json.JSONDecodeError:
                 existing = None
-            if existing != manifest:
-                why = (describe_differences(existing, manifest) if isinstance(existing, dict)
-                       else "its manifest is unreadable")
+            if existing != self.manifest:
+                why = (describe_differences(existing, self.manifest)
+                       if isinstance(existing, dict) else "its manifest is unreadable")
                 raise MavisError(
                     f"{self.root} holds an unfinished collection with other settings ({why}); "
                     f"to resume it, run with its settings again; otherwise choose a new --out "
                     f"or delete {self.root}")
-        else:
-            write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))
         for entry in self.root.iterdir():
             if _TEMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
-        return self.done()
+        return done
+
+    def ensure(self) -> None:
+        """Create the folder with this collection's manifest (before the first part)."""
+        if self.manifest is None:
+            raise MavisError("open the parts folder with the collection's settings first")
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / MANIFEST
+        text = json.dumps(self.manifest, indent=2, sort_keys=True)
+        if not path.exists() or (not self.done() and path.read_text() != text):
+            write_text_atomic(path, text)
 
     def done(self) -> set[int]:
         if not self.root.exists():
@@ -87,6 +102,7 @@ class PartsFolder:
         return self.root / f"group-{group:06d}.h5"
 
     def write(self, group: int, trees: TreeTable) -> Path:
+        self.ensure()
         return write_trees(self.part_path(group), trees, attrs={"group": group})
 
     def merge(self, groups: int, meta: Mapping[str, Any]) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mavis import checks
 from mavis.decoding.sampling import SamplingSettings, SettingsError, reproducible, sampling_fields
 from mavis.errors import MavisError
 from mavis.trees.tree_shape import Shape
@@ -69,10 +70,9 @@ class CollectionSettings:
 
     def __post_init__(self) -> None:
         for name in ("L", "K_root", "K", "batch_prompts", "workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MavisError(f"collection setting {name}={value!r} must be a whole "
-                                 "number >= 1")
+            checks.whole(name, getattr(self, name), low=1)
+        checks.optional_whole("extra_children", self.extra_children, low=1, none="K - 1")
+        checks.flag("two_layer_guarantee", self.two_layer_guarantee)
         sampling = self.sampling
         if not isinstance(sampling, SamplingSettings):
             raise MavisError("collection setting sampling must be a SamplingSettings")
@@ -85,8 +85,6 @@ class CollectionSettings:
         if self.two_layer_guarantee and (self.L < 2 or self.T < 2):
             raise MavisError("the two-layer guarantee needs L >= 2 and T >= 2 (trees of at "
                              "least two layers); raise them or turn the guarantee off")
-        if self.extra_children is not None and self.extra_children < 1:
-            raise MavisError(f"extra_children={self.extra_children} must be >= 1")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CollectionSettings:
