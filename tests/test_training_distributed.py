@@ -234,7 +234,7 @@ def test_a_stop_request_stops_every_process_at_one_step(runs, name, stop, signal
     assert not report["complete"] and report["steps"] == step
     assert runs.log.count(f"{signal_name}: stopping after this step") == receivers
     message = f"stopped by {signal_name} at step {step} of 10"
-    assert runs.log.count(message) == 1 and "continue with the same command and --resume" \
+    assert runs.log.count(message) == 1 and "run the same command again to continue" \
         in runs.log.split(message)[1].splitlines()[0]
     assert max(r["step"] for r in read_metrics(runs.root / name / "metrics.jsonl")) <= step
 
