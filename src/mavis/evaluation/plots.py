@@ -57,7 +57,7 @@ def plot_pareto(series: Mapping[str, Sequence[PolicyEvaluation]], pair: tuple[st
     ax.set_title(title or f"{first} vs {second}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives: Sequence[str],
@@ -99,7 +99,7 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
     for ax in (front, kl_ax):
         ax.grid(alpha=0.3)
     front.legend(fontsize=7)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _kl_panel(ax, method: str, points: Sequence[PolicyEvaluation], first: str,
@@ -138,10 +138,10 @@ def plot_iterations(rows: Sequence[Mapping], out: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _save(fig, out: str | Path) -> Path:
+def save_figure(fig, out: str | Path) -> Path:
     """Save beside `out`, then rename: a reader never sees half a picture."""
     out = Path(out)
     fig.tight_layout()

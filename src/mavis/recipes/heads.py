@@ -20,6 +20,7 @@ import matplotlib
 
 from mavis.decoding.decoder import MavisDecoder
 from mavis.errors import MavisError
+from mavis.evaluation.plots import save_figure
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
@@ -168,12 +169,7 @@ def _plot(table: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("reward gain over pi_ref")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_path(out) as temp:
-            fig.savefig(temp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:

@@ -23,7 +23,7 @@ import matplotlib
 
 from mavis.decoding.decoder import MavisDecoder
 from mavis.errors import MavisError
-from mavis.evaluation.plots import plot_iterations
+from mavis.evaluation.plots import plot_iterations, save_figure
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, SweepPoint, SweepStore, run_sweep
@@ -253,12 +253,7 @@ def _plot_distill(table: list[dict[str, Any]], out: Path) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_path(out) as temp:
-            fig.savefig(temp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
     return out
 
 
