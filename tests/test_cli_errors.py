@@ -50,6 +50,8 @@ ERRORS = [
     (["generate", "hi", "--model", "{lm}", "--weights", "a"], "write NAME=VALUE"),
     (["generate", "hi", "--model", "{lm}", "--weights", "a=x"], "not a number"),
     (["generate", "hi", "--model", "{lm}", "--top-k", "0"], "--top-k is 0"),
+    (["generate", "hi", "--model", "{lm}", "--value-dtype", "nope"], "--value-dtype 'nope'"),
+    (["serve", "--model", "{lm}", "--value-dtype", "int8"], "--value-dtype 'int8'"),
     (["generate", "hi", "--model", "{lm}", "--beta", "-1"], "--beta is -1"),
     (["generate", "hi", "--model", "{lm}", "--temperature", "-1"], "--temperature is -1"),
     (["generate", "hi", "--model", "{lm}", "--seed", "-1"], "--seed is -1"),

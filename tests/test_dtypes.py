@@ -27,3 +27,22 @@ def test_resolve_dtype():
     assert fastest_value_dtype("cpu") in (torch.bfloat16, torch.float32)
     with pytest.raises(MavisError, match="choose auto, float32, bfloat16"):
         resolve_dtype("nope", "cpu")
+
+
+def test_value_models_load_in_the_dtype_asked_for(tiny_lm, tmp_path, capsys):
+    import json
+
+    from mavis.cli import main
+    from mavis.decoding.decoder import MavisDecoder
+    from mavis.models.value_model import ValueModel
+
+    ValueModel.build(str(tiny_lm), ["a"], num_layers=1, lora=None).save(tmp_path / "vm")
+    decoder = MavisDecoder.load(str(tiny_lm), [tmp_path / "vm"], value_dtype="bfloat16")
+    assert decoder.guide.value_models[0].head.weight.dtype is torch.bfloat16
+    assert next(decoder.reference.parameters()).dtype is torch.float32  # the KL's footing
+    auto = MavisDecoder.load(str(tiny_lm), [tmp_path / "vm"], value_dtype="auto")
+    assert auto.guide.value_models[0].head.weight.dtype is fastest_value_dtype("cpu")
+    assert main(["generate", "hi", "--model", str(tiny_lm), "--value-model",
+                 f"a={tmp_path / 'vm'}", "--weights", "a=1", "--value-dtype", "bfloat16",
+                 "--max-new-tokens", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["weights"] == {"a": 1.0}

@@ -211,11 +211,13 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
                    settings: EvaluationSettings, identity: Mapping[str, Any],
                    beam: BeamSettings = BeamSettings(), baselines: Baselines | None = None,
                    hv_reference: Mapping[str, float] | None = None,
-                   command: str | None = None, title: str = "") -> Comparison:
+                   command: str | None = None, title: str = "",
+                   value_dtype: str = "float32") -> Comparison:
     """Train what is missing, evaluate what is not saved yet in `out`'s .json (whose
     `identity` must match), write the fronts' summary (hypervolumes against pi_ref, or
     `hv_reference`), the .csv and the plot `out`. `value_models`: label -> folder of the value
-    models MAVIS and beam search are guided by; `command` is kept in the file's notes."""
+    models MAVIS and beam search are guided by (in `value_dtype`); `command` is kept in the
+    file's notes."""
     out = check_plot_path(out, "the comparison's plot")
     objectives = list(identity["objectives"])
     methods: dict[str, Any] = {"beam": {"expand": beam.expand, "prune_every": beam.prune_every}}
@@ -224,7 +226,8 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
     store = SweepStore(out.with_suffix(".json"), identity, methods, value_models=value_models)
     if baselines is not None:
         baselines.train_missing([p for p in points if store.done(p) is None])
-    decoder = MavisDecoder.load(reference, list(dict.fromkeys(value_models.values())))
+    decoder = MavisDecoder.load(reference, list(dict.fromkeys(value_models.values())),
+                                value_dtype=value_dtype)
     if command is not None:  # written once the models load: a failed start leaves no file
         commands = store.notes.get("commands", [])
         store.note("commands", [*[c for c in commands if c != command], command])

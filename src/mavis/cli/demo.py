@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from mavis.cli.options import Compile, Device
+from mavis.cli.options import Compile, Device, ValueDtype, checked_dtype
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
 from mavis.errors import MavisError
@@ -36,6 +36,7 @@ def demo(
     prompt: Annotated[list[str], typer.Option(help="Prompt(s) to use instead of the "
                                               "built-in ones (repeatable).")] = [],  # noqa: B006
     device: Device = None,
+    value_dtype: ValueDtype = "float32",
     compile_steps: Compile = None,
     *, sampling: SamplingSettings,
 ) -> None:
@@ -59,7 +60,8 @@ def demo(
         raise MavisError("--prompt is empty; give some text to answer")
     check_device(device, "--device")
     folders = list(dict.fromkeys(str(bundled[n]) for n in names))
-    decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device, compile=compile_steps)
+    decoder = MavisDecoder.load(DEFAULT_MODEL, folders, device=device, compile=compile_steps,
+                                value_dtype=checked_dtype(value_dtype))
     first, last = names[0], names[-1]
     grid = [1.0] if first == last else [1.0, 0.5, 0.0]
     cases = [("plain (beta=0)", replace(sampling, beta=0.0))]

@@ -14,7 +14,9 @@ from mavis.cli.options import (
     NumSamples,
     PromptSets,
     Split,
+    ValueDtype,
     ValueModels,
+    checked_dtype,
     option_error,
     parse_assignments,
     parse_betas,
@@ -57,10 +59,10 @@ def _value_folders(model: str, value_model: list[str], objectives: list[str],
             for folder in choose_value_models(model, explicit, objectives, known)}
 
 
-def _decoder(model: str, folders: dict[str, str]):
+def _decoder(model: str, folders: dict[str, str], value_dtype: str = "float32"):
     from mavis.decoding.decoder import MavisDecoder
 
-    return MavisDecoder.load(model, list(folders.values()))
+    return MavisDecoder.load(model, list(folders.values()), value_dtype=value_dtype)
 
 
 def load_prompt_sets(prompts: str, split: str, limit: int, model: str) -> list:
@@ -85,6 +87,7 @@ def evaluate(
     num_samples: NumSamples = 1,
     model: Model = DEFAULT_MODEL,
     value_model: ValueModels = [],  # noqa: B006
+    value_dtype: ValueDtype = "float32",
     as_json: Annotated[bool, typer.Option("--json")] = False,
     out: Annotated[Path | None, typer.Option(
         help="Keep the result in this JSON file; a rerun with the same settings reads it "
@@ -120,7 +123,7 @@ def evaluate(
     chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
-                "settings": settings.to_dict()}
+                "settings": settings.to_dict(), **_dtype_identity(value_dtype)}
     folders = _value_folders(model, value_model, [n for n, w in weights.items() if w > 0]
                              if guided else [], names + list(weights))
     store = SweepStore(out, identity, value_models=folders) if out is not None else None
@@ -132,13 +135,13 @@ def evaluate(
         if point.n or point.beams:
             raise MavisError("--answers keeps the answers of one sampled policy; leave out "
                              "--best-of and --beam")
-        result = evaluate_policy(_decoder(model, folders), chosen, names,
+        result = evaluate_policy(_decoder(model, folders, value_dtype), chosen, names,
                                  point.settings(settings), label=point.label or "pi_ref",
                                  progress=True, answers=answers)
         if store is not None:
             store.save(point, result)
     else:
-        decoder = _decoder(model, folders)
+        decoder = _decoder(model, folders, value_dtype)
         ((_, result),) = run_sweep(decoder, chosen, names, [point], settings, store)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
@@ -238,6 +241,7 @@ def pareto(
     num_samples: NumSamples = 1,
     model: Model = DEFAULT_MODEL,
     value_model: ValueModels = [],  # noqa: B006
+    value_dtype: ValueDtype = "float32",
     *, sampling: SamplingSettings,
 ) -> None:
     """Sweep the objective weights; compare MAVIS with pi_ref and the baselines of paper
@@ -283,9 +287,15 @@ def pareto(
     chosen = load_prompt_sets(prompts, split, limit, model)
     identity = {"model": model, "value_models": sorted(value_model), "prompts": prompts,
                 "split": split, "prompt_ids": [p.id for p in chosen], "objectives": names,
-                "settings": settings.to_dict()}
+                "settings": settings.to_dict(), **_dtype_identity(value_dtype)}
     _run_comparison(ctx, out, identity, points, baselines, beam, chosen, settings, corner,
                     value_model)
+
+
+def _dtype_identity(value_dtype: str) -> dict[str, str]:
+    """What a results file keeps of the value models' dtype (nothing for float32, so that
+    files made before keep their identity)."""
+    return {} if checked_dtype(value_dtype) == "float32" else {"value_dtype": value_dtype}
 
 
 def _guidance(beta: str | None, kl_budget: float | None, lambdas: list[float]
@@ -372,10 +382,9 @@ def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list,
                     corner: dict[str, float] | None, value_model: list[str]) -> None:
     """`run_comparison` with the value models the points need, then its summary."""
     from mavis.baselines.compare import run_comparison
-    from mavis.evaluation.sweep import MAVIS
 
     names = identity["objectives"]
-    guided = any(p.method == MAVIS or p.beams for p in points)
+    guided = any(p.beta > 0 for p in points)  # MAVIS, beam search, the MAVIS search modes
     folders = _value_folders(identity["model"], value_model, names if guided else [], names)
     where = (f"{identity['prompts']}/{identity['split']}, {len(chosen)} prompts x "
              f"{settings.num_samples}")
@@ -383,7 +392,8 @@ def _run_comparison(ctx: typer.Context, out: Path, identity: dict, points: list,
                                 prompts=chosen, points=points, settings=settings,
                                 identity=identity, beam=beam, baselines=baselines,
                                 hv_reference=corner, command=_command(ctx),
-                                title=f"{' vs '.join(names)} ({where})")
+                                title=f"{' vs '.join(names)} ({where})",
+                                value_dtype=identity.get("value_dtype", "float32"))
     summary = comparison.summary
     for point, p in comparison.results:
         rewards = "  ".join(f"{n} {p.reward[n]:+.3f}" for n in names)

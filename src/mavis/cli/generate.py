@@ -12,7 +12,9 @@ from mavis.cli.options import (
     Device,
     Model,
     NumSamples,
+    ValueDtype,
     ValueModels,
+    checked_dtype,
     parse_assignments,
 )
 from mavis.cli.sampling import sampling_options
@@ -44,6 +46,7 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sequence.")]
     = False,
     device: Device = None,
+    value_dtype: ValueDtype = "float32",
     compile_steps: Compile = None,
     *, sampling: SamplingSettings,
 ) -> None:
@@ -67,7 +70,8 @@ def generate(
     else:
         wanted = [name for name, w in sampling.weights.items() if w > 0]
     folders = choose_value_models(model, explicit, wanted, [*(sampling.weights or {}), *wanted])
-    decoder = MavisDecoder.load(model, folders, device=device, compile=compile_steps)
+    decoder = MavisDecoder.load(model, folders, device=device, compile=compile_steps,
+                                value_dtype=checked_dtype(value_dtype))
     if beam:
         outputs = beam_search(decoder, prompt, sampling,
                               beam=BeamSettings(num_beams=beam, prune_every=prune_every))

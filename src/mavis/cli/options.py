@@ -18,6 +18,9 @@ from mavis.errors import MavisError
 
 # Options several commands take, declared once (each command gives its own default).
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")]
+ValueDtype = Annotated[str, typer.Option(
+    help="The value models' dtype: float32, bfloat16, or auto (bfloat16 where the hardware "
+         "computes in it natively, float32 elsewhere); the reference stays float32.")]
 Compile = Annotated[bool | None, typer.Option(
     "--compile/--no-compile", help="Static caches and compiled decoding steps (default: on "
     "for CUDA; the first call compiles, later ones are faster).")]
@@ -153,3 +156,10 @@ def parse_betas(text: str, lambdas: list[float], option: str = "--beta"
         raise MavisError(f"{option} gives no beta for lambda {', '.join(missing)}; write "
                          "LAMBDA:BETA for every lambda of --lambdas")
     return betas
+
+
+def checked_dtype(value: str, option: str = "--value-dtype") -> str:
+    """A dtype option's value, or an error naming the option and the choices."""
+    if value not in ("float32", "bfloat16", "float16", "auto"):
+        raise MavisError(f"{option} {value!r}: choose float32, bfloat16, float16 or auto")
+    return value

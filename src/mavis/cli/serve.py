@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 
 from mavis.checks import SettingsError
-from mavis.cli.options import Device, option_error, parse_assignments
+from mavis.cli.options import (
+    Device,
+    ValueDtype,
+    checked_dtype,
+    option_error,
+    parse_assignments,
+)
 from mavis.errors import MavisError
 from mavis.models.names import DEFAULT_MODEL
 from mavis.serving.spec import RayOptions, ServerLimits, ServerSpec, api_key_from_environment
@@ -51,6 +57,7 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info "
                                            "shows every request).")] = "warning",
     device: Device = None,
+    value_dtype: ValueDtype = "float32",
 ) -> None:
     """Serve the reference model and its value models over an OpenAI-compatible HTTP API, with
     a playground page at / (MAVIS_API_KEY set: every API request needs that bearer key)."""
@@ -59,6 +66,7 @@ def serve(
     if not 0 <= port <= 65535:
         raise MavisError(f"--port {port} is not a port number (0-65535)")
     check_log_level(log_level)
+    checked_dtype(value_dtype)
     try:
         options = RayOptions(replicas=replicas, address=address, cpus_per_replica=cpus_per_replica,
                              host=host, port=port)
@@ -72,7 +80,7 @@ def serve(
                           default_max_tokens=min(DEFAULTS.default_max_tokens, max_tokens))
     spec = ServerSpec(model=model, value_model_folders=tuple(_folders(model, value_model)),
                       limits=limits, served_name=served_name, api_key=api_key_from_environment(),
-                      device=device)
+                      device=device, value_dtype=value_dtype)
     if ray:
         _serve_ray(spec, options)
     else:

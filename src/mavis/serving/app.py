@@ -70,7 +70,7 @@ ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/models", "/v
 def build_app(spec: ServerSpec) -> FastAPI:
     """Load the reference and value models of `spec` and serve them."""
     decoder = MavisDecoder.load(spec.model, list(spec.value_model_folders),
-                                device=spec.device)
+                                device=spec.device, value_dtype=spec.value_dtype)
     return create_app(decoder, spec)
 
 

@@ -70,6 +70,7 @@ class ServerSpec:
     served_name: str = ""
     api_key: str | None = None
     device: str | None = None  # where the models run (None: cpu)
+    value_dtype: str = "float32"  # the value models' ("auto": the hardware's fastest)
 
     @property
     def name(self) -> str:
