@@ -108,10 +108,10 @@ def test_playground_shows_the_servers_error(server, browser):
     browser.get(server.url + "/")
     WebDriverWait(browser, 30).until(
         expected_conditions.text_to_be_present_in_element((By.ID, "status"), "ready"))
-    top_k = browser.find_element(By.ID, "top-k")
-    top_k.clear()
-    top_k.send_keys("1000")  # more than the tiny vocabulary
+    max_tokens = browser.find_element(By.ID, "max-tokens")
+    max_tokens.clear()
+    max_tokens.send_keys("1000000")  # more than the server allows per answer
     browser.find_element(By.ID, "generate").click()
     WebDriverWait(browser, 30).until(
-        expected_conditions.text_to_be_present_in_element((By.ID, "status"), "top_k"))
+        expected_conditions.text_to_be_present_in_element((By.ID, "status"), "max_tokens"))
     assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
