@@ -25,6 +25,11 @@ With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up ru
   shared static   the shared model with static caches (`MavisDecoder(compile="static")`)
   shared compiled static caches and compiled forwards (`MavisDecoder(compile=True)`)
 With --threads N, torch uses N threads for every case.
+Every row also counts what a step costs, so that a CPU run predicts a GPU's ratio:
+gflop_per_token (2 FLOPs per linear weight per token read: the reference's token plus
+value_tokens_per_step candidates through the value models), weight_mb_per_step (the weights a
+step of the whole batch reads), and the ratios to plain they predict: flop_ratio where compute
+bounds a step (big batches), byte_ratio where reading the weights does (batch 1 on a GPU).
 Every ratio is against the fastest plain baseline of the same batch and k (compiled plain when
 it was measured and faster). The last line printed is JSON for the headline: the bundled
 default configuration (one shared backbone, M = 2, k = 40, batch 1 and 16), whatever lever
@@ -43,6 +48,7 @@ import time
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.evaluation.cost import linear_parameters
 from mavis.models.bundled import bundled_value_models
 from mavis.models.dtypes import fastest_value_dtype
 from mavis.models.loading import (
@@ -141,7 +147,32 @@ def mavis_tok_s(decoder: MavisDecoder, batch: int, k: int, new_tokens: int,
         run()  # warm-up, untimed
     seconds, out = timed(run)
     assert all(len(s.token_ids) == new_tokens for s in out)
-    return batch * new_tokens / seconds
+    return batch * new_tokens / seconds, out
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of `model`'s linear weights: what one decoding step reads from memory."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
+               if isinstance(m, torch.nn.Linear))
+
+
+def step_counts(decoder: MavisDecoder, out=None) -> dict:
+    """What one decoding step costs, counted (so a CPU run predicts a GPU's ratio): GFLOPs per
+    generated token of one row (2 per linear weight per token read: the reference's one token
+    and the value models' candidates), the candidate tokens the value models read per row and
+    step, and the MB of weights a step of the whole batch reads."""
+    reference = linear_parameters(decoder.reference)
+    value_models = list(decoder.guide.value_models) if out else []
+    read = 0.0
+    if value_models:
+        steps = [t for answer in out for t in answer.value_tokens]
+        read = sum(steps) / len(steps)
+    per_model = (sum(linear_parameters(vm) for vm in value_models) / len(value_models)
+                 if value_models else 0)
+    flops = 2.0 * reference + 2.0 * per_model * read
+    mb = (weight_bytes(decoder.reference) + sum(weight_bytes(vm) for vm in value_models)) / 1e6
+    return {"value_tokens_per_step": round(read, 2), "gflop_per_token": round(flops / 1e9, 3),
+            "weight_mb_per_step": round(mb, 1)}
 
 
 def main() -> None:
@@ -182,13 +213,14 @@ def main() -> None:
     ms = [2] if args.quick else [1, 2, 3]
     def measure(label, decoder, point, m, eps=0.0, **levers):
         weights = {n: 1.0 / m for n in names[:m]} if m else None
-        tok_s = mavis_tok_s(decoder, point["batch"], point["k"], args.new_tokens, weights,
-                            args.beta if m else 0.0, eps, **levers)
+        tok_s, out = mavis_tok_s(decoder, point["batch"], point["k"], args.new_tokens,
+                                 weights, args.beta if m else 0.0, eps, **levers)
+        counts = step_counts(decoder, out if m else None)
         record(case=label, batch=point["batch"], k=point["k"], M=m, tok_s=round(tok_s, 2),
                plain_case=point["plain_case"], plain_tok_s=round(point["plain_tok_s"], 2),
                ratio=round(tok_s / point["plain_tok_s"], 3),
                cpu_ratio=round(point["plain_cpu"] / CPU_SECONDS[-1], 3), epsilon=eps,
-               **levers)
+               **levers, **counts, **predicted(counts, point["counts"]))
 
     for batch in (1, 16):
         for k in ks:
@@ -201,12 +233,16 @@ def main() -> None:
                                                         args.new_tokens, compiled=True),
                                             CPU_SECONDS[-1])
             fastest = max(plains, key=lambda case: plains[case][0])
+            plain_counts = {case: step_counts(MavisDecoder(
+                model_bf16 if case == "plain bf16" else model, tokenizer, []))
+                for case in plains}
             point = {"batch": batch, "k": k, "plain_case": fastest,
-                     "plain_tok_s": plains[fastest][0], "plain_cpu": plains[fastest][1]}
+                     "plain_tok_s": plains[fastest][0], "plain_cpu": plains[fastest][1],
+                     "counts": plain_counts[fastest]}
             for label, (tok_s, _) in plains.items():
                 record(case=label, batch=batch, k=k, M=0, tok_s=round(tok_s, 2),
                        plain_case=fastest, plain_tok_s=round(point["plain_tok_s"], 2),
-                       ratio=round(tok_s / point["plain_tok_s"], 3))
+                       ratio=round(tok_s / point["plain_tok_s"], 3), **plain_counts[label])
             measure("mavis loop, beta=0", MavisDecoder(model, tokenizer, []), point, 0)
             for m in ms:
                 measure("separate", MavisDecoder(model, tokenizer, separate[:m]), point, m)
@@ -231,6 +267,13 @@ def main() -> None:
                         measure(label, MavisDecoder(model, tokenizer, [shared[m]],
                                                     compile=mode), point, m)
     headline(rows, layers)
+
+
+def predicted(counts: dict, plain: dict) -> dict:
+    """The ratio to plain that the counts predict where compute bounds a step (large batches)
+    and where reading the weights does (batch 1 on a GPU)."""
+    return {"flop_ratio": round(plain["gflop_per_token"] / counts["gflop_per_token"], 3),
+            "byte_ratio": round(plain["weight_mb_per_step"] / counts["weight_mb_per_step"], 3)}
 
 
 def headline(rows: list[dict], layers: int) -> None:

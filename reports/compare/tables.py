@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mavis.evaluation.summary import method_mips
+
 HERE = Path(__file__).resolve().parent
 FRONTS = {"relevant-harmless": ("relevant", "harmless"),
           "relevant-positive": ("relevant", "positive")}
@@ -47,10 +49,17 @@ def points_table(saved: dict, first: str, second: str) -> list[str]:
 def hypervolume_table(saved: dict) -> list[str]:
     fronts = saved["fronts"]
     corner = ", ".join(f"{k} {v:.3f}" for k, v in fronts["reference_point"].items())
-    rows = [f"Hypervolume above pi_ref ({corner}); larger is better:", "",
-            "| method | hypervolume |", "| --- | --- |"]
+    points = saved["points"].values()
+    mips = method_mips([(p["method"], p["weights"], p["reward"]) for p in points],
+                       fronts["objectives"])
+    counts = {m: sum(p["method"] == m and bool(p["weights"]) for p in points) for m in mips}
+    rows = [f"Hypervolume above pi_ref ({corner}) and MIP (the mean over the method's weight "
+            "vectors of weights . rewards; pi_ref at every vector of the sweep); larger is "
+            "better:", "", "| method | hypervolume | MIP | weight vectors |",
+            "| --- | --- | --- | --- |"]
     for method, value in sorted(fronts["hypervolume"].items(), key=lambda kv: -kv[1]):
-        rows.append(f"| {method} | {value:.4f} |")
+        rows.append(f"| {method} | {value:.4f} | {mips[method]:.4f} | "
+                    f"{counts[method] or 'all'} |")
     return rows
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from mavis.evaluation.fronts import dominates, hypervolume
+from mavis.evaluation.summary import method_mips
 
 HERE = Path(__file__).resolve().parent
 FRONTS = {"relevant-harmless": ("relevant", "harmless"),
@@ -103,11 +104,15 @@ def front_table(name: str) -> list[str]:
     volumes = {method: hypervolume([(p["reward"][first], p["reward"][second]) for p in members],
                                    origin)
                for method, members in series.items() if method != "pi_ref"}
+    mips = method_mips([(p["method"], p["weights"], p["reward"]) for p in saved.values()],
+                       [first, second])
     rows += ["", f"MAVIS's {first} reward rises with lambda within two standard errors: "
              f"{'yes' if rising else 'no'}; its {second} reward falls: "
              f"{'yes' if falling else 'no'}. MAVIS points dominated by a best-of-4 point: "
              f"{', '.join(beaten) or 'none'}. Hypervolume above pi_ref's rewards: "
-             + ", ".join(f"{m} {v:.4f}" for m, v in volumes.items()) + "."]
+             + ", ".join(f"{m} {v:.4f}" for m, v in volumes.items()) + ". MIP (the mean "
+             "over the weight vectors of weights . rewards; pi_ref at each): "
+             + ", ".join(f"{m} {v:.4f}" for m, v in mips.items()) + "."]
     return rows
 
 

@@ -80,21 +80,26 @@ def summarise_fronts(results: Results, objectives: Sequence[str],
         summary.hypervolume[method] = hypervolume(own, [corner[n] for n in names])
         for index, flag in zip(indices, dominated(own), strict=True):
             summary.dominated_in_method[results[index][0].key] = flag
-    summary.mip = method_mips(results, names, by_method)
+    summary.mip = method_mips([(p.method, p.weights, r.reward) for p, r in results],
+                              names)
     return summary
 
 
-def method_mips(results: Results, names: list[str], by_method: Mapping[str, list[int]]
-                ) -> dict[str, float]:
-    """MIP of every method over its own points' weights; a method whose points carry no
-    weights (pi_ref) is taken at every weight vector of the sweep."""
-    grid = list({tuple(p.weights.get(n, 0.0) for n in names): None
-                 for p, _ in results if p.weights})
+def method_mips(entries: Sequence[tuple[str, Mapping[str, float], Mapping[str, float]]],
+                names: Sequence[str]) -> dict[str, float]:
+    """MIP of every method over its own points' weights, from (method, weights, rewards) per
+    point (a results list, or the points of a saved JSON file); a method whose points carry
+    no weights (pi_ref) is taken at every weight vector of the sweep."""
+    names = list(names)
+    grid = list({tuple(w.get(n, 0.0) for n in names): None for _, w, _ in entries if w})
+    by_method: dict[str, list[tuple[Mapping[str, float], Mapping[str, float]]]] = {}
+    for method, weights, reward in entries:
+        by_method.setdefault(method, []).append((weights, reward))
     mips = {}
-    for method, indices in by_method.items():
-        weights = [tuple(results[i][0].weights.get(n, 0.0) for n in names) for i in indices]
-        rewards = [tuple(results[i][1].reward[n] for n in names) for i in indices]
-        if not any(results[i][0].weights for i in indices):
+    for method, members in by_method.items():
+        weights = [tuple(w.get(n, 0.0) for n in names) for w, _ in members]
+        rewards = [tuple(r[n] for n in names) for _, r in members]
+        if not any(w for w, _ in members):
             weights, rewards = grid, [rewards[0]] * len(grid)
         mips[method] = mean_inner_product(weights, rewards) if weights else math.nan
     return mips
