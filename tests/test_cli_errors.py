@@ -116,7 +116,7 @@ ERRORS = [
      "--objectives is empty"),
     (["distill", "--teacher", "nopath", "--data", "{fx}/trees.h5", "--out", "s"],
      "write NAME=VALUE"),
-    (["demo", "--objectives", "witty"], "cannot be shown"),
+    (["demo", "--objectives", "relevant,harmless,witty"], "cannot be shown"),
     (["bundle", "{fx}/empty_dir", "name"], "no finished training"),
     # outputs that cannot be written
     (["collect", "--out", "{fx}/a_file/trees.h5"], "is a file, not a folder"),
