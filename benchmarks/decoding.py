@@ -48,7 +48,7 @@ import time
 import torch
 
 from mavis.decoding.decoder import MavisDecoder
-from mavis.evaluation.cost import linear_parameters
+from mavis.evaluation.cost import decoding_flops, linear_parameters, linear_weight_bytes
 from mavis.models.bundled import bundled_value_models
 from mavis.models.dtypes import fastest_value_dtype
 from mavis.models.loading import (
@@ -150,27 +150,20 @@ def mavis_tok_s(decoder: MavisDecoder, batch: int, k: int, new_tokens: int,
     return batch * new_tokens / seconds, out
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of `model`'s linear weights: what one decoding step reads from memory."""
-    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
-               if isinstance(m, torch.nn.Linear))
-
-
 def step_counts(decoder: MavisDecoder, out=None) -> dict:
     """What one decoding step costs, counted (so a CPU run predicts a GPU's ratio): GFLOPs per
-    generated token of one row (2 per linear weight per token read: the reference's one token
-    and the value models' candidates), the candidate tokens the value models read per row and
-    step, and the MB of weights a step of the whole batch reads."""
-    reference = linear_parameters(decoder.reference)
+    generated token of one row (`decoding_flops` of the answers, prompt left out), the candidate
+    tokens the value models read per row and step, and the MB of weights a step of the whole
+    batch reads. Without answers (`out`): the reference alone, one token per step."""
     value_models = list(decoder.guide.value_models) if out else []
-    read = 0.0
-    if value_models:
+    if out:
+        flops = sum(decoding_flops(decoder, a, 0) for a in out) / sum(
+            len(a.token_ids) for a in out)
         steps = [t for answer in out for t in answer.value_tokens]
         read = sum(steps) / len(steps)
-    per_model = (sum(linear_parameters(vm) for vm in value_models) / len(value_models)
-                 if value_models else 0)
-    flops = 2.0 * reference + 2.0 * per_model * read
-    mb = (weight_bytes(decoder.reference) + sum(weight_bytes(vm) for vm in value_models)) / 1e6
+    else:
+        flops, read = 2.0 * linear_parameters(decoder.reference), 0.0
+    mb = sum(linear_weight_bytes(m) for m in [decoder.reference, *value_models]) / 1e6
     return {"value_tokens_per_step": round(read, 2), "gflop_per_token": round(flops / 1e9, 3),
             "weight_mb_per_step": round(mb, 1)}
 

@@ -30,9 +30,18 @@ from mavis.decoding.decoder import GeneratedSequence, MavisDecoder
 from mavis.objectives import get_objective
 
 
+def _linear_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
 def linear_parameters(model: torch.nn.Module) -> int:
     """The weights of `model`'s linear layers (a tied LM head counts: it is a matmul)."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return sum(w.numel() for w in _linear_weights(model))
+
+
+def linear_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of `model`'s linear weights in their dtype: what one decoding step reads."""
+    return sum(w.numel() * w.element_size() for w in _linear_weights(model))
 
 
 def decoding_flops(decoder: MavisDecoder, answer: GeneratedSequence, prompt_tokens: int
