@@ -278,7 +278,8 @@ def requests_for(decoder, count):
         weights, beta, top_k, temperature = grid[i % len(grid)]
         settings = decoder.resolve(SamplingSettings(
             weights=weights, beta=beta, top_k=top_k, temperature=temperature,
-            kl_budget=0.8 if i % 3 == 2 else None, max_new_tokens=8))
+            kl_budget=0.8 if i % 3 == 2 else None, max_new_tokens=8,
+            min_p=0.7 if i % 2 else 0.0))  # alone, such rows have forced steps
         out.append(RowRequest(settings, torch.Generator().manual_seed(100 + i)))
     return out
 
@@ -351,3 +352,54 @@ def test_top_p_and_min_p_cut_the_candidates_before_they_are_scored(decoder):
     probs = candidates.logprobs.exp()
     assert bool((probs[candidates.scored] >= 0.5 * probs[:, :1].expand_as(probs)[
         candidates.scored] - 1e-6).all())
+
+
+def test_forced_steps_skip_the_value_pass_and_change_nothing(decoder):
+    """A step whose nucleus leaves every row one candidate runs no value model; the token is
+    read with the next step's candidates (or by `catch_up`). The tokens, the scored values and
+    each answer's final value are those of reading every token at once."""
+    settings = decoder.resolve(SamplingSettings(weights={"a": 1.0, "c": 0.5}, beta=2.0,
+                                                top_k=12, min_p=0.6, max_new_tokens=12))
+    batch = decoder.encode(["abc", "hello there"])
+    lazy, eager = decoder.start(batch, settings), decoder.start(batch, settings)
+    eager.lazy_values = False
+    forced = scored = 0
+    with torch.inference_mode():
+        for step in range(12):
+            tokens = [s.choose(torch.Generator().manual_seed(step)) for s in (lazy, eager)]
+            assert torch.equal(tokens[0], tokens[1])
+            if lazy.value_tokens[0, -1] == 0:
+                forced += 1
+            else:
+                scored += 1
+                torch.testing.assert_close(lazy.value, eager.value, atol=1e-5, rtol=1e-5)
+            for s in (lazy, eager):
+                s.advance()
+        assert forced and scored  # both kinds of step happened
+        assert (lazy.value_tokens == 0).sum() == forced * 2  # no value pass on forced steps
+        lazy.catch_up()
+    assert lazy.unread == 0
+    torch.testing.assert_close(lazy.value, eager.value, atol=1e-5, rtol=1e-5)
+    assert torch.equal(lazy.betas, eager.betas)
+    # the same tokens are read, in fewer forwards
+    assert lazy.value_tokens.sum() == eager.value_tokens.sum()
+    assert (eager.value_tokens > 0).all()
+    # the caches hold the same keys and values: the next candidates get the same values
+    with torch.inference_mode():
+        ids = eager.candidates().ids
+        torch.testing.assert_close(lazy.score(ids), eager.score(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_generated_values_are_the_whole_answers_with_forced_steps(decoder):
+    """`generate` reports each answer's value of its last token even when the last steps were
+    forced (left unread), as a fresh forward over the whole answer gives it."""
+    out = decoder.generate(["abc", "hello there"], weights={"a": 1.0}, beta=2.0, top_k=12,
+                           top_p=0.05, max_new_tokens=5, seed=0)
+    vm = decoder.guide.entries[0].model
+    entry = decoder.guide.entries[0]
+    for seq in out:
+        assert sum(seq.value_tokens) == len(seq.token_ids)  # every token read once, no candidates
+        prompt_ids = decoder.encode([seq.prompt]).input_ids[0]
+        full = torch.cat([prompt_ids, torch.tensor(seq.token_ids)])
+        expected = entry.normalise(full_value(vm, full).float())[0]  # head a
+        assert seq.value == pytest.approx(float(expected), abs=1e-4)

@@ -113,6 +113,22 @@ def test_candidate_mask_and_positions():
     assert positions_from_mask(prefix).tolist() == [[0, 0, 1], [0, 1, 2]]
 
 
+
+def test_candidate_mask_with_unread_tokens_feeds_them_causally_first():
+    """The last two prefix tokens are not cached yet: they come first, each seeing the cached
+    prefix and the unread ones up to itself; the candidates see the whole prefix and
+    themselves."""
+    prefix = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # cached: 2 positions, unread: 2
+    allowed = candidate_mask(prefix, 2, unread=2) == 0
+    assert allowed.shape == (2, 1, 4, 6)
+    assert allowed[0, 0].tolist() == [[False, True, True, False, False, False],
+                                      [False, True, True, True, False, False],
+                                      [False, True, True, True, True, False],
+                                      [False, True, True, True, False, True]]
+    assert allowed[1, 0, 0].tolist() == [True, True, True, False, False, False]
+    assert (candidate_mask(prefix, 0, unread=2) == 0).shape == (2, 1, 2, 4)
+    torch.testing.assert_close(candidate_mask(prefix, 3, unread=0), candidate_mask(prefix, 3))
+
 def test_beta_for_kl_meets_the_budget_per_step():
     torch.manual_seed(3)
     logprobs = torch.log_softmax(torch.randn(64, 40) * 2, -1)

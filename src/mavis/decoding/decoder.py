@@ -392,6 +392,7 @@ class MavisDecoder:
             cut = min((text.find(s) for s in settings.stop if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
+        state.catch_up()  # the value of the whole answer, its last tokens included
         value = float(state.value[row]) if state.active else None
         return GeneratedSequence(
             prompt=prompt, text=text, token_ids=ids, logprobs=state.generated(row, "logprobs"),

@@ -82,6 +82,7 @@ def beam_search(decoder: MavisDecoder, prompt: str | Prompt,
                 break
             state.advance()
         if state.batch_size > beam.num_beams:
+            state.catch_up()
             state.select(torch.topk(state.value, beam.num_beams).indices)
     pool.sort(key=lambda s: s.value if s.value is not None else float("-inf"), reverse=True)
     return pool[:beam.num_beams]

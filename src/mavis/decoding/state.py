@@ -26,7 +26,10 @@ One step of `choose`, each part its own method:
     candidates   the top-k tokens of pi_ref, or of the proposal models' combination (after
                  temperature), and their log-probabilities
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
-    score        every value model in use reads all candidates in one forward over its cache
+    score        every value model in use reads all candidates in one forward over its cache;
+                 on a forced step (every row has one candidate left: the values cannot change
+                 the choice) no value model runs, and the token waits, unread, until the next
+                 step that scores (fed before its candidates) or `catch_up`
     tilt         pi_ref (or pi_prop) * exp(beta * sum_m lambda_m V_m), renormalised
                  (`mavis.decoding.tilt`)
     sample       one candidate per row (or the most likely one)
@@ -34,8 +37,9 @@ One step of `choose`, each part its own method:
 
 Cost per token: one reference forward of one token (and one per proposal model), plus, per
 value model in use, one forward of the scored candidates over the cached prefix (each candidate
-at the same position, seeing the prefix and itself only). A value model no row weights is not
-run; one that some rows use runs for the whole batch, weighted by zero for the others.
+at the same position, seeing the prefix and itself only), none on forced steps. A value model
+no row weights is not run; one that some rows use runs for the whole batch, weighted by zero
+for the others.
 """
 
 from __future__ import annotations
@@ -108,16 +112,20 @@ class DecodingState:
                  generators: Sequence[torch.Generator | None] | None = None,
                  proposals: Sequence[torch.nn.Module] = (),
                  proposal_weights: torch.Tensor | None = None,
-                 layout: DynamicLayout | StaticLayout | None = None) -> None:
+                 layout: DynamicLayout | StaticLayout | None = None,
+                 lazy_values: bool = True) -> None:
         """`settings`: one per row; `weights`: [B, guide.width], each row's lambda (ignored
         for rows with beta 0); `generators`: one per row (a request with a seed gets the same
         answer alone or beside others), or None to sample with the generator `choose` gets;
         `proposals`: causal LMs whose combination the candidates come from (none: pi_ref),
         with `proposal_weights` [B, len(proposals)], each row's weight of each; `layout`:
         where the keys and values live (`mavis.models.layout`; default: growing caches; a
-        `StaticLayout` must have been `start`ed for this batch)."""
+        `StaticLayout` must have been `start`ed for this batch); `lazy_values`: skip the value
+        pass on forced steps (growing caches only; the choices are the same either way)."""
         self.reference, self.guide = reference, guide
         self.layout = layout or DynamicLayout()
+        self.lazy_values = lazy_values and not self.layout.static
+        self.unread = 0  # the newest tokens of every row that the value caches have not read
         if self.layout.static and proposals:
             raise MavisError("proposal models need the dynamic cache layout; decode them "
                              "without compile/static caches")
@@ -216,14 +224,15 @@ class DecodingState:
         """Pick the next token of every row; returns them ([B])."""
         candidates = self.candidates()
         top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
-        values = None
+        values, cost = None, 0
         if self.value_caches:
             candidates = self.skip(candidates)
-            values = self.score(candidates.ids)
-        cost = candidates.ids.shape[1] * len(self.value_caches) if values is not None else 0
+            if not (self.lazy_values and candidates.ids.shape[1] == 1):
+                cost = (self.unread + candidates.ids.shape[1]) * len(self.value_caches)
+                values = self.score(candidates.ids)
         self.value_tokens = torch.cat([self.value_tokens, torch.full(
             (self.batch_size, 1), float(cost), device=self.value_tokens.device)], dim=1)
-        beta = self.step_beta(candidates, values)
+        beta = self.step_beta(candidates, values, guided=bool(self.value_caches))
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)
         choice = self.sample(policy, generator)
@@ -270,25 +279,59 @@ class DecodingState:
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """Every objective's normalised value of every candidate: [B, k, guide.width], one
-        forward per value model in use over its cached prefix (zeros for the others)."""
+        forward per value model in use over its cached prefix (zeros for the others); the
+        tokens left unread by forced steps are fed first, in the same forward."""
         batch, width = ids.shape
+        unread = self.unread
         positions = self.next_position[:, None].expand(batch, width)
+        if unread:
+            ids = torch.cat([self.sequence[:, -unread:], ids], dim=1)
+            positions = torch.cat([self._unread_positions(), positions], dim=1)
         values = torch.zeros(batch, width, self.guide.width, device=ids.device)
         for index, cache in self.value_caches.items():
             entry = self.guide.entries[index]
             mask = self.layout.candidate_mask(self.attention_mask, width,
-                                              entry.model.head.weight.dtype)
+                                              entry.model.head.weight.dtype, unread)
             raw = self.layout.forward(entry.model, value_heads, input_ids=ids,
                                       attention_mask=mask, position_ids=positions, cache=cache)
-            values[..., entry.columns] = entry.normalise(raw.float())
+            values[..., entry.columns] = entry.normalise(raw[:, unread:].float())
+        self.unread = 0
         return values
 
-    def step_beta(self, candidates: Candidates, values: torch.Tensor | None) -> torch.Tensor:
+    def _unread_positions(self) -> torch.Tensor:
+        """The position ids of the unread tokens, [B, unread] (read from the mask, so right
+        between `choose` and `advance` as well as after)."""
+        return positions_from_mask(self.attention_mask)[:, -self.unread:]
+
+    def catch_up(self) -> None:
+        """Feed the tokens that forced steps left unread to every value model in use, so that
+        the caches hold every token and `value` is each row's value of its whole sequence
+        (the weighted, normalised value of its newest token). Nothing to do when none is."""
+        if not self.unread or not self.value_caches:
+            self.unread = 0
+            return
+        ids = self.sequence[:, -self.unread:]
+        positions = self._unread_positions()
+        values = torch.zeros(self.batch_size, self.guide.width, device=ids.device)
+        for index, cache in self.value_caches.items():
+            entry = self.guide.entries[index]
+            mask = self.layout.candidate_mask(self.attention_mask, 0,
+                                              entry.model.head.weight.dtype, self.unread)
+            raw = self.layout.forward(entry.model, value_heads, input_ids=ids,
+                                      attention_mask=mask, position_ids=positions, cache=cache)
+            values[:, entry.columns] = entry.normalise(raw[:, -1].float())
+        self.value = (values * self.weights).sum(-1)
+        self.value_tokens[:, -1] += self.unread * len(self.value_caches)
+        self.unread = 0
+
+    def step_beta(self, candidates: Candidates, values: torch.Tensor | None,
+                  guided: bool = True) -> torch.Tensor:
         """Each row's beta for this step: its setting, or with a KL budget the largest beta
-        up to it that keeps the step within the budget (`beta_for_kl`); recorded in
-        `betas`. Rows without weights get 0."""
+        up to it that keeps the step within the budget (`beta_for_kl`; on a forced step, with
+        one candidate, any beta keeps it: the setting); recorded in `betas`. Rows without
+        weights, and every row when no value model guides (`guided` False), get 0."""
         beta = torch.where(self.weights.abs().sum(-1) > 0, self.beta,
-                           torch.zeros_like(self.beta)) if values is not None else (
+                           torch.zeros_like(self.beta)) if guided else (
             torch.zeros_like(self.beta))
         budgeted = ~torch.isnan(self.kl_budget)
         if values is not None and bool(budgeted.any()):
@@ -341,6 +384,8 @@ class DecodingState:
             for cache in self.value_caches.values():
                 self.layout.keep_choice(cache, candidates.ids.shape[1], choice)
             self.value = (values[rows, choice] * self.weights).sum(-1)
+        elif self.value_caches:
+            self.unread += 1  # a forced step: the value caches read the token later
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
         # greedy decoding is a point mass: the chosen token has probability 1
         chosen = torch.where(self.greedy, torch.zeros_like(policy[:, 0]), policy[rows, choice])
@@ -389,6 +434,8 @@ class DecodingState:
         must have the same proposal models (the rows' weights of them may differ)."""
         self._refuse_static("merge states")
         other._refuse_static("merge states")
+        self.catch_up()
+        other.catch_up()
         if [id(m) for m in self.proposals] != [id(m) for m in other.proposals]:
             raise MavisError("cannot merge decoding states with different proposal models; "
                              "start both from the same decoder")

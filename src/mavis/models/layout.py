@@ -56,9 +56,10 @@ class DynamicLayout:
         return attention_mask
 
     def candidate_mask(self, attention_mask: torch.Tensor, width: int,
-                       dtype: torch.dtype) -> torch.Tensor:
-        """The mask of a forward of `width` candidates after the prefix `attention_mask`."""
-        return candidate_mask(attention_mask, width, dtype)
+                       dtype: torch.dtype, unread: int = 0) -> torch.Tensor:
+        """The mask of a forward of `width` candidates after the prefix `attention_mask`,
+        whose last `unread` tokens are fed first (`masks.candidate_mask`)."""
+        return candidate_mask(attention_mask, width, dtype, unread)
 
     def keep_choice(self, cache: Any, width: int, choice: torch.Tensor) -> None:
         """Keep each row's chosen candidate (`choice` [B]) as the newest cached position."""
@@ -152,8 +153,11 @@ class StaticLayout:
         return self.candidate_mask(attention_mask[:, :-1], 1, dtype)
 
     def candidate_mask(self, attention_mask: torch.Tensor, width: int,
-                       dtype: torch.dtype) -> torch.Tensor:
-        """[B, 1, width, capacity]: candidate j at slot P + j sees the real prefix and itself."""
+                       dtype: torch.dtype, unread: int = 0) -> torch.Tensor:
+        """[B, 1, width, capacity]: candidate j at slot P + j sees the real prefix and itself.
+        (Static caches are written every step: no token is ever left unread.)"""
+        if unread:
+            raise MavisError("static caches read every token as it is chosen (unread = 0)")
         length = attention_mask.shape[1]
         self._check(length + width)
         self.cursor.fill_(length)
