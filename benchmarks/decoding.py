@@ -18,7 +18,12 @@ Levers compared (M = number of objectives):
   shared 4-layer  a smaller value backbone (first 4 layers)
   shared min_p=P  the nucleus lever: only candidates at least P times as likely as the most
                   likely are scored (P from --min-p, e.g. 0.05,0.1); with "+ auto", the value
-                  model also in the hardware's fastest dtype (`value_dtype="auto"`)
+                  model also in the hardware's fastest dtype (`value_dtype="auto"`); steps
+                  where every row keeps one candidate run no value model (forced steps); with
+                  "+ bf16 reference", the reference in bfloat16 too (not a default: the KL's
+                  footing would move with it)
+  shared certain_p=P  the certain-step lever: a step whose most likely candidate has at least
+                  probability P in every row runs no value model (plain top-k there)
   plain bf16      the plain baseline in bfloat16 too: every ratio is against the fastest plain
 With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up run):
   plain compiled  `generate` with a static cache and its forward under torch.compile
@@ -27,9 +32,11 @@ With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up ru
 With --threads N, torch uses N threads for every case.
 Every row also counts what a step costs, so that a CPU run predicts a GPU's ratio:
 gflop_per_token (2 FLOPs per linear weight per token read: the reference's token plus
-value_tokens_per_step candidates through the value models), weight_mb_per_step (the weights a
-step of the whole batch reads), and the ratios to plain they predict: flop_ratio where compute
-bounds a step (big batches), byte_ratio where reading the weights does (batch 1 on a GPU).
+value_tokens_per_step candidates through the value models), value_pass_share (the steps that
+run the value models at all: a forced step, whose nucleus leaves every row one candidate, does
+not), weight_mb_per_step (the weights a step of the whole batch reads, on average), and
+the ratios to plain they predict: flop_ratio where compute bounds a step (big batches),
+byte_ratio where reading the weights does (batch 1 on a GPU).
 Every ratio is against the fastest plain baseline of the same batch and k (compiled plain when
 it was measured and faster). The last line printed is JSON for the headline: the bundled
 default configuration (one shared backbone, M = 2, k = 40, batch 1 and 16), whatever lever
@@ -161,11 +168,13 @@ def step_counts(decoder: MavisDecoder, out=None) -> dict:
             len(a.token_ids) for a in out)
         steps = [t for answer in out for t in answer.value_tokens]
         read = sum(steps) / len(steps)
+        passes = sum(t > 0 for t in steps) / len(steps)
     else:
-        flops, read = 2.0 * linear_parameters(decoder.reference), 0.0
-    mb = sum(linear_weight_bytes(m) for m in [decoder.reference, *value_models]) / 1e6
-    return {"value_tokens_per_step": round(read, 2), "gflop_per_token": round(flops / 1e9, 3),
-            "weight_mb_per_step": round(mb, 1)}
+        flops, read, passes = 2.0 * linear_parameters(decoder.reference), 0.0, 0.0
+    reference = linear_weight_bytes(decoder.reference)
+    mb = (reference + passes * sum(linear_weight_bytes(m) for m in value_models)) / 1e6
+    return {"value_tokens_per_step": round(read, 2), "value_pass_share": round(passes, 3),
+            "gflop_per_token": round(flops / 1e9, 3), "weight_mb_per_step": round(mb, 1)}
 
 
 def main() -> None:
@@ -182,6 +191,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--min-p", default="0.05,0.1",
                         help="min_p values of the nucleus lever (empty: none)")
+    parser.add_argument("--certain-p", default="0.9",
+                        help="certain_p values of the certain-step lever (empty: none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,6 +206,7 @@ def main() -> None:
     shared_auto = copy.deepcopy(shared[2]).to(fastest_value_dtype("cpu"))
     model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
     min_ps = [float(x) for x in args.min_p.split(",") if x.strip()]
+    certain_ps = [float(x) for x in args.certain_p.split(",") if x.strip()]
     shared_small = value_models(args.model, 4, [names[:2]])[0]
     rows = []
 
@@ -254,6 +266,13 @@ def main() -> None:
                             point, m, min_p=min_p)
                     measure(f"shared min_p={min_p:g} + auto", MavisDecoder(
                         model, tokenizer, [shared_auto]), point, m, min_p=min_p)
+                for certain_p in certain_ps:
+                    measure(f"shared certain_p={certain_p:g}", MavisDecoder(
+                        model, tokenizer, [shared[m]]), point, m, certain_p=certain_p)
+                if min_ps:  # what a bfloat16 reference would buy (not a default: the KL's
+                    # footing would move with it)
+                    measure(f"shared min_p={max(min_ps):g} + bf16 reference", MavisDecoder(
+                        model_bf16, tokenizer, [shared[m]]), point, m, min_p=max(min_ps))
                 if args.compile:
                     for label, mode in (("shared static", "static"),
                                         ("shared compiled", True)):

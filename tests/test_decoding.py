@@ -403,3 +403,33 @@ def test_generated_values_are_the_whole_answers_with_forced_steps(decoder):
         full = torch.cat([prompt_ids, torch.tensor(seq.token_ids)])
         expected = entry.normalise(full_value(vm, full).float())[0]  # head a
         assert seq.value == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_certain_steps_are_sampled_from_plain_top_k_without_the_value_models(decoder):
+    """certain_p: a step whose most likely candidate has at least that probability runs no
+    value model and samples from plain top-k (no steering there: TV 0, beta 0); the others are
+    guided as without it, and the answer's value is still its whole sequence's."""
+    prompts = ["abc", "hello there"]
+    common = dict(weights={"a": 1.0}, beta=4.0, top_k=8, max_new_tokens=10, seed=5)
+    everywhere = decoder.generate(prompts, certain_p=1e-6, **common)  # every step is certain
+    plain = decoder.generate(prompts, **{**common, "beta": 0.0})
+    for steered, reference in zip(everywhere, plain, strict=True):
+        assert steered.token_ids == reference.token_ids
+        assert sum(steered.value_tokens) == len(steered.token_ids)  # read once, at the end
+        assert max(steered.tv) == 0 and max(steered.betas) == 0
+    settings = decoder.resolve(SamplingSettings(certain_p=0.3, **common))
+    state = decoder.start(decoder.encode(prompts), settings)
+    certain = guided = 0
+    with torch.inference_mode():
+        for _ in range(10):
+            top1 = torch.softmax(state.candidates().logprobs, -1)[:, 0]
+            state.choose()
+            if bool((top1 >= 0.3).all()):
+                certain += 1
+                assert float(state.value_tokens[:, -1].max()) == 0
+                assert float(state.tv[:, -1].max()) == 0
+            else:
+                guided += 1
+                assert float(state.value_tokens[:, -1].min()) > 0
+            state.advance()
+    assert certain and guided

@@ -5,7 +5,7 @@
 
 Every answer is sampled once and kept (answers/*.jsonl, with its rewards, KL, value, tokens and
 value-model tokens); best-of-N for smaller N uses the first N of each prompt's answers (they
-are i.i.d. draws), so N = 1, 2, 4, ..., 16 of pi_ref and N = 1, 2, 4, ... of MAVIS cost one
+are i.i.d. draws), so N = 1, 2, 3, ..., 16 of pi_ref and N = 1, ..., 4 of MAVIS cost one
 sampling pass each. Per answer:
 
     seconds   measured: the sampler's wall-clock time per answer, batched as `mavis evaluate`
@@ -273,8 +273,10 @@ def main() -> None:
     globals()["HERE"] = args.out
     if not args.report:
         measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n)
-    powers = lambda top: [n for n in (1, 2, 4, 8, 16) if n <= top]  # noqa: E731
-    report({"plain": powers(args.plain_n), "guided": powers(args.guided_n)})
+    # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
+    # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
+    report({"plain": list(range(1, args.plain_n + 1)),
+            "guided": list(range(1, args.guided_n + 1))})
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ class SamplingSettings:
                         "probability adds up to top_p (1: all k).")
     min_p: float = knob(0.0, "Keep only the candidates at least min_p times as likely as the "
                         "most likely one (0: all k).")
+    certain_p: float = knob(1.0, "A step whose most likely candidate has at least this "
+                            "probability (in every row of a batch) is sampled from plain top-k "
+                            "without running the value models (1: every step is guided).")
     temperature: float = knob(1.0, "Of the reference's next-token distribution; 0: greedy.")
     greedy: bool = knob(False, "Take the most likely token of the tilted distribution.")
     max_new_tokens: int = knob(64, "The longest answer, in tokens.")
@@ -106,6 +109,7 @@ class SamplingSettings:
         assign("top_k", _whole("top_k", self.top_k, low=1))
         assign("top_p", _fraction("top_p", self.top_p, low_open=True))
         assign("min_p", _fraction("min_p", self.min_p, low_open=False))
+        assign("certain_p", _fraction("certain_p", self.certain_p, low_open=True))
         assign("temperature", temperature)
         assign("greedy", _flag("greedy", self.greedy) or temperature == 0)
         assign("max_new_tokens", _whole("max_new_tokens", self.max_new_tokens, low=1))

@@ -28,8 +28,10 @@ One step of `choose`, each part its own method:
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
     score        every value model in use reads all candidates in one forward over its cache;
                  on a forced step (every row has one candidate left: the values cannot change
-                 the choice) no value model runs, and the token waits, unread, until the next
-                 step that scores (fed before its candidates) or `catch_up`
+                 the choice) or a certain one (every guided row's most likely candidate has
+                 at least its `certain_p`: sampled from plain top-k) no value model runs, and
+                 the token waits, unread, until the next step that scores (fed before its
+                 candidates) or `catch_up`
     tilt         pi_ref (or pi_prop) * exp(beta * sum_m lambda_m V_m), renormalised
                  (`mavis.decoding.tilt`)
     sample       one candidate per row (or the most likely one)
@@ -68,7 +70,8 @@ from mavis.models.masks import positions_from_mask
 
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
-                "weights", "beta", "top_k", "top_p", "min_p", "temperature", "greedy",
+                "weights", "beta", "top_k", "top_p", "min_p", "certain_p", "temperature",
+                "greedy",
                 "kl_budget", "lengths")
 # ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
 _PROPOSAL_TENSORS = ("proposal_weights", "proposal_logits")
@@ -166,6 +169,7 @@ class DecodingState:
         self.top_k = column([s.top_k for s in self.settings], torch.long)
         self.top_p = column([s.top_p for s in self.settings], torch.float32)
         self.min_p = column([s.min_p for s in self.settings], torch.float32)
+        self.certain_p = column([s.certain_p for s in self.settings], torch.float32)
         self.temperature = column([s.step_temperature for s in self.settings], torch.float32)
         self.greedy = column([s.greedy for s in self.settings], torch.bool)
         self.kl_budget = column([math.nan if s.step_kl_budget is None else s.step_kl_budget
@@ -224,15 +228,16 @@ class DecodingState:
         """Pick the next token of every row; returns them ([B])."""
         candidates = self.candidates()
         top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
-        values, cost = None, 0
+        values, cost, forced = None, 0, False
         if self.value_caches:
             candidates = self.skip(candidates)
-            if not (self.lazy_values and candidates.ids.shape[1] == 1):
+            forced = candidates.ids.shape[1] == 1
+            if not (self.lazy_values and (forced or self.certain(top_k))):
                 cost = (self.unread + candidates.ids.shape[1]) * len(self.value_caches)
                 values = self.score(candidates.ids)
         self.value_tokens = torch.cat([self.value_tokens, torch.full(
             (self.batch_size, 1), float(cost), device=self.value_tokens.device)], dim=1)
-        beta = self.step_beta(candidates, values, guided=bool(self.value_caches))
+        beta = self.step_beta(candidates, values, guided=values is not None or forced)
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)
         choice = self.sample(policy, generator)
@@ -264,6 +269,14 @@ class DecodingState:
         weighted = torch.where(weights != 0, weights * logprobs,
                                torch.zeros((), device=weights.device))
         return weighted.sum(dim=1)
+
+    def certain(self, top_k: torch.Tensor) -> bool:
+        """Whether every row that is guided is certain at this step: its most likely candidate
+        has at least its `certain_p` under plain top-k sampling (`top_k`, log-probabilities
+        [B, k], most likely first)."""
+        guided = self.weights.abs().sum(-1) > 0
+        sure = (self.certain_p < 1) & (top_k[:, 0].exp() >= self.certain_p)
+        return bool((~guided | sure).all())
 
     def skip(self, candidates: Candidates) -> Candidates:
         """Drop the least likely candidates while the total-variation bound allows it

@@ -64,6 +64,9 @@ class SamplingRequest(_Strict):
     min_p: float | None = Field(None, description=(
         "vLLM's: keep the candidates at least min_p times as likely as the most likely one "
         "(0 to 1)."))
+    certain_p: float | None = Field(None, description=(
+        "mavis: a step whose most likely candidate has at least this probability is sampled "
+        "without the value models (0 to 1; 1, the default: every step is guided)."))
     kl_budget: float | None = Field(None, description=(
         "mavis: nats of KL per answer that steering may add over plain top-k sampling."))
     score: bool = Field(False, description=(
@@ -128,7 +131,7 @@ def parse(model: type[Model], data: Any) -> Model:
         got = got if len(got) <= 60 else got[:57] + "..."
         message = {"missing": f"{path} is required",
                    "extra_forbidden": f"unknown field {path!r}; this server takes OpenAI's "
-                   "fields and objective_weights, beta, top_k, min_p, kl_budget, score, "
+                   "fields and objective_weights, beta, top_k, min_p, certain_p, kl_budget, score, "
                    "ignore_eos"
                    }.get(error["type"], f"{path}: {error['msg']} (got {got})")
         if param is None and error["type"] == "model_type":
