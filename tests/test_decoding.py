@@ -51,7 +51,7 @@ def test_cached_candidate_scoring_equals_full_recompute(tiny_lm, attn):
     with torch.inference_mode():
         for _ in range(4):  # choose(), part by part, checking the scored values
             candidates = state.candidates()
-            values = state.score(candidates.ids)
+            values, _ = state.score(candidates.ids)
             for row in range(2):
                 real = batch.input_ids[row][batch.attention_mask[row].bool()]
                 for j, cand in enumerate(candidates.ids[row]):
@@ -74,7 +74,7 @@ def test_values_are_divided_by_each_objectives_scale(tiny_lm):
     with torch.inference_mode():
         state = plain.start(batch, plain.resolve(SamplingSettings(
             weights={"a": 0.5, "b": 0.5}, beta=1.0, top_k=5)))
-        raw = state.score(state.candidates().ids)
+        raw, _ = state.score(state.candidates().ids)
     vm.config.value_scale = {"a": 0.25, "b": 4.0}
     vm.config.value_range = {"a": [-1.0, 1.0], "b": [-10.0, 10.0]}
     scaled = MavisDecoder(model, tok, [vm])
@@ -82,7 +82,7 @@ def test_values_are_divided_by_each_objectives_scale(tiny_lm):
     with torch.inference_mode():
         state = scaled.start(batch, scaled.resolve(SamplingSettings(
             weights={"a": 0.5, "b": 0.5}, beta=1.0, top_k=5)))
-        normalised = state.score(state.candidates().ids)
+        normalised, _ = state.score(state.candidates().ids)
     expected = torch.stack([raw[..., 0].clamp(-1, 1) / 0.25, raw[..., 1].clamp(-10, 10) / 4.0],
                            dim=-1)
     torch.testing.assert_close(normalised, expected)
@@ -387,7 +387,8 @@ def test_forced_steps_skip_the_value_pass_and_change_nothing(decoder):
     # the caches hold the same keys and values: the next candidates get the same values
     with torch.inference_mode():
         ids = eager.candidates().ids
-        torch.testing.assert_close(lazy.score(ids), eager.score(ids), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lazy.score(ids)[0], eager.score(ids)[0], atol=1e-5,
+                                   rtol=1e-5)
 
 
 def test_generated_values_are_the_whole_answers_with_forced_steps(decoder):
@@ -433,3 +434,41 @@ def test_certain_steps_are_sampled_from_plain_top_k_without_the_value_models(dec
                 assert float(state.value_tokens[:, -1].min()) > 0
             state.advance()
     assert certain and guided
+
+
+def test_rows_of_different_widths_are_scored_in_groups_with_the_same_result(decoder,
+                                                                           monkeypatch):
+    """Rows whose nuclei differ are scored in groups of similar width (each padded to its own
+    widest row only): the tokens and values are those of one pass padded to the widest row,
+    with tokens left unread by certain steps too, and rows read fewer candidate tokens."""
+    import mavis.decoding.state as state_module
+    from mavis.decoding.decoder import RowRequest
+
+    prompts = ["hello there", "abc", "how are you doing today", "hi", "ok then", "a b c"]
+
+    def run(grouped: bool):
+        if not grouped:
+            monkeypatch.setattr(state_module, "width_groups",
+                                lambda widths: [(list(range(len(widths))), max(widths))])
+        requests = [RowRequest(decoder.resolve(SamplingSettings(
+            weights={"a": 1.0, "c": 1.0}, beta=3.0, top_k=16, certain_p=0.35,
+            min_p=(0.0, 0.6, 0.3)[i % 3], max_new_tokens=10)),
+            torch.Generator().manual_seed(7 + i)) for i in range(len(prompts))]
+        state = decoder.start_rows(decoder.encode(prompts), requests)
+        values = []
+        with torch.inference_mode():
+            for _ in range(10):
+                state.choose()
+                values.append(state.value.clone())
+                state.advance()
+            state.catch_up()
+        monkeypatch.undo()
+        return state, values
+
+    grouped, plain = run(True), run(False)
+    assert torch.equal(grouped[0].tokens, plain[0].tokens)
+    for ours, theirs in zip(grouped[1], plain[1], strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5, equal_nan=True)
+    torch.testing.assert_close(grouped[0].value, plain[0].value, atol=1e-5, rtol=1e-5)
+    assert grouped[0].value_tokens.sum() < plain[0].value_tokens.sum()
+    assert (grouped[0].value_tokens == 0).any()  # certain steps left tokens unread

@@ -26,7 +26,9 @@ One step of `choose`, each part its own method:
     candidates   the top-k tokens of pi_ref, or of the proposal models' combination (after
                  temperature), and their log-probabilities
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
-    score        every value model in use reads all candidates in one forward over its cache;
+    score        every value model in use reads all candidates in one forward over its cache
+                 (rows whose nuclei differ in width: a few forwards, one per group of rows of
+                 similar width, `mavis.decoding.ragged`);
                  on a forced step (every row has one candidate left: the values cannot change
                  the choice) or a certain one (every guided row's most likely candidate has
                  at least its `certain_p`: sampled from plain top-k) no value model runs, and
@@ -54,6 +56,7 @@ from typing import Any
 import torch
 
 from mavis.decoding.guide import ValueGuide
+from mavis.decoding.ragged import width_groups
 from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.tilt import (
     beta_for_kl,
@@ -64,7 +67,15 @@ from mavis.decoding.tilt import (
     weighted_values,
 )
 from mavis.errors import MavisError
-from mavis.models.cache import keep_rows, left_padded, model_forward, stacked
+from mavis.models.cache import (
+    append,
+    keep_rows,
+    left_padded,
+    model_forward,
+    rows_copy,
+    stacked,
+    tail,
+)
 from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.masks import positions_from_mask
 
@@ -129,6 +140,7 @@ class DecodingState:
         self.layout = layout or DynamicLayout()
         self.lazy_values = lazy_values and not self.layout.static
         self.unread = 0  # the newest tokens of every row that the value caches have not read
+        self._grouped: tuple | None = None  # a grouped value pass's keys and values (`score`)
         if self.layout.static and proposals:
             raise MavisError("proposal models need the dynamic cache layout; decode them "
                              "without compile/static caches")
@@ -228,15 +240,14 @@ class DecodingState:
         """Pick the next token of every row; returns them ([B])."""
         candidates = self.candidates()
         top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
-        values, cost, forced = None, 0, False
+        values, forced = None, False
+        read = torch.zeros(self.batch_size, device=self.value_tokens.device)
         if self.value_caches:
             candidates = self.skip(candidates)
             forced = candidates.ids.shape[1] == 1
             if not (self.lazy_values and (forced or self.certain(top_k))):
-                cost = (self.unread + candidates.ids.shape[1]) * len(self.value_caches)
-                values = self.score(candidates.ids)
-        self.value_tokens = torch.cat([self.value_tokens, torch.full(
-            (self.batch_size, 1), float(cost), device=self.value_tokens.device)], dim=1)
+                values, read = self.score(candidates.ids, candidates.scored)
+        self.value_tokens = torch.cat([self.value_tokens, read[:, None]], dim=1)
         beta = self.step_beta(candidates, values, guided=values is not None or forced)
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)
@@ -290,26 +301,50 @@ class DecodingState:
         return Candidates(candidates.logprobs[:, :width], candidates.ids[:, :width],
                           scored[:, :width])
 
-    def score(self, ids: torch.Tensor) -> torch.Tensor:
+    def score(self, ids: torch.Tensor, scored: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every objective's normalised value of every candidate: [B, k, guide.width], one
         forward per value model in use over its cached prefix (zeros for the others); the
-        tokens left unread by forced steps are fed first, in the same forward."""
+        tokens left unread by forced steps are fed first, in the same forward. With `scored`
+        (bool [B, k], each row's scored candidates first) and rows of different widths, the
+        rows are scored in groups of similar width (`ragged.width_groups`), each padded only
+        to its own widest row. Also returns the tokens each row's passes read ([B])."""
         batch, width = ids.shape
         unread = self.unread
         positions = self.next_position[:, None].expand(batch, width)
         if unread:
             ids = torch.cat([self.sequence[:, -unread:], ids], dim=1)
             positions = torch.cat([self._unread_positions(), positions], dim=1)
+        groups = [(list(range(batch)), width)]
+        if scored is not None and not self.layout.static and batch > 1:
+            groups = width_groups(scored.sum(-1).tolist())
+        self._grouped = None if len(groups) == 1 else (unread, {})
         values = torch.zeros(batch, width, self.guide.width, device=ids.device)
         for index, cache in self.value_caches.items():
             entry = self.guide.entries[index]
-            mask = self.layout.candidate_mask(self.attention_mask, width,
-                                              entry.model.head.weight.dtype, unread)
-            raw = self.layout.forward(entry.model, value_heads, input_ids=ids,
-                                      attention_mask=mask, position_ids=positions, cache=cache)
-            values[..., entry.columns] = entry.normalise(raw[:, unread:].float())
+            dtype = entry.model.head.weight.dtype
+            for rows, size in groups:
+                if self._grouped is None:
+                    part, mask = cache, self.layout.candidate_mask(self.attention_mask, width,
+                                                                   dtype, unread)
+                else:
+                    rows_tensor = torch.tensor(rows, device=ids.device)
+                    part = rows_copy(cache, rows_tensor)
+                    mask = self.layout.candidate_mask(self.attention_mask[rows_tensor], size,
+                                                      dtype, unread)
+                raw = self.layout.forward(
+                    entry.model, value_heads, input_ids=ids[rows, :unread + size],
+                    attention_mask=mask, position_ids=positions[rows, :unread + size],
+                    cache=part)
+                values[rows, :size, entry.columns] = entry.normalise(raw[:, unread:].float())
+                if self._grouped is not None:
+                    self._grouped[1].setdefault(index, []).append(
+                        (rows_tensor, tail(part, unread + size)))
+        read = torch.zeros(batch, device=ids.device)
+        for rows, size in groups:
+            read[rows] = float((unread + size) * len(self.value_caches))
         self.unread = 0
-        return values
+        return values, read
 
     def _unread_positions(self) -> torch.Tensor:
         """The position ids of the unread tokens, [B, unread] (read from the mask, so right
@@ -394,11 +429,14 @@ class DecodingState:
         rows = torch.arange(self.batch_size, device=choice.device)
         token = candidates.ids[rows, choice]
         if values is not None:
-            for cache in self.value_caches.values():
-                self.layout.keep_choice(cache, candidates.ids.shape[1], choice)
+            if self._grouped is not None:
+                self._keep_grouped(choice)
+            else:
+                for cache in self.value_caches.values():
+                    self.layout.keep_choice(cache, candidates.ids.shape[1], choice)
             self.value = (values[rows, choice] * self.weights).sum(-1)
         elif self.value_caches:
-            self.unread += 1  # a forced step: the value caches read the token later
+            self.unread += 1  # a forced or certain step: the value caches read it later
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
         # greedy decoding is a point mass: the chosen token has probability 1
         chosen = torch.where(self.greedy, torch.zeros_like(policy[:, 0]), policy[rows, choice])
@@ -410,6 +448,25 @@ class DecodingState:
             [self.attention_mask, torch.ones_like(self.attention_mask[:, :1])], dim=1)
         self.lengths = self.lengths + 1
         return token
+
+    def _keep_grouped(self, choice: torch.Tensor) -> None:
+        """After a grouped value pass (`score`): append to every value cache each row's unread
+        tokens and its chosen candidate, from the keys and values its group computed."""
+        unread, tails = self._grouped
+        for index, groups in tails.items():
+            layers = []
+            for layer in range(len(groups[0][1])):
+                keys, values = groups[0][1][layer]
+                shape = (self.batch_size, keys.shape[1], unread + 1, keys.shape[3])
+                out = [keys.new_empty(shape), values.new_empty(shape)]
+                for rows, parts in groups:
+                    picked = unread + choice[rows]
+                    for kind, tensor in enumerate(parts[layer]):
+                        chosen = tensor[torch.arange(len(rows)), :, picked][:, :, None]
+                        out[kind][rows] = torch.cat([tensor[:, :, :unread], chosen], dim=2)
+                layers.append((out[0], out[1]))
+            append(self.value_caches[index], layers)
+        self._grouped = None
 
     # -- between steps ----------------------------------------------------------------------
     def advance(self) -> None:

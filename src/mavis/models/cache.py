@@ -98,3 +98,20 @@ def stacked(first: Any, second: Any) -> Any:
     """One cache holding the rows of `first`, then those of `second` (same length)."""
     return DynamicCache([(torch.cat([a.keys, b.keys]), torch.cat([a.values, b.values]))
                          for a, b in zip(first.layers, second.layers, strict=True)])
+
+
+def rows_copy(cache: Any, rows: torch.Tensor) -> Any:
+    """A new cache holding only `rows` of `cache` (a copy: `cache` is left as it is)."""
+    return DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
+
+
+def tail(cache: Any, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's keys and values of the last `count` positions, [B, H, count, D] each."""
+    return [(layer.keys[:, :, -count:], layer.values[:, :, -count:]) for layer in cache.layers]
+
+
+def append(cache: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Add positions after every row's cached ones: `layers` holds each layer's keys and
+    values, [B, H, n, D]."""
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
