@@ -17,7 +17,7 @@ def brute_force(widths, overhead, max_groups):
     for count in range(1, min(max_groups, len(ordered)) + 1):
         for cuts in itertools.combinations(range(1, len(ordered)), count - 1):
             bounds = [0, *cuts, len(ordered)]
-            best = min(best, sum((b - a) * ordered[b - 1] for a, b in zip(bounds, bounds[1:]))
+            best = min(best, sum((b - a) * ordered[b - 1] for a, b in itertools.pairwise(bounds))
                        + overhead * (count - 1))
     return best
 
