@@ -2,6 +2,7 @@
 
     python benchmarks/decoding.py                 # full grid (a few minutes on a 2-core CPU)
     python benchmarks/decoding.py --quick         # headline cases only
+    python benchmarks/decoding.py --quick --batches 16 --cases "shared,shared min_p=0.1"
 
 Models: the packaged default reference (SmolLM2-135M-Instruct) and value models on the bundled
 default value model's backbone (its first `num_layers` layers + a regression head; --layers to
@@ -191,6 +192,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--min-p", default="0.05,0.1",
                         help="min_p values of the nucleus lever (empty: none)")
+    parser.add_argument("--batches", default="1,16", help="batch sizes, e.g. 1,16")
+    parser.add_argument("--cases", default="",
+                        help="only these MAVIS cases, comma-separated (default: all); the "
+                        "plain baselines always run")
     parser.add_argument("--certain-p", default="0.9",
                         help="certain_p values of the certain-step lever (empty: none)")
     args = parser.parse_args()
@@ -216,7 +221,11 @@ def main() -> None:
 
     ks = [40] if args.quick else [10, 40]
     ms = [2] if args.quick else [1, 2, 3]
+    only = {c.strip() for c in args.cases.split(",") if c.strip()}
+
     def measure(label, decoder, point, m, eps=0.0, **levers):
+        if only and label not in only:
+            return
         weights = {n: 1.0 / m for n in names[:m]} if m else None
         tok_s, out = mavis_tok_s(decoder, point["batch"], point["k"], args.new_tokens,
                                  weights, args.beta if m else 0.0, eps, **levers)
@@ -227,7 +236,7 @@ def main() -> None:
                cpu_ratio=round(point["plain_cpu"] / CPU_SECONDS[-1], 3), epsilon=eps,
                **levers, **counts, **predicted(counts, point["counts"]))
 
-    for batch in (1, 16):
+    for batch in [int(b) for b in args.batches.split(",")]:
         for k in ks:
             plains = {"plain": (plain_tok_s(model, tokenizer, batch, k, args.new_tokens),
                                 CPU_SECONDS[-1]),
@@ -294,14 +303,16 @@ def headline(rows: list[dict], layers: int) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {"value_layers": layers, "M": 2, "k": 40, "threads": torch.get_num_threads(),
                "load_average": round(os.getloadavg()[0], 2), "peak_rss_mb": round(peak_mb)}
-    for batch in (1, 16):
+    for batch in sorted({r["batch"] for r in rows}):
         default = [r for r in rows if r["batch"] == batch and r["M"] == 2 and r["k"] == 40
                    and r["case"] in ("shared", "shared static", "shared compiled")]
+        levers = [r for r in rows if r["batch"] == batch and r["M"] == 2 and r["k"] == 40
+                  and r["case"].startswith("shared")]
+        if not default or not levers:  # --cases left them out
+            continue
         best = max(default, key=lambda r: r["ratio"])
         summary[f"batch{batch}"] = {key: best[key] for key in
                                     ("case", "tok_s", "plain_case", "plain_tok_s", "ratio")}
-        levers = [r for r in rows if r["batch"] == batch and r["M"] == 2 and r["k"] == 40
-                  and r["case"].startswith("shared")]
         fastest = max(levers, key=lambda r: r["ratio"])
         summary[f"batch{batch}_fastest_lever"] = {key: fastest[key] for key in
                                                   ("case", "tok_s", "ratio")}
