@@ -595,6 +595,35 @@ def test_distillation_saves_teacher_values_and_reuses_them(tmp_path, tiny_lm, sm
         assert not np.allclose(saved["values"], 0.25)
 
 
+def test_distillation_reads_the_trees_once_per_multi_head_teacher(
+        tmp_path, tiny_lm, small_trees, monkeypatch):
+    import mavis.training.distillation as distillation
+
+    torch.manual_seed(3)
+    teacher = ValueModel.build(str(tiny_lm), OBJECTIVES, num_layers=1, lora=None)
+    with torch.no_grad():
+        teacher.head.weight.normal_(0, 0.5)
+    folder = teacher.save(tmp_path / "teacher")
+    loads = []
+    load = distillation._load_teacher
+    monkeypatch.setattr(distillation, "_load_teacher",
+                        lambda names, *a, **k: loads.append(list(names)) or load(names, *a, **k))
+    config = fast_config(tiny_lm, num_layers=1, max_steps=1)
+    distill({name: folder for name in OBJECTIVES}, str(tiny_lm), small_trees,
+            tmp_path / "student", config=config)
+    assert loads == [OBJECTIVES]
+    saved = {}
+    for name in OBJECTIVES:
+        with np.load(tmp_path / "student" / "teacher_values" / f"{name}.npz") as data:
+            saved[name] = data["values"]
+    assert not np.allclose(*saved.values())  # each objective got its own head's values
+    # Each head's values are the teacher's own, as when it is given alone.
+    distill({OBJECTIVES[1]: folder}, str(tiny_lm), small_trees, tmp_path / "alone",
+            config=config)
+    with np.load(tmp_path / "alone" / "teacher_values" / f"{OBJECTIVES[1]}.npz") as data:
+        np.testing.assert_allclose(data["values"], saved[OBJECTIVES[1]], rtol=1e-5, atol=1e-6)
+
+
 def test_distillation_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_lm,
                                                                other_tokenizer_lm, small_trees):
     teacher = ValueModel.build(str(other_tokenizer_lm), "a_rate", num_layers=1, lora=None)

@@ -74,12 +74,10 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
     val_units = _token_units(trees, val_prompts, len(objectives), config)
     ranges = _saved_ranges(teachers)
     units = train_units + val_units
-    for column, (name, path) in enumerate(teachers.items()):  # one teacher in memory at a time
-        teacher = _load_teacher(name, path, config)
-        _fill_teacher_values(teacher, name, column, units, config, ranges.get(name),
-                             _teacher_key(path, units, ranges.get(name)),
-                             Path(out_dir).expanduser() / "teacher_values" / f"{name}.npz")
-        del teacher
+    columns = {name: column for column, name in enumerate(objectives)}
+    for path, names in _by_folder(teachers).items():  # one teacher in memory at a time,
+        _fill_teacher_values(path, names, columns, units, config, ranges,  # one pass each
+                             Path(out_dir).expanduser() / "teacher_values")
 
     samples = Samples(
         train=train_units, val=val_units,
@@ -95,15 +93,25 @@ def distill(teachers: dict[str, str | Path], student_base: str | None,
                resume=resume, extra_report=extra)
 
 
-def _load_teacher(name: str, path: str | Path, config: TrainConfig) -> ValueModel:
-    """Load a teacher (LoRA merged, eval mode) after checking its head and tokenizer."""
+def _by_folder(teachers: dict[str, str | Path]) -> dict[Path, list[str]]:
+    """The objectives each teacher folder is named for: a multi-head teacher given for
+    several objectives (`--teacher relevant=M --teacher harmless=M`) reads the trees once."""
+    groups: dict[Path, list[str]] = {}
+    for name, path in teachers.items():
+        groups.setdefault(Path(path).expanduser().resolve(), []).append(name)
+    return groups
+
+
+def _load_teacher(names: list[str], path: str | Path, config: TrainConfig) -> ValueModel:
+    """Load a teacher (LoRA merged, eval mode) after checking its heads and tokenizer."""
     teacher = ValueModel.load(path, merge=True, attn_implementation=config.attn_implementation)
-    if len(teacher.objectives) > 1 and name not in teacher.objectives:
+    missing = [name for name in names if name not in teacher.objectives]
+    if len(teacher.objectives) > 1 and missing:
         raise MavisError(f"teacher {str(path)!r} has heads {', '.join(teacher.objectives)}, "
-                         f"none named {name!r}")
+                         f"none named {', '.join(map(repr, missing))}")
     teacher.check_tokenizer(tokenizer_fingerprint(load_tokenizer(config.base)),
                             f"the student base {config.base!r}",
-                            f"the {name!r} teacher and a distilled value model must read "
+                            f"the {names[0]!r} teacher and a distilled value model must read "
                             "the same ids")
     return teacher.eval()
 
@@ -125,47 +133,60 @@ def _token_units(trees: TreeTable, prompts: np.ndarray, width: int,
     return [unit for unit in units if unit.num_reads]
 
 
-def _fill_teacher_values(teacher: ValueModel, name: str, column: int, units: list[Unit],
-                         config: TrainConfig, clamp: list[float] | None, key: str,
-                         cache: Path) -> None:
-    """Write the teacher's values (clamped to its trained range, as the decoder clamps them)
-    into column `column` of the units' targets; read them from `cache` when it was written for
-    the same teacher and units (`key`), else compute and save them there (the first
-    process reads and writes `cache`; every process gets the values)."""
+def _fill_teacher_values(path: Path, names: list[str], columns: dict[str, int],
+                         units: list[Unit], config: TrainConfig,
+                         ranges: dict[str, list[float]], folder: Path) -> None:
+    """Write the teacher's values for each of `names` (clamped to its trained range, as the
+    decoder clamps them) into that objective's column of the units' targets. An objective's
+    values are read from `folder/NAME.npz` when they were saved there for the same teacher and
+    units; the others are computed in one pass of the teacher and saved (the first process
+    reads and writes the files; every process gets the values)."""
     main = PartialState().is_main_process
-    values = from_main_process(_cached_values(cache, key, sum(u.num_reads for u in units))
-                               if main else None)  # the first process decides for all
-    if values is None:
-        values = _teacher_values(teacher, name, units, config, clamp)
-        if main:
-            with atomic_path(cache) as temp, temp.open("wb") as handle:
-                np.savez(handle, values=values, key=np.array(key))
-    start = 0
-    for unit in units:
-        unit.targets[:, column] = values[start:start + unit.num_reads]
-        start += unit.num_reads
+    keys = {name: _teacher_key(path, units, ranges.get(name)) for name in names}
+    count = sum(u.num_reads for u in units)
+    found = from_main_process(  # the first process decides for all
+        {name: _cached_values(folder / f"{name}.npz", keys[name], count) for name in names}
+        if main else None)
+    missing = [name for name in names if found[name] is None]
+    if missing:
+        teacher = _load_teacher(missing, path, config)
+        computed = _teacher_values(teacher, missing, units, config,
+                                   [ranges.get(name) for name in missing])
+        del teacher
+        for name, values in zip(missing, computed.T, strict=True):
+            found[name] = values
+            if main:
+                with atomic_path(folder / f"{name}.npz") as temp, temp.open("wb") as handle:
+                    np.savez(handle, values=values, key=np.array(keys[name]))
+    for name in names:
+        start = 0
+        for unit in units:
+            unit.targets[:, columns[name]] = found[name][start:start + unit.num_reads]
+            start += unit.num_reads
 
 
-def _teacher_values(teacher: ValueModel, name: str, units: list[Unit], config: TrainConfig,
-                    clamp: list[float] | None) -> np.ndarray:
-    """The teacher's value at every read of `units`, in order, as one float32 array. With
-    several processes each scores every world-th batch, and every process gets all values."""
-    head = _teacher_column(teacher, name)
+def _teacher_values(teacher: ValueModel, names: list[str], units: list[Unit],
+                    config: TrainConfig, clamps: list[list[float] | None]) -> np.ndarray:
+    """The teacher's values for `names` at every read of `units`, in order, as one float32
+    array [reads, len(names)]. With several processes each scores every world-th batch, and
+    every process gets all values."""
+    heads = [_teacher_column(teacher, name) for name in names]
     state = PartialState()  # as `make_accelerator` set it up: the device of this process
     teacher.to(state.device)
     dtype = teacher.head.weight.dtype
+    low = torch.tensor([c[0] if c else -torch.inf for c in clamps], device=state.device)
+    high = torch.tensor([c[1] if c else torch.inf for c in clamps], device=state.device)
     batches = plan_batches(units, config.batch_size)
     mine = range(state.process_index, len(batches), state.num_processes)
     pieces = []
     with torch.no_grad():
-        for index in track(mine, f"teacher {name}", total=len(mine), unit="batch",
+        for index in track(mine, f"teacher {', '.join(names)}", total=len(mine), unit="batch",
                            disable=not (config.progress and state.is_main_process)):
             chosen = [units[i] for i in batches[index]]
-            values = predict(teacher, collate(chosen, dtype).to(state.device))[:, head]
-            if clamp is not None:
-                values = values.clamp(clamp[0], clamp[1])
-            pieces.append((index, values.float().cpu().numpy()))
-    out = np.empty(sum(u.num_reads for u in units), dtype=np.float32)
+            values = predict(teacher, collate(chosen, dtype).to(state.device))[:, heads]
+            values = torch.maximum(torch.minimum(values.float(), high), low)
+            pieces.append((index, values.cpu().numpy()))
+    out = np.empty((sum(u.num_reads for u in units), len(names)), dtype=np.float32)
     offsets = np.cumsum([0] + [u.num_reads for u in units])
     for indices, values in zip(batches, gather_in_order(pieces), strict=True):
         start = 0
