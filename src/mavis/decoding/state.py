@@ -135,7 +135,9 @@ class DecodingState:
         with `proposal_weights` [B, len(proposals)], each row's weight of each; `layout`:
         where the keys and values live (`mavis.models.layout`; default: growing caches; a
         `StaticLayout` must have been `start`ed for this batch); `lazy_values`: skip the value
-        pass on forced steps (growing caches only; the choices are the same either way)."""
+        pass on steps that do not need it (growing caches only): forced steps, with one
+        candidate per row (the choices are the same either way), and certain steps
+        (`certain`: plain top-k sampling there by design); their tokens are read later."""
         self.reference, self.guide = reference, guide
         self.layout = layout or DynamicLayout()
         self.lazy_values = lazy_values and not self.layout.static
