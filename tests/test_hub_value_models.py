@@ -263,8 +263,14 @@ def test_a_bundle_carries_a_card_with_the_run_report(value_folder, tmp_path):
     card = (bundle / CARD_NAME).read_text()
     assert front_matter(card)["objectives"] == ["a"]
     assert "- data: `trees.h5`" in card and '"prompts_train": 5' in card
-    assert (bundle / "PROVENANCE.md").is_file()
+    assert "Trained by `mavis train` on `trees.h5`" in (bundle / "PROVENANCE.md").read_text()
     assert value_model_fingerprint(bundle) == value_model_fingerprint(value_folder)
+
+    # A distilled run says so, with its teachers.
+    (run / "report.json").write_text(json.dumps(report | {"teachers": {"a": "runs/t/best"}}))
+    bundle = bundle_run(run, "student", into=tmp_path / "bundles")
+    assert ("Distilled by `mavis distill` from the teachers `a`=runs/t/best on `trees.h5`"
+            in (bundle / "PROVENANCE.md").read_text())
 
 
 def test_train_init_from_takes_a_hub_id(hub_cache, tiny_lm, value_folder):

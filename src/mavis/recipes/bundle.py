@@ -89,11 +89,16 @@ def provenance(name: str, command: str, recipe: dict[str, Any] | None,
         lines += ["", f"Trained by `mavis iterate {recipe.get('path', '')}`.", "", "## Recipe",
                   "```json", json.dumps(recipe.get("recipe", recipe), indent=2), "```"]
     else:
-        lines += ["", f"Trained by `mavis train` on `{report.get('data_file', '?')}` "
+        teachers = report.get("teachers")
+        how = ("Distilled by `mavis distill` from the teachers " + ", ".join(
+            f"`{name}`={path}" for name, path in teachers.items()) if teachers
+            else "Trained by `mavis train`")
+        lines += ["", f"{how} on `{report.get('data_file', '?')}` "
                   f"({report.get('steps', '?')} steps, {report.get('seconds', 0) / 60:.0f} "
                   "minutes).", "", "## Training settings", "```json",
                   json.dumps(report.get("config", {}), indent=2), "```"]
-    lines += ["## Training data", "```json", json.dumps(report.get("data", {}), indent=2), "```",
+    lines += ["", "## Training data", "```json", json.dumps(report.get("data", {}), indent=2),
+              "```",
               "## Validation (held-out prompts' tree nodes, best checkpoint)", "```json",
               json.dumps(report.get("best", {}), indent=2), "```",
               "## Value scale and range per objective", "```json",
