@@ -138,3 +138,20 @@ def test_heads_report_evaluates_every_head_against_pi_ref_and_best_of_n(distille
     assert (folder / "heads" / "heads.png").read_bytes()[:8] == PNG
     monkeypatch.setattr(heads, "run_sweep", lambda *a, **k: pytest.fail("evaluated again"))
     assert main(args) == 0
+
+
+def test_heads_table_without_best_of_n_has_no_best_of_columns():
+    from mavis.evaluation.settings import EvaluationSettings
+    from mavis.recipes.heads import _markdown
+
+    row = {"objective": "a", "sibling_accuracy": None, "reference_reward": 0.4,
+           "reference_reward_se": 0.02, "mavis_reward": 0.5, "mavis_reward_se": 0.02,
+           "gain": 0.1, "gain_se": 0.03, "beyond_2se": True, "mavis_kl": 12.0,
+           "mavis_kl_topk": 6.0}
+    text = _markdown([row], "m", EvaluationSettings(), 8)
+    assert "best-of" not in text
+    header, rule, line = text.splitlines()[2:5]
+    assert header.count("|") == rule.count("|") == line.count("|") == 8
+    text = _markdown([row | {"best_of_n": 4, "best_of_reward": 0.6, "best_of_gain": 0.2,
+                             "best_of_kl": 6.5}], "m", EvaluationSettings(), 8)
+    assert "| best-of-4 | its gain | its KL |" in text and "| 0.600 | +0.200 | 6.5 |" in text

@@ -142,17 +142,18 @@ def _markdown(table: list[dict[str, Any]], model: str | Path, settings: Evaluati
              "difference; KL: equation 7, nats per answer (over top-k: what steering added). "
              "Sibling accuracy: the head's within-sibling ranking accuracy on its validation "
              "trees.", "",
-             f"| objective | sibling acc. | pi_ref | MAVIS | gain | > 2 SE | KL (over top-k) "
-             f"| best-of-{bon} | its gain | its KL |",
-             "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]
+             "| objective | sibling acc. | pi_ref | MAVIS | gain | > 2 SE | KL (over top-k) |"
+             + (f" best-of-{bon} | its gain | its KL |" if bon else ""),
+             "| --- | ---: | ---: | ---: | ---: | :---: | ---: |"
+             + (" ---: | ---: | ---: |" if bon else "")]
     for r in table:
         lines.append(
             f"| {r['objective']} | {_num(r['sibling_accuracy'])} | "
             f"{r['reference_reward']:.3f} | {r['mavis_reward']:.3f} ± {r['mavis_reward_se']:.3f}"
             f" | {r['gain']:+.3f} ± {r['gain_se']:.3f} | {'yes' if r['beyond_2se'] else 'no'} "
-            f"| {r['mavis_kl']:.1f} ({r['mavis_kl_topk']:.1f}) | "
-            f"{_num(r.get('best_of_reward'))} | {_num(r.get('best_of_gain'), '+.3f')} | "
-            f"{_num(r.get('best_of_kl'), '.1f')} |")
+            f"| {r['mavis_kl']:.1f} ({r['mavis_kl_topk']:.1f}) |"
+            + (f" {_num(r.get('best_of_reward'))} | {_num(r.get('best_of_gain'), '+.3f')} | "
+               f"{_num(r.get('best_of_kl'), '.1f')} |" if bon else ""))
     return "\n".join(lines) + "\n"
 
 
