@@ -184,7 +184,7 @@ def _teacher_values(teacher: ValueModel, names: list[str], units: list[Unit],
                            disable=not (config.progress and state.is_main_process)):
             chosen = [units[i] for i in batches[index]]
             values = predict(teacher, collate(chosen, dtype).to(state.device))[:, heads]
-            values = torch.maximum(torch.minimum(values.float(), high), low)
+            values = values.float().clamp(low, high)
             pieces.append((index, values.cpu().numpy()))
     out = np.empty((sum(u.num_reads for u in units), len(names)), dtype=np.float32)
     offsets = np.cumsum([0] + [u.num_reads for u in units])
