@@ -23,8 +23,10 @@ Levers compared (M = number of objectives):
                   where every row keeps one candidate run no value model (forced steps); with
                   "+ bf16 reference", the reference in bfloat16 too (not a default: the KL's
                   footing would move with it)
-  shared certain_p=P  the certain-step lever: a step whose most likely candidate has at least
-                  probability P in every row runs no value model (plain top-k there)
+  shared certain_p=P  the certain-step lever: a row whose most likely candidate has at least
+                  probability P is sampled from plain top-k at that step, and the value model
+                  reads only its drawn token (nothing when every row is certain); with
+                  "+ auto", the value model in the hardware's fastest dtype too
   plain bf16      the plain baseline in bfloat16 too: every ratio is against the fastest plain
 With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up run):
   plain compiled  `generate` with a static cache and its forward under torch.compile
@@ -278,6 +280,8 @@ def main() -> None:
                 for certain_p in certain_ps:
                     measure(f"shared certain_p={certain_p:g}", MavisDecoder(
                         model, tokenizer, [shared[m]]), point, m, certain_p=certain_p)
+                    measure(f"shared certain_p={certain_p:g} + auto", MavisDecoder(
+                        model, tokenizer, [shared_auto]), point, m, certain_p=certain_p)
                 if min_ps:  # what a bfloat16 reference would buy (not a default: the KL's
                     # footing would move with it)
                     measure(f"shared min_p={max(min_ps):g} + bf16 reference", MavisDecoder(

@@ -436,11 +436,56 @@ def test_certain_steps_are_sampled_from_plain_top_k_without_the_value_models(dec
     assert certain and guided
 
 
+def test_certain_rows_beside_guided_ones_read_only_their_drawn_token(decoder):
+    """certain_p per row: in a batch where some rows are certain at a step and others are
+    not, the certain rows are sampled from plain top-k and the value models read only the
+    token they drew (not their k candidates); each row's answer and value are those it gets
+    decoded alone, and a row without weights reads one token per step."""
+    from mavis.decoding.decoder import RowRequest
+
+    prompts = ["hello there", "abc", "how are you doing today", "hi"]
+    plans = [dict(weights={"a": 1.0}, certain_p=0.3), dict(weights={"c": 1.0}, certain_p=0.25),
+             dict(weights={"a": 1.0, "c": 0.5}), dict(weights=None, beta=0.0)]
+
+    def run(indices):
+        requests = [RowRequest(decoder.resolve(SamplingSettings(
+            **{"beta": 3.0, "top_k": 30, "max_new_tokens": 10, **plans[i]})),
+            torch.Generator().manual_seed(11 + i)) for i in indices]
+        state = decoder.start_rows(decoder.encode([prompts[i] for i in indices]), requests)
+        mixed = 0
+        with torch.inference_mode():
+            for _ in range(10):
+                top1 = torch.softmax(state.candidates().logprobs, -1)[:, 0]
+                plain = (top1 >= state.certain_p) | (state.weights.abs().sum(-1) == 0)
+                state.choose()
+                if bool(plain.any()) and not bool(plain.all()):
+                    mixed += 1
+                    read = state.value_tokens[:, -1]
+                    assert bool((read[plain] < read[~plain]).all())
+                    assert float(state.tv[plain, -1].abs().max()) == 0
+                    assert float(state.betas[plain, -1].abs().max()) == 0
+                state.advance()
+            state.catch_up()
+        return state, mixed
+
+    together, mixed = run(range(len(prompts)))
+    assert mixed  # some steps had certain and guided rows side by side
+    for i in range(len(prompts)):
+        alone, _ = run([i])
+        assert together.tokens[i].tolist() == alone.tokens[0].tolist()
+        torch.testing.assert_close(together.tv[i], alone.tv[0], atol=1e-5, rtol=1e-4)
+        if i < 3:  # the row without weights has no value alone (no value model runs)
+            torch.testing.assert_close(together.value[i], alone.value[0], atol=1e-4,
+                                       rtol=1e-4)
+    # the row without weights read its drawn token only, one per step
+    assert together.value_tokens[3].sum() == together.tokens.shape[1] * len(together.active)
+
+
 def test_rows_of_different_widths_are_scored_in_groups_with_the_same_result(decoder,
                                                                            monkeypatch):
     """Rows whose nuclei differ are scored in groups of similar width (each padded to its own
     widest row only): the tokens and values are those of one pass padded to the widest row,
-    with tokens left unread by certain steps too, and rows read fewer candidate tokens."""
+    certain rows among them, and rows read fewer candidate tokens."""
     import mavis.decoding.state as state_module
     from mavis.decoding.decoder import RowRequest
 
@@ -471,4 +516,5 @@ def test_rows_of_different_widths_are_scored_in_groups_with_the_same_result(deco
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5, equal_nan=True)
     torch.testing.assert_close(grouped[0].value, plain[0].value, atol=1e-5, rtol=1e-5)
     assert grouped[0].value_tokens.sum() < plain[0].value_tokens.sum()
-    assert (grouped[0].value_tokens == 0).any()  # certain steps left tokens unread
+    # certain rows beside uncertain ones read only their drawn token, one per value model
+    assert (grouped[0].value_tokens == len(grouped[0].active)).any()

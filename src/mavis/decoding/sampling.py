@@ -82,8 +82,8 @@ class SamplingSettings:
     min_p: float = knob(0.0, "Keep only the candidates at least min_p times as likely as the "
                         "most likely one (0: all k).")
     certain_p: float = knob(1.0, "A step whose most likely candidate has at least this "
-                            "probability (in every row of a batch) is sampled from plain top-k "
-                            "without running the value models (1: every step is guided).")
+                            "probability is sampled from plain top-k; the value models read "
+                            "only the drawn token (1: every step is guided).")
     temperature: float = knob(1.0, "Of the reference's next-token distribution; 0: greedy.")
     greedy: bool = knob(False, "Take the most likely token of the tilted distribution.")
     max_new_tokens: int = knob(64, "The longest answer, in tokens.")

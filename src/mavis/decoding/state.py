@@ -33,7 +33,9 @@ One step of `choose`, each part its own method:
                  the choice) or a certain one (every guided row's most likely candidate has
                  at least its `certain_p`: sampled from plain top-k) no value model runs, and
                  the token waits, unread, until the next step that scores (fed before its
-                 candidates) or `catch_up`
+                 candidates) or `catch_up`; when only some rows are certain (or have no
+                 weights), those draw their token from plain top-k first and the value
+                 models read just that token for them (`plain_rows`)
     tilt         pi_ref (or pi_prop) * exp(beta * sum_m lambda_m V_m), renormalised
                  (`mavis.decoding.tilt`)
     sample       one candidate per row (or the most likely one)
@@ -102,6 +104,19 @@ class Candidates:
     scored: torch.Tensor | None = None  # bool [B, k]: False = skipped
 
 
+def _drawn_first(ids: torch.Tensor, scored: torch.Tensor | None, rows: torch.Tensor,
+                 drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates a value pass reads when `rows` (bool [B]) have drawn their token
+    already (`drawn`, candidate indices [B]): those rows read only it, as their first and
+    only scored candidate; the other rows read theirs. ids, scored: [B, k]."""
+    first = ids.gather(1, drawn[:, None])
+    ids = torch.cat([torch.where(rows[:, None], first, ids[:, :1]), ids[:, 1:]], dim=1)
+    if scored is None:
+        scored = torch.ones_like(ids, dtype=torch.bool)
+    only_first = torch.arange(ids.shape[1], device=ids.device)[None, :] == 0
+    return ids, torch.where(rows[:, None], only_first, scored)
+
+
 def next_logits(model: Any, **inputs: Any) -> torch.Tensor:
     """A causal LM's logits for the token after the last input, [B, V]."""
     logits, _ = model_forward(model, use_cache=True, return_logits=True, logits_to_keep=1,
@@ -143,6 +158,7 @@ class DecodingState:
         self.lazy_values = lazy_values and not self.layout.static
         self.unread = 0  # the newest tokens of every row that the value caches have not read
         self._grouped: tuple | None = None  # a grouped value pass's keys and values (`score`)
+        self._fed = 0  # the candidates an ungrouped value pass fed (`score`)
         if self.layout.static and proposals:
             raise MavisError("proposal models need the dynamic cache layout; decode them "
                              "without compile/static caches")
@@ -242,20 +258,35 @@ class DecodingState:
         """Pick the next token of every row; returns them ([B])."""
         candidates = self.candidates()
         top_k = torch.log_softmax(candidates.logprobs, dim=-1)  # plain top-k sampling
-        values, forced = None, False
-        read = torch.zeros(self.batch_size, device=self.value_tokens.device)
+        values, forced, read = None, False, torch.zeros(self.batch_size,
+                                                       device=self.value_tokens.device)
+        plain = torch.zeros(self.batch_size, dtype=torch.bool, device=read.device)
+        drawn: torch.Tensor | None = None
         if self.value_caches:
             candidates = self.skip(candidates)
             forced = candidates.ids.shape[1] == 1
-            if not (self.lazy_values and (forced or self.certain(top_k))):
-                values, read = self.score(candidates.ids, candidates.scored)
+            if self.lazy_values and not forced:
+                plain = self.plain_rows(top_k)
+            if not (self.lazy_values and (forced or bool(plain.all()))):
+                ids, scored = candidates.ids, candidates.scored
+                if bool(plain.any()):  # their tokens first: only those are read
+                    drawn = self.sample(mavis_logprobs(candidates.logprobs, None,
+                                                       scored=candidates.scored),
+                                        generator, plain)
+                    ids, scored = _drawn_first(ids, scored, plain, drawn)
+                values, read = self.score(ids, scored)
         self.value_tokens = torch.cat([self.value_tokens, read[:, None]], dim=1)
-        beta = self.step_beta(candidates, values, guided=values is not None or forced)
+        beta = self.step_beta(candidates, values, guided=values is not None or forced,
+                              plain=plain)
         policy = mavis_logprobs(candidates.logprobs, values, self.weights, beta,
                                 candidates.scored)
-        choice = self.sample(policy, generator)
+        if drawn is None:
+            choice = value_choice = self.sample(policy, generator)
+        else:  # a plain row's drawn token is its first scored candidate
+            choice = torch.where(plain, drawn, self.sample(policy, generator, ~plain))
+            value_choice = torch.where(plain, torch.zeros_like(choice), choice)
         self.record_divergence(policy, top_k, choice)
-        return self.keep(candidates, policy, values, choice)
+        return self.keep(candidates, policy, values, choice, value_choice)
 
     def candidates(self) -> Candidates:
         """Each row's top-k tokens after its temperature (of pi_ref, or of the proposal
@@ -283,13 +314,15 @@ class DecodingState:
                                torch.zeros((), device=weights.device))
         return weighted.sum(dim=1)
 
-    def certain(self, top_k: torch.Tensor) -> bool:
-        """Whether every row that is guided is certain at this step: its most likely candidate
-        has at least its `certain_p` under plain top-k sampling (`top_k`, log-probabilities
-        [B, k], most likely first)."""
+    def plain_rows(self, top_k: torch.Tensor) -> torch.Tensor:
+        """The rows sampled from plain top-k at this step, bool [B]: those without weights,
+        and the certain ones, whose most likely candidate has at least their `certain_p`
+        under plain top-k sampling (`top_k`, log-probabilities [B, k], most likely first).
+        The values cannot move their choice, so the value models read only their chosen
+        token (none at all when every row is plain)."""
         guided = self.weights.abs().sum(-1) > 0
         sure = (self.certain_p < 1) & (top_k[:, 0].exp() >= self.certain_p)
-        return bool((~guided | sure).all())
+        return ~guided | sure
 
     def skip(self, candidates: Candidates) -> Candidates:
         """Drop the least likely candidates while the total-variation bound allows it
@@ -318,8 +351,10 @@ class DecodingState:
             ids = torch.cat([self.sequence[:, -unread:], ids], dim=1)
             positions = torch.cat([self._unread_positions(), positions], dim=1)
         groups = [(list(range(batch)), width)]
-        if scored is not None and not self.layout.static and batch > 1:
-            groups = width_groups(scored.sum(-1).tolist())
+        if scored is not None and not self.layout.static:
+            widths = scored.sum(-1).tolist()
+            groups = width_groups(widths) if batch > 1 else [([0], int(widths[0]))]
+        self._fed = groups[0][1]  # the candidates one pass fed (`keep`, ungrouped)
         self._grouped = None if len(groups) == 1 else (unread, {})
         values = torch.zeros(batch, width, self.guide.width, device=ids.device)
         for index, cache in self.value_caches.items():
@@ -327,7 +362,7 @@ class DecodingState:
             dtype = entry.model.head.weight.dtype
             for rows, size in groups:
                 if self._grouped is None:
-                    part, mask = cache, self.layout.candidate_mask(self.attention_mask, width,
+                    part, mask = cache, self.layout.candidate_mask(self.attention_mask, size,
                                                                    dtype, unread)
                 else:
                     rows_tensor = torch.tensor(rows, device=ids.device)
@@ -375,13 +410,16 @@ class DecodingState:
         self.unread = 0
 
     def step_beta(self, candidates: Candidates, values: torch.Tensor | None,
-                  guided: bool = True) -> torch.Tensor:
+                  guided: bool = True, plain: torch.Tensor | None = None) -> torch.Tensor:
         """Each row's beta for this step: its setting, or with a KL budget the largest beta
         up to it that keeps the step within the budget (`beta_for_kl`; on a forced step, with
         one candidate, any beta keeps it: the setting); recorded in `betas`. Rows without
-        weights, and every row when no value model guides (`guided` False), get 0."""
-        beta = torch.where(self.weights.abs().sum(-1) > 0, self.beta,
-                           torch.zeros_like(self.beta)) if guided else (
+        weights, `plain` rows (bool [B]: sampled from plain top-k, `plain_rows`), and every
+        row when no value model guides (`guided` False), get 0."""
+        steered = self.weights.abs().sum(-1) > 0
+        if plain is not None:
+            steered = steered & ~plain
+        beta = torch.where(steered, self.beta, torch.zeros_like(self.beta)) if guided else (
             torch.zeros_like(self.beta))
         budgeted = ~torch.isnan(self.kl_budget)
         if values is not None and bool(budgeted.any()):
@@ -394,23 +432,35 @@ class DecodingState:
         self.betas = torch.cat([self.betas, beta[:, None]], dim=1)
         return beta
 
-    def sample(self, policy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def sample(self, policy: torch.Tensor, generator: torch.Generator | None,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
         """One candidate index per row from `policy` (log-probabilities [B, k]): the most
         likely for greedy rows; with per-row generators, each row draws one uniform number
-        of its own (so its tokens do not depend on the other rows)."""
+        of its own (so its tokens do not depend on the other rows). With `rows` (bool [B])
+        only those rows draw (the others get 0)."""
+        greedy, generators = self.greedy, self.generators
+        if rows is not None:
+            picked = rows.nonzero().squeeze(-1)
+            policy, greedy = policy[picked], greedy[picked]
+            if generators is not None:
+                generators = [generators[i] for i in picked.tolist()]
         best = policy.argmax(-1)
-        if bool(self.greedy.all()):
-            return best
-        probs = policy.exp()
-        if self.generators is None:
-            drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if bool(greedy.all()):
+            drawn = best
         else:
-            cdf = probs.cumsum(-1)
-            uniforms = torch.stack([torch.rand((), generator=g, device=probs.device)
-                                    for g in self.generators])
-            drawn = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).squeeze(-1)
-            drawn = torch.minimum(drawn, (probs > 0).long().cumsum(-1).argmax(-1))
-        return torch.where(self.greedy, best, drawn)
+            probs = policy.exp()
+            if generators is None:
+                drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            else:
+                cdf = probs.cumsum(-1)
+                uniforms = torch.stack([torch.rand((), generator=g, device=probs.device)
+                                        for g in generators])
+                drawn = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).squeeze(-1)
+                drawn = torch.minimum(drawn, (probs > 0).long().cumsum(-1).argmax(-1))
+            drawn = torch.where(greedy, best, drawn)
+        if rows is None:
+            return drawn
+        return torch.zeros_like(rows, dtype=torch.long).masked_scatter(rows, drawn)
 
     def record_divergence(self, policy: torch.Tensor, top_k: torch.Tensor,
                           choice: torch.Tensor) -> None:
@@ -425,18 +475,21 @@ class DecodingState:
         self.tv = torch.cat([self.tv, 0.5 * moved[:, None]], dim=1)
 
     def keep(self, candidates: Candidates, policy: torch.Tensor, values: torch.Tensor | None,
-             choice: torch.Tensor) -> torch.Tensor:
+             choice: torch.Tensor, value_choice: torch.Tensor | None = None) -> torch.Tensor:
         """Record the chosen candidate of every row (tokens, both log-probs, value) and keep
-        its keys and values in the value caches; returns the chosen tokens."""
+        its keys and values in the value caches; returns the chosen tokens. `value_choice`:
+        where each row's chosen candidate is among the scored ones (default: `choice`; a
+        plain row's drawn token was scored first)."""
         rows = torch.arange(self.batch_size, device=choice.device)
         token = candidates.ids[rows, choice]
         if values is not None:
+            scored = choice if value_choice is None else value_choice
             if self._grouped is not None:
-                self._keep_grouped(choice)
+                self._keep_grouped(scored)
             else:
                 for cache in self.value_caches.values():
-                    self.layout.keep_choice(cache, candidates.ids.shape[1], choice)
-            self.value = (values[rows, choice] * self.weights).sum(-1)
+                    self.layout.keep_choice(cache, self._fed, scored)
+            self.value = (values[rows, scored] * self.weights).sum(-1)
         elif self.value_caches:
             self.unread += 1  # a forced or certain step: the value caches read it later
         ref_full = torch.log_softmax(self.next_logits, dim=-1)
