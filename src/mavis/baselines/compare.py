@@ -50,6 +50,7 @@ from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.summary import FrontSummary, summarise_fronts, write_points_csv
 from mavis.evaluation.sweep import SweepStore, by_method, run_sweep
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 
 MORLHF, RSOUP, MOD = _methods.MORLHF, _methods.RSOUP, _methods.MOD
 
@@ -212,7 +213,7 @@ def run_comparison(out: str | Path, *, reference: str, value_models: Mapping[str
                    beam: BeamSettings = BeamSettings(), baselines: Baselines | None = None,
                    hv_reference: Mapping[str, float] | None = None,
                    command: str | None = None, title: str = "",
-                   value_dtype: str = "float32") -> Comparison:
+                   value_dtype: str = DEFAULT_VALUE_DTYPE) -> Comparison:
     """Train what is missing, evaluate what is not saved yet in `out`'s .json (whose
     `identity` must match), write the fronts' summary (hypervolumes against pi_ref, or
     `hv_reference`), the .csv and the plot `out`. `value_models`: label -> folder of the value

@@ -16,6 +16,7 @@ from mavis.cli.options import Compile, Device, ValueDtype, checked_dtype
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
 from mavis.errors import MavisError
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 
 DEMO_PROMPTS = [
     "My coworker keeps taking credit for my work. Write what I should say to him.",
@@ -36,7 +37,7 @@ def demo(
     prompt: Annotated[list[str], typer.Option(help="Prompt(s) to use instead of the "
                                               "built-in ones (repeatable).")] = [],  # noqa: B006
     device: Device = None,
-    value_dtype: ValueDtype = "float32",
+    value_dtype: ValueDtype = DEFAULT_VALUE_DTYPE,
     compile_steps: Compile = None,
     *, sampling: SamplingSettings,
 ) -> None:

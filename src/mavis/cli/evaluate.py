@@ -27,6 +27,7 @@ from mavis.cli.sampling import build, sampling_options
 from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings, SettingsError
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 from mavis.models.names import DEFAULT_MODEL
 from mavis.paths import check_writable
 
@@ -59,7 +60,7 @@ def _value_folders(model: str, value_model: list[str], objectives: list[str],
             for folder in choose_value_models(model, explicit, objectives, known)}
 
 
-def _decoder(model: str, folders: dict[str, str], value_dtype: str = "float32"):
+def _decoder(model: str, folders: dict[str, str], value_dtype: str = DEFAULT_VALUE_DTYPE):
     from mavis.decoding.decoder import MavisDecoder
 
     return MavisDecoder.load(model, list(folders.values()), value_dtype=value_dtype)
@@ -87,7 +88,7 @@ def evaluate(
     num_samples: NumSamples = 1,
     model: Model = DEFAULT_MODEL,
     value_model: ValueModels = [],  # noqa: B006
-    value_dtype: ValueDtype = "float32",
+    value_dtype: ValueDtype = DEFAULT_VALUE_DTYPE,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     out: Annotated[Path | None, typer.Option(
         help="Keep the result in this JSON file; a rerun with the same settings reads it "
@@ -241,7 +242,7 @@ def pareto(
     num_samples: NumSamples = 1,
     model: Model = DEFAULT_MODEL,
     value_model: ValueModels = [],  # noqa: B006
-    value_dtype: ValueDtype = "float32",
+    value_dtype: ValueDtype = DEFAULT_VALUE_DTYPE,
     *, sampling: SamplingSettings,
 ) -> None:
     """Sweep the objective weights; compare MAVIS with pi_ref and the baselines of paper

@@ -20,6 +20,7 @@ from mavis.cli.options import (
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 from mavis.models.names import DEFAULT_MODEL
 
 
@@ -46,7 +47,7 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sequence.")]
     = False,
     device: Device = None,
-    value_dtype: ValueDtype = "float32",
+    value_dtype: ValueDtype = DEFAULT_VALUE_DTYPE,
     compile_steps: Compile = None,
     *, sampling: SamplingSettings,
 ) -> None:

@@ -16,6 +16,7 @@ from mavis.cli.options import Limit, PromptSets, Split, parse_assignments, parse
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 from mavis.models.names import DEFAULT_MODEL
 
 report_app = typer.Typer(
@@ -102,7 +103,7 @@ def heads_command(
                                            "(a rerun resumes).")] = Path("reports/heads"),
     value_dtype: Annotated[str, typer.Option(
         help="The value model's dtype: float32, bfloat16 or auto (the hardware's fastest).")]
-    = "float32",
+    = DEFAULT_VALUE_DTYPE,
     *, sampling: SamplingSettings,
 ) -> None:
     """Every head of a value model alone at weight 1 on held-out prompts: reward against pi_ref

@@ -17,6 +17,7 @@ from mavis.cli.options import (
     parse_assignments,
 )
 from mavis.errors import MavisError
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 from mavis.models.names import DEFAULT_MODEL
 from mavis.serving.spec import RayOptions, ServerLimits, ServerSpec, api_key_from_environment
 
@@ -57,7 +58,7 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info "
                                            "shows every request).")] = "warning",
     device: Device = None,
-    value_dtype: ValueDtype = "float32",
+    value_dtype: ValueDtype = DEFAULT_VALUE_DTYPE,
 ) -> None:
     """Serve the reference model and its value models over an OpenAI-compatible HTTP API, with
     a playground page at / (MAVIS_API_KEY set: every API request needs that bearer key)."""

@@ -45,7 +45,7 @@ from mavis.decoding.sampling import SamplingSettings, build_sampling
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
 from mavis.models.devices import check_device
-from mavis.models.dtypes import resolve_dtype
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE, resolve_dtype
 from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
 from mavis.models.value_folder import value_model_files
@@ -202,12 +202,13 @@ class MavisDecoder:
              compile: bool | str | None = None) -> MavisDecoder:
         """Load a reference model by name/path/hub id and value models from their folders.
 
-        `value_dtype` (default: `dtype`, else float32; "auto": `fastest_value_dtype`, bfloat16
-        on hardware that computes in it natively) lets the value models run in bfloat16 beside
-        an fp32 reference. `compile` (default: on for CUDA): static caches and compiled
-        forwards for `generate` (see the class)."""
+        `value_dtype` (default: `dtype`, else `DEFAULT_VALUE_DTYPE`; "auto":
+        `fastest_value_dtype`, bfloat16 on hardware that computes in it natively) lets the
+        value models run in bfloat16 beside an fp32 reference. `compile` (default: on for
+        CUDA): static caches and compiled forwards for `generate` (see the class)."""
         check_device(device)
-        value_dtype = resolve_dtype(value_dtype, device or "cpu", dtype or torch.float32)
+        value_dtype = resolve_dtype(value_dtype if value_dtype is not None else (
+            dtype or DEFAULT_VALUE_DTYPE), device or "cpu")
         paths = value_models.values() if isinstance(value_models, Mapping) else value_models
         folders = list(dict.fromkeys(str(p) for p in paths))  # a shared model loads once
         for folder in folders:  # a missing or damaged file fails before any model loads

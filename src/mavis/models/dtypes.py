@@ -19,6 +19,8 @@ import torch
 from mavis.errors import MavisError
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# The value models' dtype when none is asked for, everywhere (library, command line, server).
+DEFAULT_VALUE_DTYPE = "float32"
 
 
 @functools.cache

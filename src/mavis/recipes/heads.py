@@ -24,7 +24,7 @@ from mavis.evaluation.plots import save_figure
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
-from mavis.models.dtypes import resolve_dtype
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE, resolve_dtype
 from mavis.models.value_folder import read_value_config
 from mavis.paths import atomic_path, write_text_atomic
 from mavis.prompts.base import Prompt
@@ -56,7 +56,7 @@ def heads_points(objectives: Sequence[str], settings: EvaluationSettings, best_o
 def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | Path, *,
                  reference: str, settings: EvaluationSettings = EvaluationSettings(),
                  best_of: int = 4, identity: Mapping[str, Any] | None = None,
-                 value_dtype: str = "float32") -> list[dict[str, Any]]:
+                 value_dtype: str = DEFAULT_VALUE_DTYPE) -> list[dict[str, Any]]:
     """Evaluate what is not saved yet and write the table (one row per head); the value
     model in `value_dtype` ("auto": the hardware's fastest)."""
     folder = Path(out).expanduser()

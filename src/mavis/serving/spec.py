@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from mavis import checks
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
+from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
 
 API_KEY_VARIABLE = "MAVIS_API_KEY"
 
@@ -70,7 +71,7 @@ class ServerSpec:
     served_name: str = ""
     api_key: str | None = None
     device: str | None = None  # where the models run (None: cpu)
-    value_dtype: str = "float32"  # the value models' ("auto": the hardware's fastest)
+    value_dtype: str = DEFAULT_VALUE_DTYPE  # the value models' ("auto": the hardware's fastest)
 
     @property
     def name(self) -> str:
