@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from mavis.errors import MavisError
-from mavis.models.dtypes import cpu_has_native_bf16, fastest_value_dtype, resolve_dtype
+from mavis.models import dtypes
+from mavis.models.dtypes import (
+    cpu_has_native_bf16,
+    dtype_identity,
+    fastest_value_dtype,
+    resolve_dtype,
+)
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
@@ -27,6 +33,17 @@ def test_resolve_dtype():
     assert fastest_value_dtype("cpu") in (torch.bfloat16, torch.float32)
     with pytest.raises(MavisError, match="choose auto, float32, bfloat16"):
         resolve_dtype("nope", "cpu")
+
+
+def test_results_files_keep_the_dtype_auto_resolved_to(monkeypatch):
+    """A results file made with "auto" is float32's file where the CPU has no native bf16
+    (so files made before the default changed keep their identity), bfloat16's where it has."""
+    assert dtype_identity("float32") == {} and dtype_identity(torch.float32) == {}
+    assert dtype_identity("bfloat16") == {"value_dtype": "bfloat16"}
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda: False)
+    assert dtype_identity("auto") == {}
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda: True)
+    assert dtype_identity("auto") == {"value_dtype": "bfloat16"}
 
 
 def test_value_models_load_in_the_dtype_asked_for(tiny_lm, tmp_path, capsys):

@@ -169,3 +169,15 @@ def test_command_line_errors_name_the_option(models, capsys):
         code = main(["generate", "hi", "--model", str(reference), *args])
         assert code == 2
         assert capsys.readouterr().err.startswith(f"error: {option} "), args
+
+
+def test_a_changed_default_is_named_in_results_identities():
+    """certain_p's default moved from 1 to 0.9: a results file made at 1 (before, unnamed)
+    keeps its identity, and one made at the new default names it, so neither is taken for
+    the other."""
+    from mavis.decoding.sampling import reproducible
+    from mavis.evaluation.settings import EvaluationSettings
+
+    new = EvaluationSettings(reproducible()).to_dict()
+    old = EvaluationSettings(reproducible(certain_p=1.0)).to_dict()
+    assert new["certain_p"] == 0.9 and "certain_p" not in old

@@ -456,7 +456,8 @@ def test_guided_collection_tracks_the_mavis_policy(tiny_lm, objective, tmp_path)
         vm.head.weight.normal_(std=1.0)
     guided = MavisDecoder(model, tokenizer, [vm.eval()])
     out = collect(guided, PROMPTS[:2], objective, tmp_path / "guided.h5", T=8, L=3,
-                        K_root=2, K=2, top_k=4, beta=2.0, seed=0, progress=False)
+                        K_root=2, K=2, top_k=4, beta=2.0, seed=0, progress=False,
+                        certain_p=1.0)  # every step guided: the exact tilt below
     data = read_trees(out)
     check_tree_rules(data, T=8, L=3, K_root=2, K=2, eos=tokenizer.eos_token_id)
     check_values(data)

@@ -50,7 +50,7 @@ from mavis.evaluation.policy import PolicyEvaluation, evaluate_policy
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.summary import FrontSummary, summarise_fronts, write_points_csv
 from mavis.evaluation.sweep import SweepStore, by_method, run_sweep
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
+from mavis.models.names import DEFAULT_VALUE_DTYPE
 
 MORLHF, RSOUP, MOD = _methods.MORLHF, _methods.RSOUP, _methods.MOD
 

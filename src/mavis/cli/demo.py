@@ -16,7 +16,7 @@ from mavis.cli.options import Compile, Device, ValueDtype, checked_dtype
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings
 from mavis.errors import MavisError
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
+from mavis.models.names import DEFAULT_VALUE_DTYPE
 
 DEMO_PROMPTS = [
     "My coworker keeps taking credit for my work. Write what I should say to him.",

@@ -27,8 +27,7 @@ from mavis.cli.sampling import build, sampling_options
 from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings, SettingsError
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
-from mavis.models.names import DEFAULT_MODEL
+from mavis.models.names import DEFAULT_MODEL, DEFAULT_VALUE_DTYPE
 from mavis.paths import check_writable
 
 # Evaluation's own defaults: 48-token answers and seed 0, so that a rerun gives the same answers
@@ -294,9 +293,10 @@ def pareto(
 
 
 def _dtype_identity(value_dtype: str) -> dict[str, str]:
-    """What a results file keeps of the value models' dtype (nothing for float32, so that
-    files made before keep their identity)."""
-    return {} if checked_dtype(value_dtype) == "float32" else {"value_dtype": value_dtype}
+    """What a results file keeps of the value models' dtype (`dtype_identity`)."""
+    from mavis.models.dtypes import dtype_identity
+
+    return dtype_identity(checked_dtype(value_dtype))
 
 
 def _guidance(beta: str | None, kl_budget: float | None, lambdas: list[float]

@@ -20,8 +20,7 @@ from mavis.cli.options import (
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
-from mavis.models.names import DEFAULT_MODEL
+from mavis.models.names import DEFAULT_MODEL, DEFAULT_VALUE_DTYPE
 
 
 def register(app: typer.Typer) -> None:

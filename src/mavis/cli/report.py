@@ -16,8 +16,7 @@ from mavis.cli.options import Limit, PromptSets, Split, parse_assignments, parse
 from mavis.cli.sampling import sampling_options
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
-from mavis.models.names import DEFAULT_MODEL
+from mavis.models.names import DEFAULT_MODEL, DEFAULT_VALUE_DTYPE
 
 report_app = typer.Typer(
     help="Tables of finished runs: iterations of Algorithm 1, distilled vs teacher value "

@@ -17,8 +17,7 @@ from mavis.cli.options import (
     parse_assignments,
 )
 from mavis.errors import MavisError
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
-from mavis.models.names import DEFAULT_MODEL
+from mavis.models.names import DEFAULT_MODEL, DEFAULT_VALUE_DTYPE
 from mavis.serving.spec import RayOptions, ServerLimits, ServerSpec, api_key_from_environment
 
 DEFAULTS = ServerLimits()

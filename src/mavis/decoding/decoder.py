@@ -45,9 +45,10 @@ from mavis.decoding.sampling import SamplingSettings, build_sampling
 from mavis.decoding.state import DecodingState
 from mavis.errors import MavisError
 from mavis.models.devices import check_device
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE, resolve_dtype
+from mavis.models.dtypes import resolve_dtype
 from mavis.models.layout import DynamicLayout, StaticLayout
 from mavis.models.loading import load_causal_lm, tokenizer_fingerprint
+from mavis.models.names import DEFAULT_VALUE_DTYPE
 from mavis.models.value_folder import value_model_files
 from mavis.models.value_model import ValueModel
 from mavis.progress import track

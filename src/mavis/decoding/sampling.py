@@ -81,7 +81,7 @@ class SamplingSettings:
                         "probability adds up to top_p (1: all k).")
     min_p: float = knob(0.0, "Keep only the candidates at least min_p times as likely as the "
                         "most likely one (0: all k).")
-    certain_p: float = knob(1.0, "A step whose most likely candidate has at least this "
+    certain_p: float = knob(0.9, "A step whose most likely candidate has at least this "
                             "probability is sampled from plain top-k; the value models read "
                             "only the drawn token (1: every step is guided).")
     temperature: float = knob(1.0, "Of the reference's next-token distribution; 0: greedy.")
@@ -141,6 +141,17 @@ class SamplingSettings:
         data = asdict(self)
         data["stop"] = list(self.stop)
         return data
+
+
+# The defaults a results file's identity leaves unnamed: each field's default when files began
+# to name only the fields that differ from it. A default changed since keeps its old value
+# here, so that a file made under the old default is not taken for one made under the new.
+CHANGED_DEFAULTS = {"certain_p": 1.0}  # 0.9 since 2026-12-02
+
+
+def unnamed_defaults() -> dict[str, Any]:
+    """`SamplingSettings().to_dict()` with `CHANGED_DEFAULTS`' old values."""
+    return {**SamplingSettings().to_dict(), **CHANGED_DEFAULTS}
 
 
 # What evaluation and tree collection change in these defaults: answers of 48 tokens (trees as

@@ -152,7 +152,8 @@ class DecodingState:
         `StaticLayout` must have been `start`ed for this batch); `lazy_values`: skip the value
         pass on steps that do not need it (growing caches only): forced steps, with one
         candidate per row (the choices are the same either way), and certain steps
-        (`certain`: plain top-k sampling there by design); their tokens are read later."""
+        (`plain_rows`: plain top-k sampling there by design, with any layout); their tokens
+        are read later."""
         self.reference, self.guide = reference, guide
         self.layout = layout or DynamicLayout()
         self.lazy_values = lazy_values and not self.layout.static
@@ -265,7 +266,7 @@ class DecodingState:
         if self.value_caches:
             candidates = self.skip(candidates)
             forced = candidates.ids.shape[1] == 1
-            if self.lazy_values and not forced:
+            if not forced:
                 plain = self.plain_rows(top_k)
             if not (self.lazy_values and (forced or bool(plain.all()))):
                 ids, scored = candidates.ids, candidates.scored
@@ -283,7 +284,8 @@ class DecodingState:
         if drawn is None:
             choice = value_choice = self.sample(policy, generator)
         else:  # a plain row's drawn token is its first scored candidate
-            choice = torch.where(plain, drawn, self.sample(policy, generator, ~plain))
+            choice = drawn if bool(plain.all()) else torch.where(
+                plain, drawn, self.sample(policy, generator, ~plain))
             value_choice = torch.where(plain, torch.zeros_like(choice), choice)
         self.record_divergence(policy, top_k, choice)
         return self.keep(candidates, policy, values, choice, value_choice)

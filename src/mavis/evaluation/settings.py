@@ -8,7 +8,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mavis import checks
-from mavis.decoding.sampling import SamplingSettings, reproducible, sampling_fields
+from mavis.decoding.sampling import (
+    SamplingSettings,
+    reproducible,
+    sampling_fields,
+    unnamed_defaults,
+)
 from mavis.errors import MavisError
 
 # What a sweep point sets itself (the policy being evaluated), not the evaluation.
@@ -59,7 +64,7 @@ class EvaluationSettings:
         """The flat identity of an evaluation (results files keep it; the policy's own fields
         are left out)."""
         sampling = self.sampling.to_dict()
-        default = SamplingSettings().to_dict()
+        default = unnamed_defaults()
         data = {name: sampling[name] for name in IDENTITY_FIELDS}
         data.update({name: value for name, value in sampling.items()
                      if name not in (*IDENTITY_FIELDS, *POLICY_FIELDS)

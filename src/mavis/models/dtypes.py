@@ -19,8 +19,6 @@ import torch
 from mavis.errors import MavisError
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-# The value models' dtype when none is asked for, everywhere (library, command line, server).
-DEFAULT_VALUE_DTYPE = "float32"
 
 
 @functools.cache
@@ -60,3 +58,13 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | str,
     if not isinstance(value, torch.dtype):
         raise MavisError(f"dtype {dtype!r}: choose auto, float32, bfloat16 or float16")
     return value
+
+
+def dtype_identity(value_dtype: torch.dtype | str, device: torch.device | str = "cpu"
+                   ) -> dict[str, str]:
+    """What a results file keeps of the value models' dtype: the dtype "auto" resolves to on
+    `device`, by name, and nothing for float32 (so that files made before keep their
+    identity, and "auto" on a machine without native bfloat16 is float32's file)."""
+    resolved = resolve_dtype(value_dtype, device)
+    return {} if resolved == torch.float32 else {
+        "value_dtype": str(resolved).removeprefix("torch.")}

@@ -8,3 +8,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 # The hub repos the packaged models were made from (a model card's `base_model`).
 HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+# The value models' dtype when none is asked for, everywhere (library, command line, server):
+# the hardware's fastest (`mavis.models.dtypes`; held-out rewards in bfloat16 as in float32:
+# reports/steering).
+DEFAULT_VALUE_DTYPE = "auto"

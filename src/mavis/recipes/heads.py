@@ -24,7 +24,8 @@ from mavis.evaluation.plots import save_figure
 from mavis.evaluation.policy import PolicyEvaluation
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE, resolve_dtype
+from mavis.models.dtypes import dtype_identity
+from mavis.models.names import DEFAULT_VALUE_DTYPE
 from mavis.models.value_folder import read_value_config
 from mavis.paths import atomic_path, write_text_atomic
 from mavis.prompts.base import Prompt
@@ -66,8 +67,7 @@ def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | 
     points = heads_points(objectives, settings, best_of)
     shared = {**(identity or {}), "reference": reference, "objectives": objectives,
               "best_of": best_of, "settings": settings.to_dict()}
-    if value_dtype != "float32":  # files made in float32 keep their identity
-        shared["value_dtype"] = str(resolve_dtype(value_dtype, "cpu")).removeprefix("torch.")
+    shared.update(dtype_identity(value_dtype))  # files made in float32 keep theirs
     store = SweepStore(folder / "heads.json", shared, value_models={"model": str(model)})
     if not all(store.done(p) for p in points):
         print(f"[mavis report] {len(prompts)} prompts: pi_ref, MAVIS with each of "

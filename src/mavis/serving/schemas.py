@@ -66,7 +66,8 @@ class SamplingRequest(_Strict):
         "(0 to 1)."))
     certain_p: float | None = Field(None, description=(
         "mavis: a step whose most likely candidate has at least this probability is sampled "
-        "without the value models (0 to 1; 1, the default: every step is guided)."))
+        "from plain top-k, the value models reading only the drawn token (0 to 1; default "
+        "0.9; 1: every step is guided)."))
     kl_budget: float | None = Field(None, description=(
         "mavis: nats of KL per answer that steering may add over plain top-k sampling."))
     score: bool = Field(False, description=(

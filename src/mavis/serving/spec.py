@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from mavis import checks
 from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
-from mavis.models.dtypes import DEFAULT_VALUE_DTYPE
+from mavis.models.names import DEFAULT_VALUE_DTYPE
 
 API_KEY_VARIABLE = "MAVIS_API_KEY"
 
