@@ -354,8 +354,7 @@ class DecodingState:
             positions = torch.cat([self._unread_positions(), positions], dim=1)
         groups = [(list(range(batch)), width)]
         if scored is not None and not self.layout.static:
-            widths = scored.sum(-1).tolist()
-            groups = width_groups(widths) if batch > 1 else [([0], int(widths[0]))]
+            groups = width_groups(scored.sum(-1).tolist())  # one row: one group
         self._fed = groups[0][1]  # the candidates one pass fed (`keep`, ungrouped)
         self._grouped = None if len(groups) == 1 else (unread, {})
         values = torch.zeros(batch, width, self.guide.width, device=ids.device)
