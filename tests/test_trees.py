@@ -692,6 +692,21 @@ def test_a_collection_that_failed_before_its_first_group_blocks_nothing(decoder,
     assert out.exists() and not parts.exists()
 
 
+def test_a_tree_meta_names_certain_p_only_where_it_decides_the_trees():
+    """Guided trees name certain_p when it differs from its old default (so guided trees made
+    at 1 before the default became 0.9 keep their identity, and new ones are not taken for
+    them); trees sampled from the reference alone never name it (it decides nothing there)."""
+    def meta(**given):
+        return CollectionSettings.from_dict(given).to_dict()
+
+    guided = {"beta": 2.0, "weights": {"v": 1.0}}
+    assert meta(**guided)["certain_p"] == 0.9  # the default now
+    assert "certain_p" not in meta(**guided, certain_p=1.0)  # as files made before it
+    assert meta(**guided, certain_p=0.5)["certain_p"] == 0.5
+    for certain_p in (0.5, 0.9, 1.0):
+        assert "certain_p" not in meta(certain_p=certain_p)  # no weights: the reference alone
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"T": 0}, "T is 0; give a whole number >= 1"),
     ({"K": 0}, "K is 0; give a whole number >= 1"),

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mavis import checks
-from mavis.decoding.sampling import SamplingSettings, SettingsError, reproducible, sampling_fields
+from mavis.decoding.sampling import (
+    SamplingSettings,
+    SettingsError,
+    reproducible,
+    sampling_fields,
+    unnamed_defaults,
+)
 from mavis.errors import MavisError
 from mavis.trees.tree_shape import Shape
 
@@ -121,8 +127,13 @@ class CollectionSettings:
         return self.extra_children if self.extra_children is not None else max(self.K - 1, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """What decides the trees (the file's meta), flat: every field but `workers`."""
-        sampling, default = self.sampling.to_dict(), SamplingSettings().to_dict()
+        """What decides the trees (the file's meta), flat: every field but `workers`. Sampling
+        fields are named where they differ from `unnamed_defaults` (so a default changed since
+        is named at its new value); trees sampled from the reference alone (no weights, after
+        `guided_sampling`) leave out certain_p, which decides nothing there."""
+        sampling, default = self.sampling.to_dict(), unnamed_defaults()
+        if sampling["weights"] is None:
+            default["certain_p"] = sampling["certain_p"]
         data: dict[str, Any] = {
             "T": self.T, "L": self.L, "K_root": self.K_root, "K": self.K, "seed": self.seed,
             **{name: sampling[name] for name in META_KEYS},
