@@ -78,6 +78,21 @@ def sample(decoder, chosen, out: Path, n: int, **fields) -> dict:
     return data
 
 
+def cpu_name() -> str:
+    """lscpu's model name and whether it computes bfloat16 natively (ratios depend on both)."""
+    from mavis.models.dtypes import cpu_has_native_bf16
+
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({'native' if cpu_has_native_bf16() else 'no native'} bfloat16)"
+
+
 def batch_one_seconds(decoder, chosen, out: Path, **fields) -> float:
     """Seconds per answer at batch 1 over `chosen` (kept in `out`)."""
     if out.exists():
@@ -89,14 +104,25 @@ def batch_one_seconds(decoder, chosen, out: Path, **fields) -> float:
     return per_answer
 
 
-def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int) -> None:
+def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
+            value_model: str | None, value_dtype: str) -> None:
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
+    from mavis.models.dtypes import resolve_dtype
 
     chosen = prompts(limit)
-    folders = sorted({str(f) for f in bundled_value_models().values()})
-    decoder = MavisDecoder.load("smollm2-135m-instruct", folders)
+    folders = ([value_model] if value_model else
+               sorted({str(f) for f in bundled_value_models().values()}))
+    decoder = MavisDecoder.load("smollm2-135m-instruct", folders, value_dtype=value_dtype)
     answers = HERE / "answers"
+    answers.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parents[2]
+    shown = [str(Path(f).resolve().relative_to(root)) if Path(f).resolve().is_relative_to(root)
+             else f for f in folders]
+    setup = {"value_models": shown, "value_dtype": value_dtype,
+             "value_dtype_resolved": str(resolve_dtype(value_dtype, "cpu")).removeprefix("torch."),
+             "cpu": cpu_name()}
+    (answers / "setup.json").write_text(json.dumps(setup, indent=2))
     print(f"{len(chosen)} prompts", file=sys.stderr)
     sample(decoder, chosen, answers / "pi_ref.json", plain_n, beta=0.0)
     for case, weights in CASES.items():
@@ -269,10 +295,16 @@ def main() -> None:
     parser.add_argument("--plain-n", type=int, default=16)
     parser.add_argument("--report", action="store_true", help="only the tables and plot")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--value-model", help="a value-model folder (default: the bundled)")
+    parser.add_argument("--value-dtype", default=None,
+                        help="float32, bfloat16 or auto (default: the library's default)")
     args = parser.parse_args()
     globals()["HERE"] = args.out
     if not args.report:
-        measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n)
+        from mavis.models.names import DEFAULT_VALUE_DTYPE
+
+        measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
+                args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE)
     # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
     # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
     report({"plain": list(range(1, args.plain_n + 1)),
