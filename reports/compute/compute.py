@@ -17,8 +17,15 @@ sampling pass each. Per answer:
 Cases: each bundled objective at weight 1, and 0.5/0.5 on the two trade-off pairs. Methods:
 pi_ref; best-of-N by reward; MAVIS (default guidance: beta up to 16 under 10 nats per answer);
 MAVIS + best-of-N by reward (`mavis-bon`); MAVIS + value rerank (`mavis-rerank`, no reward
-model at inference). KL: equation 7 for single answers; best-of-N's is the chosen answers'
-measured log-ratio plus log N - (N-1)/N.
+model at inference); with `--beams 2,4,8`, MAVIS beam search with N beams on the two trade-off
+pairs (one prompt at a time, so it is costed at batch 1; of its N answers the one with the
+highest weighted reward counts). KL: equation 7 for single answers; best-of-N's is the chosen
+answers' measured log-ratio plus log N - (N-1)/N; beam search's is its answers' path
+log-ratio (it is no sampling policy).
+
+Two equal-cost tables: MAVIS with one answer against best-of-N at batch 16 (N = MAVIS's
+relative time rounded up), and at batch 1, for N = 2, 4, 8, the best MAVIS mode that costs no
+more than best-of-N there, on the 0.5/0.5 pairs.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ CASES = {"relevant": {"relevant": 1.0}, "harmless": {"harmless": 1.0},
          "relevant+harmless": {"relevant": 0.5, "harmless": 0.5},
          "relevant+positive": {"relevant": 0.5, "positive": 0.5}}
 OBJECTIVES = ["relevant", "harmless", "positive"]
+PAIRS = ["relevant+harmless", "relevant+positive"]
 
 
 def prompts(limit: int) -> list:
@@ -78,6 +86,39 @@ def sample(decoder, chosen, out: Path, n: int, **fields) -> dict:
     return data
 
 
+def beam_answers(decoder, chosen, out: Path, n: int, weights: dict[str, float]) -> dict:
+    """MAVIS beam search with n beams for each prompt, one prompt at a time (kept in `out`):
+    all n answers of each search with their rewards, the time of the searches and of scoring."""
+    if out.exists():
+        return json.loads(out.read_text())
+    from tqdm.auto import tqdm
+
+    from mavis.decoding.search import BeamSettings, beam_search
+    from mavis.objectives import score_all
+    from mavis.prompts.formatting import prompt_text
+
+    started = time.perf_counter()
+    groups = [beam_search(decoder, prompt, beam=BeamSettings(num_beams=n), weights=weights,
+                          seed=0, max_new_tokens=48)
+              for prompt in tqdm(chosen, desc=f"beam-{n} {','.join(weights)}", unit="prompt")]
+    seconds = time.perf_counter() - started
+    flat = [(i, a) for i, group in enumerate(groups) for a in group]
+    started = time.perf_counter()
+    rewards = score_all(OBJECTIVES, [prompt_text(chosen[i]) for i, _ in flat],
+                        [a.text for _, a in flat])
+    scoring = time.perf_counter() - started
+    rows = [{"prompt": i, "text": a.text, "kl": a.kl, "kl_topk": a.kl_topk, "value": a.value,
+             "tokens": len(a.token_ids),
+             "rewards": {k: float(v[j]) for k, v in rewards.items()}}
+            for j, (i, a) in enumerate(flat)]
+    data = {"n": n, "prompts": len(chosen), "seconds": seconds, "scoring_seconds": scoring,
+            "answers": rows, "weights": weights}
+    temp = out.with_suffix(".tmp")
+    temp.write_text(json.dumps(data))
+    temp.replace(out)
+    return data
+
+
 def cpu_name() -> str:
     """lscpu's model name and whether it computes bfloat16 natively (ratios depend on both)."""
     from mavis.models.dtypes import cpu_has_native_bf16
@@ -105,7 +146,7 @@ def batch_one_seconds(decoder, chosen, out: Path, **fields) -> float:
 
 
 def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
-            value_model: str | None, value_dtype: str) -> None:
+            value_model: str | None, value_dtype: str, beams: list[int]) -> None:
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
     from mavis.models.dtypes import resolve_dtype
@@ -132,6 +173,9 @@ def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
     for case, weights in CASES.items():
         batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}.json",
                           weights=weights)
+    for n in beams:
+        for case in PAIRS:
+            beam_answers(decoder, chosen, answers / f"beam{n}-{case}.json", n, CASES[case])
 
 
 def pick(data: dict, n: int, weights: dict[str, float], rank: str) -> list[dict]:
@@ -217,12 +261,70 @@ def report(limit_n: dict) -> None:
         plain = json.loads((answers / "batch1-pi_ref.json").read_text())["seconds_per_answer"]
         guided = json.loads((answers / f"batch1-mavis-{case}.json").read_text())
         batch_one[case] = guided["seconds_per_answer"] / plain
+    at_batch_one = [row for case in PAIRS for row in batch_one_points(case, rows)]
     (HERE / "points.json").write_text(json.dumps({"points": rows, "batch1_mavis_relative":
-                                                  batch_one}, indent=2))
-    lines = equal_cost_table(rows, batch_one)
+                                                  batch_one, "batch1_points": at_batch_one},
+                                                 indent=2))
+    lines = [*equal_cost_table(rows, batch_one), "", *batch_one_table(at_batch_one)]
     (HERE / "tables.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows)
+
+
+def batch_one_points(case: str, rows: list[dict]) -> list[dict]:
+    """The case's points costed at batch 1, relative to one pi_ref answer there: best-of-N
+    and the MAVIS modes from their batch-16 answers (the same draws) with batch-1 sampling
+    times, and beam search's measured searches (run one prompt at a time)."""
+    answers = HERE / "answers"
+    plain = json.loads((answers / "batch1-pi_ref.json").read_text())["seconds_per_answer"]
+    guided = json.loads((answers / f"batch1-mavis-{case}.json").read_text())["seconds_per_answer"]
+    reference = json.loads((answers / "pi_ref.json").read_text())
+    scoring = reference["scoring_seconds"] / len(reference["answers"])
+    base = next(r for r in rows if r["case"] == case and r["method"] == "pi_ref")
+    out = []
+    for row in rows:
+        if row["case"] != case:
+            continue
+        sampler = plain if _family(row["method"]) == "best-of" else guided
+        uses_reward = row["n"] > 1 and row["rank"] == "reward"
+        seconds = row["n"] * (sampler + (scoring if uses_reward else 0.0))
+        out.append({**row, "seconds_per_answer": seconds, "relative_seconds": seconds / plain})
+    for path in sorted(answers.glob(f"beam*-{case}.json")):
+        data = json.loads(path.read_text())
+        n, weights = data["n"], CASES[case]
+        seconds = (data["seconds"] + data["scoring_seconds"]) / data["prompts"]
+        kept = pick(data, n, weights, "reward")
+        summary_row = summary(kept, weights, 1)  # path log-ratio: no best-of-N bound
+        out.append({"case": case, "method": f"beam-{n}", "n": n, "rank": "reward",
+                    "seconds_per_answer": seconds, "relative_seconds": seconds / plain,
+                    "kl_kind": "path", **summary_row,
+                    "gain": summary_row["reward"] - base["reward"]})
+    return out
+
+
+def batch_one_table(rows: list[dict]) -> list[str]:
+    """Per pair and N in 2, 4, 8: best-of-N at batch 1 against the best MAVIS mode (one
+    answer, MAVIS + best-of-n, MAVIS + value rerank, beam search) costing no more there."""
+    lines = ["| case (0.5/0.5) | N | best-of-N gain | its relative time (batch 1) | best MAVIS "
+             "mode at <= that time | its gain | its relative time | its KL | MAVIS wins |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | :---: |"]
+    for case in PAIRS:
+        own = [r for r in rows if r["case"] == case]
+        for n in (2, 4, 8):
+            bon = next((r for r in own if r["method"] == f"best-of-{n}"), None)
+            if bon is None:
+                continue
+            modes = [r for r in own if _family(r["method"]) != "best-of"
+                     and r["relative_seconds"] <= bon["relative_seconds"]]
+            best = max(modes, key=lambda r: r["gain"], default=None)
+            mode = (f"{best['method']} | {best['gain']:+.3f} ± {best['reward_se']:.3f} | "
+                    f"{best['relative_seconds']:.2f} | {best['kl']:.1f}"
+                    f"{' (path)' if best.get('kl_kind') == 'path' else ''}"
+                    if best else "none measured | | |")
+            wins = best is not None and best["gain"] > bon["gain"]
+            lines.append(f"| {case} | {n} | {bon['gain']:+.3f} | {bon['relative_seconds']:.2f} | "
+                         f"{mode} | {'yes' if wins else 'no'} |")
+    return lines
 
 
 def equal_cost_table(rows: list[dict], batch_one: dict) -> list[str]:
@@ -295,6 +397,8 @@ def main() -> None:
     parser.add_argument("--plain-n", type=int, default=16)
     parser.add_argument("--report", action="store_true", help="only the tables and plot")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--beams", default="",
+                        help="beam counts for MAVIS beam search on the pairs, e.g. 2,4,8")
     parser.add_argument("--value-model", help="a value-model folder (default: the bundled)")
     parser.add_argument("--value-dtype", default=None,
                         help="float32, bfloat16 or auto (default: the library's default)")
@@ -304,7 +408,8 @@ def main() -> None:
         from mavis.models.names import DEFAULT_VALUE_DTYPE
 
         measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
-                args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE)
+                args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE,
+                [int(n) for n in args.beams.split(",") if n.strip()])
     # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
     # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
     report({"plain": list(range(1, args.plain_n + 1)),
