@@ -68,8 +68,10 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
     one line per method (its hypervolume in the legend; points dominated within the method
     hollow); right, each point's KL against pi_ref by the weight of objectives[0] (dashed: an
     estimate plus a bound, best-of-N; dotted: beam search's path log-ratio, not a KL). With
-    more than two objectives the left panel shows the first two (a projection)."""
+    more than two objectives the left panel shows the first two (a projection) and no panel
+    joins the points: weight vectors have no order there."""
     first, second = objectives[0], objectives[1]
+    joined = len(objectives) == 2
     fig, (front, kl_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
     for index, (method, points) in enumerate(series.items()):
         color = f"C{index % 10}"
@@ -80,14 +82,14 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
         ys = [points[i].reward[second] for i in order]
         hollow = [bool(dominated[method][i]) if dominated and method in dominated else False
                   for i in order]
-        front.plot(xs, ys, color=color, linestyle="-" if len(points) > 1 else "none",
+        front.plot(xs, ys, color=color, linestyle="-" if joined and len(points) > 1 else "none",
                    marker="o", label=method + hv)
         if any(hollow):
             front.scatter([x for x, h in zip(xs, hollow, strict=True) if h],
                           [y for y, h in zip(ys, hollow, strict=True) if h],
                           facecolors="white", edgecolors=color, zorder=3)
         shift = 0.008 * (index - (len(series) - 1) / 2)  # methods side by side, not on top
-        _kl_panel(kl_ax, method, [points[i] for i in order], first, color, shift)
+        _kl_panel(kl_ax, method, [points[i] for i in order], first, color, shift, joined)
     front.set_xlabel(f"{first} reward")
     front.set_ylabel(f"{second} reward")
     front.set_title("mean reward (hollow: dominated within its method)", fontsize=8)
@@ -103,11 +105,13 @@ def plot_comparison(series: Mapping[str, Sequence[PolicyEvaluation]], objectives
 
 
 def _kl_panel(ax, method: str, points: Sequence[PolicyEvaluation], first: str,
-              color: str, shift: float = 0.0) -> None:
+              color: str, shift: float = 0.0, joined: bool = True) -> None:
     """One method's KL by the weight of `first`, moved by `shift` on that axis so that
-    methods at the same weight stay apart (pi_ref: a horizontal line)."""
+    methods at the same weight stay apart (pi_ref: a horizontal line); `joined` False draws
+    the points alone."""
     kinds = {p.kl_kind for p in points}
     style = "-" if kinds == {KL_ESTIMATE} else (":" if KL_PATH in kinds else "--")
+    style = style if joined else "none"
     if not points[0].weights:
         ax.axhline(points[0].kl, color=color, linestyle=":", alpha=0.7, label=method)
         return
