@@ -130,6 +130,18 @@ def test_limit_takes_a_prefix_of_the_split(topic_file: Path):
     assert [p.text for p in whole] != [t for t in TOPICS if t in {p.text for p in whole}]
 
 
+def test_skip_continues_where_a_limit_stopped(topic_file: Path):
+    whole = load_prompts(str(topic_file), "train")
+    assert load_prompts(str(topic_file), "train", skip=3, limit=4) == whole[3:7]
+    assert load_prompts(str(topic_file), "train", skip=3) == whole[3:]
+    assert load_prompts(str(topic_file), "train", skip=len(whole)) == []
+    # skip counts the prompts that pass the length bounds, as limit does
+    short = load_prompts(str(topic_file), "train", max_prompt_tokens=4)
+    assert load_prompts(str(topic_file), "train", max_prompt_tokens=4, skip=1) == short[1:]
+    with pytest.raises(MavisError, match="skip must be >= 0"):
+        load_prompts(str(topic_file), skip=-1)
+
+
 def test_a_prompt_keeps_its_split_in_every_set_that_contains_it():
     for split in SPLITS:
         whole = set(ids(load_prompts("harmful", split)))

@@ -343,6 +343,75 @@ def test_merge_parts_shifts_indices(tmp_path):
         merge_parts([parts[0], tmp_path / "other.h5"], tmp_path / "bad.h5")
 
 
+def renamed(table: TreeTable, prefix: str, **meta) -> TreeTable:
+    """`table` with other prompt ids (and meta entries set)."""
+    table.data["prompts/id"] = np.asarray([f"{prefix}{i}" for i in range(table.num_prompts)],
+                                          dtype=object)
+    table.meta.update(meta)
+    return table
+
+
+def test_merged_meta_keeps_the_tree_settings_and_lists_the_parts():
+    from mavis.trees.merge import merged_meta
+
+    recipe = {"T": 48, "top_k": 40, "num_prompts": 800, "prompts_sha256": "a", "seed": 0,
+              "recipe": "default", "prompt_sets": ["chitchat", "harmful"],
+              "objectives": ["relevant"], "scored_later": ["witty"]}
+    more = {"T": 48, "top_k": 40, "num_prompts": 300, "prompts_sha256": "b", "seed": 1,
+            "prompt_set": "chitchat", "split": "train", "skip": 400,
+            "objectives": ["relevant", "witty"]}
+    meta = merged_meta([recipe, more], ["a.h5", "b.h5"])
+    assert meta["T"] == 48 and meta["top_k"] == 40 and meta["num_prompts"] == 1100
+    assert meta["prompt_sets"] == ["chitchat", "harmful"] and meta["scored_later"] == ["witty"]
+    assert [p["file"] for p in meta["merged_from"]] == ["a.h5", "b.h5"]
+    assert meta["merged_from"][1]["skip"] == 400 and meta["merged_from"][1]["seed"] == 1
+    assert "seed" not in meta and "recipe" not in meta
+    assert meta["prompts_sha256"] != merged_meta([more, recipe], ["b", "a"])["prompts_sha256"]
+    with pytest.raises(MavisError, match=r"b.h5 was collected with T = 32, a.h5 with 48"):
+        merged_meta([recipe, {**more, "T": 32}], ["a.h5", "b.h5"])
+    with pytest.raises(MavisError, match="top_p = 0.9.*with null"):
+        merged_meta([recipe, {**more, "top_p": 0.9}], ["a.h5", "b.h5"])
+
+
+def test_merge_tree_files_concatenates_and_refuses_mixed_trees(tmp_path, capsys):
+    from mavis.trees.merge import merge_tree_files
+
+    first = write_trees(tmp_path / "a.h5", renamed(hand_built(), "a", num_prompts=2, seed=0))
+    second = write_trees(tmp_path / "b.h5",
+                         renamed(hand_built(shift=100), "b", num_prompts=2, seed=5))
+    out = merge_tree_files([first, second], tmp_path / "ab.h5")
+    merged = read_trees(out)
+    assert merged.prompt_ids == ["a0", "a1", "b0", "b1"] and merged.num_prompts == 4
+    expected = TreeTable.concat([read_trees(first), read_trees(second)])
+    for name in expected.data:
+        np.testing.assert_array_equal(merged.data[name], expected.data[name], err_msg=name)
+    assert merged.meta["num_prompts"] == 4 and merged.meta["T"] == 4
+    assert [p["seed"] for p in merged.meta["merged_from"]] == [0, 5]
+
+    again = write_trees(tmp_path / "again.h5", renamed(hand_built(), "b", num_prompts=2))
+    with pytest.raises(MavisError, match="prompt b0 is in both .*b.h5 and .*again.h5"):
+        merge_tree_files([first, second, again], tmp_path / "x.h5")
+    longer = write_trees(tmp_path / "t5.h5", renamed(hand_built(), "c", T=5))
+    with pytest.raises(MavisError, match="collected with T = 5"):
+        merge_tree_files([first, longer], tmp_path / "x.h5")
+    other = write_trees(tmp_path / "ac.h5", renamed(hand_built(objectives=("a", "c")), "d"))
+    with pytest.raises(MavisError, match="objectives.*mavis data score"):
+        merge_tree_files([first, other], tmp_path / "x.h5")
+    with pytest.raises(MavisError, match="one of the files to merge"):
+        merge_tree_files([first, second], first)
+    with pytest.raises(MavisError, match="at least two"):
+        merge_tree_files([first], tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+    assert main(["data", "merge", str(first), str(second), "--out",
+                 str(tmp_path / "cli.h5")]) == 0
+    assert f"wrote {tmp_path / 'cli.h5'}: 4 trees from 2 files" in capsys.readouterr().out
+    assert main(["data", "merge", str(first), str(again), str(second), "--out",
+                 str(tmp_path / "y.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "prompt b0 is in both" in err and "Traceback" not in err
+
+
 def test_reading_a_foreign_file_is_a_clear_error(tmp_path):
     import h5py
 
@@ -776,6 +845,11 @@ def test_cli_collect(tiny_lm, tmp_path, capsys):
     check_tree_rules(data, T=8, L=2, K_root=2, K=2, eos=1)  # "</s>" of the tiny vocabulary
     assert main(args[:-1] + ["--T", "9", "--no-progress"]) == 2
     assert "other settings (T: 8 -> 9)" in capsys.readouterr().err
+    rest = tmp_path / "rest.h5"  # the prompts after the first three, for `mavis data merge`
+    assert main([str(rest) if a == str(out) else a for a in args] + ["--skip", "3"]) == 0
+    assert f"wrote {rest}: 2 trees" in capsys.readouterr().out
+    assert read_trees(rest).prompt_ids == data.prompt_ids[3:]
+    assert read_trees(rest).meta["skip"] == 3
 
     def run(*extra: str) -> str:
         assert main(args[:-1] + ["--out", str(tmp_path / "y.h5"), *extra]) == 2
@@ -786,6 +860,8 @@ def test_cli_collect(tiny_lm, tmp_path, capsys):
     assert "write NAME=VALUE" in run("--value-model", "novalue")
     assert "--weights needs --value-model" in run("--weights", "v=1")
     assert "--seed is -1" in run("--seed", "-1")
+    assert "--skip is -2" in run("--skip", "-2")
+    assert "after the first 5" in run("--skip", "5")
     assert "should end in .h5" in main_error(args[:-1] + ["--out", str(tmp_path / "y.txt")],
                                              capsys)
 

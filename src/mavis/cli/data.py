@@ -1,4 +1,5 @@
-"""`mavis collect` (GET_DATA: value-model training trees) and `mavis data inspect FILE`."""
+"""`mavis collect` (GET_DATA: value-model training trees), `mavis data inspect FILE` and
+`mavis data merge A.h5 B.h5 --out C.h5`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ _C = CollectionSettings
 
 data_app = typer.Typer(
     name="data",
-    help="Tree data sets for value-model training: inspect them, score them with more objectives.",
+    help="Tree data sets for value-model training: inspect them, score them with more "
+    "objectives, merge them.",
     no_args_is_help=True,
 )
 
@@ -45,6 +47,9 @@ def collect_command(
     ] = "chitchat",
     split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "train",
     limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
+    skip: Annotated[int, typer.Option(
+        help="Leave out the split's first N prompts (those an earlier collection with --limit N "
+        "took), to collect the next ones for `mavis data merge`.")] = 0,
     objectives: Annotated[str, typer.Option(
         help="Comma-separated objectives that score the leaves (see `mavis objectives list`).")
     ] = "relevant,harmless",
@@ -97,7 +102,7 @@ def collect_command(
                                      "harmless=runs/iter0/harmless")
     if sampling.weights and not value_models:
         raise MavisError("--weights needs --value-model: they weight the value models")
-    _check_counts(limit, max_prompt_tokens, iteration, workers)
+    _check_counts(limit, skip, max_prompt_tokens, iteration, workers)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise MavisError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
     if not (workers and ray_address):  # a remote cluster's workers may have devices we lack
@@ -118,10 +123,13 @@ def collect_command(
     names = load_objectives(objectives)  # fail on a bad name before loading any model
     folders = {name: value_model_folder(path) for name, path in value_models.items()}
     chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
-                          max_prompt_tokens=max_prompt_tokens)
+                          skip=skip, max_prompt_tokens=max_prompt_tokens)
     if not chosen:
-        raise MavisError(f"no prompts in {prompts!r} split {split!r} (after the length filter)")
+        raise MavisError(f"no prompts in {prompts!r} split {split!r} after the first {skip} "
+                         "(and the length filter)")
     meta = {"reference": model, "prompt_set": prompts, "split": split}
+    if skip:
+        meta["skip"] = skip
     if iteration is not None:
         meta["iteration"] = iteration
     if value_models:
@@ -147,11 +155,14 @@ def collect_command(
 _OPTIONS = {"max_new_tokens": "--T", "L": "--L", "K": "--K", "K_root": "--K-root"}
 
 
-def _check_counts(limit: int | None, max_prompt_tokens: int, iteration: int | None,
+def _check_counts(limit: int | None, skip: int, max_prompt_tokens: int, iteration: int | None,
                   workers: int) -> None:
     if limit is not None and limit < 1:
         raise MavisError(f"--limit is {limit}; collect trees for at least 1 prompt (leave "
                          "--limit out for every prompt of the split)")
+    if skip < 0:
+        raise MavisError(f"--skip is {skip}; give a whole number >= 0 (the prompts to leave "
+                         "out at the start of the split)")
     if max_prompt_tokens < 1:
         raise MavisError(f"--max-prompt-tokens is {max_prompt_tokens}; give a whole number "
                          ">= 1 (prompts longer than it are left out)")
@@ -176,3 +187,22 @@ def inspect_command(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         typer.echo(format_summary(summary))
+
+
+@data_app.command("merge")
+def merge_command(
+    files: Annotated[list[Path], typer.Argument(help="Tree files, merged in this order.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged tree file (.h5).")],
+) -> None:
+    """Merge tree files grown alike (same shape, sampling, reference, objectives; different
+    prompts) into one training set, e.g. a recipe's trees and `mavis collect --skip N`'s."""
+    from mavis.trees.inspect import inspect_trees
+    from mavis.trees.merge import merge_tree_files
+
+    if out.suffix not in (".h5", ".hdf5"):
+        raise MavisError(f"--out {str(out)!r} should end in .h5 (an HDF5 tree file)")
+    check_writable(out, what="--out")
+    path = merge_tree_files(files, out)
+    summary = inspect_trees(path)
+    typer.echo(f"wrote {path}: {summary['prompts']} trees from {len(files)} files, "
+               f"{summary['nodes']} nodes, {summary['leaves']} leaves")

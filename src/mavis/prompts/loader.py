@@ -40,6 +40,7 @@ def load_prompts(
     max_prompt_tokens: int | None = 256,
     min_prompt_tokens: int = 1,
     limit: int | None = None,
+    skip: int = 0,
     seed: int = 0,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> list[Prompt]:
@@ -56,6 +57,8 @@ def load_prompts(
             paper's, e.g. 200 for hh-rlhf) applies too.
         min_prompt_tokens: drop shorter prompts; the set's own bound applies too.
         limit: return at most this many prompts: the first ones in the split's fixed order.
+        skip: leave out the first `skip` prompts that pass the length bounds, so that
+            ``skip=400, limit=800`` gives the 800 that follow ``limit=400``'s.
         seed: changes the split assignment and the order.
         fractions: (train, validation, test) shares, summing to 1.
 
@@ -68,6 +71,8 @@ def load_prompts(
     shares = check_fractions(fractions)
     if limit is not None and limit < 0:
         raise MavisError(f"limit must be >= 0, got {limit}")
+    if skip < 0:
+        raise MavisError(f"skip must be >= 0, got {skip}")
     prompt_set, argument = resolve(name_or_path)
     lowest = max(min_prompt_tokens, prompt_set.min_tokens)
     bounds = [b for b in (max_prompt_tokens, prompt_set.max_tokens) if b is not None]
@@ -92,6 +97,9 @@ def load_prompts(
             batch, count([c[3].text for c in batch]), strict=True
         ):
             if length < lowest or (highest is not None and length > highest):
+                continue
+            if skip:
+                skip -= 1
                 continue
             prompts.append(Prompt(
                 id=f"{raw.source}-{text_hash(key)[:16]}",

@@ -23,6 +23,7 @@ _LAZY = {
     "read_trees": "mavis.trees.store",
     "write_trees": "mavis.trees.store",
     "merge_parts": "mavis.trees.store",
+    "merge_tree_files": "mavis.trees.merge",
     "inspect_trees": "mavis.trees.inspect",
 }
 

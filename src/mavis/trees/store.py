@@ -101,6 +101,12 @@ def read_attrs(path: str | Path) -> tuple[list[str], dict[str, Any]]:
         return json.loads(handle.attrs["objectives"]), json.loads(handle.attrs["meta"])
 
 
+def read_prompt_ids(path: str | Path) -> list[str]:
+    """The ids of a tree file's prompts, in order, without reading the other arrays."""
+    with _open(path) as handle:
+        return [str(v) for v in _read_dataset(handle, "prompts/id")]
+
+
 def read_trees(path: str | Path) -> TreeTable:
     """The tree file at `path` in memory, as a `TreeTable`."""
     with _open(path) as handle:
