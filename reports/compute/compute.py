@@ -25,7 +25,9 @@ log-ratio (it is no sampling policy).
 
 Two equal-cost tables: MAVIS with one answer against best-of-N at batch 16 (N = MAVIS's
 relative time rounded up), and at batch 1, for N = 2, 4, 8, the best MAVIS mode that costs no
-more than best-of-N there, on the 0.5/0.5 pairs.
+more than best-of-N there, on the 0.5/0.5 pairs. At batch 1 (one request at a time) the N
+answers of best-of-N and of MAVIS + best-of-N are also timed drawn together, as a batch of N
+for the one request, and costed the faster way: beam search batches its beams too.
 """
 
 from __future__ import annotations
@@ -134,14 +136,17 @@ def cpu_name() -> str:
     return f"{name} ({'native' if cpu_has_native_bf16() else 'no native'} bfloat16)"
 
 
-def batch_one_seconds(decoder, chosen, out: Path, **fields) -> float:
-    """Seconds per answer at batch 1 over `chosen` (kept in `out`)."""
+def batch_one_seconds(decoder, chosen, out: Path, n: int = 1, **fields) -> float:
+    """Seconds per request over `chosen`, one prompt at a time (kept in `out`): one answer
+    (batch 1), or with n > 1 the n answers of one request drawn together (batch n), as a
+    server would draw best-of-n."""
     if out.exists():
         return json.loads(out.read_text())["seconds_per_answer"]
     started = time.perf_counter()
-    decoder.generate(chosen, batch_size=1, seed=0, max_new_tokens=48, **fields)
+    decoder.generate(chosen, num_samples=n, batch_size=n, seed=0, max_new_tokens=48, **fields)
     per_answer = (time.perf_counter() - started) / len(chosen)
-    out.write_text(json.dumps({"seconds_per_answer": per_answer, "answers": len(chosen)}))
+    out.write_text(json.dumps({"seconds_per_answer": per_answer, "answers": len(chosen),
+                               "samples_per_request": n}))
     return per_answer
 
 
@@ -173,6 +178,14 @@ def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
     for case, weights in CASES.items():
         batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}.json",
                           weights=weights)
+    for n in (2, 4, 8):  # best-of-n for one request: its n answers drawn together
+        if n <= plain_n:
+            batch_one_seconds(decoder, timing, answers / f"batch1-pi_ref-x{n}.json", n,
+                              beta=0.0)
+    for case in PAIRS:
+        if guided_n > 1:
+            batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}-x{guided_n}.json",
+                              guided_n, weights=CASES[case])
     for n in beams:
         for case in PAIRS:
             beam_answers(decoder, chosen, answers / f"beam{n}-{case}.json", n, CASES[case])
@@ -272,9 +285,10 @@ def report(limit_n: dict) -> None:
 
 
 def batch_one_points(case: str, rows: list[dict]) -> list[dict]:
-    """The case's points costed at batch 1, relative to one pi_ref answer there: best-of-N
-    and the MAVIS modes from their batch-16 answers (the same draws) with batch-1 sampling
-    times, and beam search's measured searches (run one prompt at a time)."""
+    """The case's points costed at batch 1 (one request at a time), relative to one pi_ref
+    answer there: best-of-N and the MAVIS modes from their batch-16 answers (the same draws)
+    with batch-1 times (N answers of a request drawn together where that was timed and
+    faster than one after another), and beam search's measured searches."""
     answers = HERE / "answers"
     plain = json.loads((answers / "batch1-pi_ref.json").read_text())["seconds_per_answer"]
     guided = json.loads((answers / f"batch1-mavis-{case}.json").read_text())["seconds_per_answer"]
@@ -285,9 +299,14 @@ def batch_one_points(case: str, rows: list[dict]) -> list[dict]:
     for row in rows:
         if row["case"] != case:
             continue
-        sampler = plain if _family(row["method"]) == "best-of" else guided
-        uses_reward = row["n"] > 1 and row["rank"] == "reward"
-        seconds = row["n"] * (sampler + (scoring if uses_reward else 0.0))
+        n, best_of = row["n"], _family(row["method"]) == "best-of"
+        together = answers / (f"batch1-pi_ref-x{n}.json" if best_of else
+                              f"batch1-mavis-{case}-x{n}.json")
+        sampler = (plain if best_of else guided) * n  # n answers one after another
+        if n > 1 and together.exists():  # or drawn together, when that was timed
+            sampler = min(sampler, json.loads(together.read_text())["seconds_per_answer"])
+        uses_reward = n > 1 and row["rank"] == "reward"
+        seconds = sampler + (n * scoring if uses_reward else 0.0)
         out.append({**row, "seconds_per_answer": seconds, "relative_seconds": seconds / plain})
     for path in sorted(answers.glob(f"beam*-{case}.json")):
         data = json.loads(path.read_text())
