@@ -125,8 +125,8 @@ def collect_command(
     chosen = load_prompts(prompts, split, tokenizer=load_tokenizer(model), limit=limit,
                           skip=skip, max_prompt_tokens=max_prompt_tokens)
     if not chosen:
-        raise MavisError(f"no prompts in {prompts!r} split {split!r} after the first {skip} "
-                         "(and the length filter)")
+        raise MavisError(f"no prompts in {prompts!r} split {split!r}" + (
+            f" after the first {skip}" if skip else "") + " (after the length filter)")
     meta = {"reference": model, "prompt_set": prompts, "split": split}
     if skip:
         meta["skip"] = skip
