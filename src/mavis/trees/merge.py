@@ -79,15 +79,9 @@ def merge_tree_files(paths: Sequence[str | Path], out: str | Path) -> Path:
     if any(p.resolve() == target for p in paths):
         raise MavisError(f"--out {str(out)!r} is one of the files to merge; write a new file")
     seen: dict[str, str] = {}
-    metas, objectives = [], None
+    metas = []
     for path in paths:
-        names, meta = read_attrs(path)
-        if objectives is None:
-            objectives = names
-        elif names != objectives:
-            raise MavisError(f"{path} has objectives {names}, {paths[0]} has {objectives}; "
-                             "score both with the same objectives first (`mavis data score`)")
-        metas.append(meta)
+        metas.append(read_attrs(path)[1])
         for prompt_id in read_prompt_ids(path):
             if prompt_id in seen:
                 raise MavisError(f"prompt {prompt_id} is in both {seen[prompt_id]} and {path}; "
@@ -95,4 +89,4 @@ def merge_tree_files(paths: Sequence[str | Path], out: str | Path) -> Path:
                                  "leaves out the first N)")
             seen[prompt_id] = str(path)
     meta = merged_meta(metas, [str(p) for p in paths])
-    return merge_parts(paths, out, meta=meta)
+    return merge_parts(paths, out, meta=meta)  # it refuses other objectives

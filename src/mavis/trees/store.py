@@ -136,7 +136,9 @@ def merge_parts(parts: Iterable[str | Path], out: str | Path, *,
         with _open(part) as handle:
             names = json.loads(handle.attrs["objectives"])
             if names != objectives:
-                raise MavisError(f"{part} has objectives {names}, the others {objectives}")
+                raise MavisError(f"{part} has objectives {names}, the others {objectives}; "
+                                 "score them with the same objectives first (`mavis data "
+                                 "score`)")
             for axis, name in AXIS_DATASET.items():
                 lengths[axis] += len(handle[name])
     with atomic_path(out) as temp, h5py.File(temp, "w") as target:
