@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mavis.paths import write_text_atomic
+
 HERE = Path(__file__).resolve().parent  # where the answers and the report go (--out)
 CASES = {"relevant": {"relevant": 1.0}, "harmless": {"harmless": 1.0},
          "positive": {"positive": 1.0},
@@ -82,9 +84,7 @@ def sample(decoder, chosen, out: Path, n: int, **fields) -> dict:
     data = {"n": n, "prompts": len(chosen), "seconds": seconds, "scoring_seconds": scoring,
             "answers": rows, "fields": {k: v for k, v in fields.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_suffix(".tmp")
-    temp.write_text(json.dumps(data))
-    temp.replace(out)
+    write_text_atomic(out, json.dumps(data))
     return data
 
 
@@ -115,9 +115,7 @@ def beam_answers(decoder, chosen, out: Path, n: int, weights: dict[str, float]) 
             for j, (i, a) in enumerate(flat)]
     data = {"n": n, "prompts": len(chosen), "seconds": seconds, "scoring_seconds": scoring,
             "answers": rows, "weights": weights}
-    temp = out.with_suffix(".tmp")
-    temp.write_text(json.dumps(data))
-    temp.replace(out)
+    write_text_atomic(out, json.dumps(data))
     return data
 
 
