@@ -42,10 +42,8 @@ def run_points() -> list[dict]:
     rows = []
     for path in sorted(OUT.glob("curve-*.json")):
         report = json.loads(path.read_text())
-        settings = report.get("config") or {}
-        epochs = int(re.search(r"x(\d+)$", path.stem).group(1)) if "x" in path.stem else 1
         rows.append({"prompts": report["data"]["prompts_train"],
-                     "epochs": settings.get("epochs", epochs), "steps": report["steps"],
+                     "epochs": report["config"]["epochs"], "steps": report["steps"],
                      "best": report["best"], "source": path.name})
     return rows
 
