@@ -234,7 +234,8 @@ OTHERS = [
     Option(EVALUATE, "--best-of", INTS, lambda n: n < 0 or n == 1),
     Option(EVALUATE, "--beam", INTS, lambda n: n < 0 or n == 1, ("--beam",)),
     *[Option(EVALUATE, option_name(name), FLOATS, _sampling(name))
-      for name in ("beta", "kl_budget", "temperature", "top_p", "min_p", "candidate_epsilon")],
+      for name in ("beta", "kl_budget", "temperature", "top_p", "min_p", "value_min_p",
+                   "candidate_epsilon")],
     *[Option(("prompts", "show", "chitchat"), flag, INTS, lambda n: n < 0)
       for flag in ("--limit", "--max-tokens", "--seed")],
     *[Option(("pareto", "--objectives", "positive,harmless", "--methods", "beam", "--model",

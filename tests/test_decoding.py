@@ -518,3 +518,73 @@ def test_rows_of_different_widths_are_scored_in_groups_with_the_same_result(deco
     assert grouped[0].value_tokens.sum() < plain[0].value_tokens.sum()
     # certain rows beside uncertain ones read only their drawn token, one per value model
     assert (grouped[0].value_tokens == len(grouped[0].active)).any()
+
+
+@pytest.mark.parametrize(("certain_p", "grouped"), [(1.0, False), (0.6, True)])
+def test_value_min_p_reads_only_likely_candidates_and_keeps_the_rest(decoder, certain_p,
+                                                                     grouped, monkeypatch):
+    """value_min_p: the value models read only the candidates at least that times as likely as
+    the most likely (the values of those are exactly full scoring's); the others stay
+    candidates, and when a row draws one of them no row keeps a candidate's keys and values:
+    the tokens are read with the next step's candidates. Every read value stays that of a
+    fresh forward, and each answer's final value is its whole sequence's; also when rows of
+    different widths are scored in groups."""
+    import mavis.decoding.state as state_module
+    from mavis.decoding.ragged import width_groups
+
+    splits = []
+    if grouped:  # every difference in width its own group
+        def split(widths):
+            splits.append(width_groups(widths, overhead=0))
+            return splits[-1]
+        monkeypatch.setattr(state_module, "width_groups", split)
+    prompts = ["hello there", "abc", "how are you doing today"]
+    settings = decoder.resolve(SamplingSettings(
+        weights={"a": 1.0, "c": 0.5}, beta=2.0, top_k=12, value_min_p=0.4,
+        certain_p=certain_p, max_new_tokens=12))
+    batch = decoder.encode(prompts)
+    state = decoder.start(batch, settings)
+    generator = torch.Generator().manual_seed(2)
+    seen, score = [], state.score
+
+    def recording(ids, scored=None):
+        values, read = score(ids, scored)
+        seen.append((state.tokens.clone(), ids.clone(), scored.clone(), values.clone()))
+        return values, read
+
+    state.score = recording
+    unread_steps = 0
+    with torch.inference_mode():
+        for _ in range(12):
+            candidates = state.skip(state.candidates())
+            valued = candidates.valued
+            assert valued is not None and bool((valued.sum(-1) < 12).any())
+            plain = state.plain_rows(torch.log_softmax(candidates.logprobs, -1), valued)
+            token = state.choose(generator)
+            chosen = candidates.ids == token[:, None]  # a plain row's drawn token is read
+            picked_tail = bool(((chosen & ~valued).any(-1) & ~plain).any())
+            if picked_tail and state.value_tokens[:, -1].sum() > 0:
+                unread_steps += 1
+                assert state.unread == 1
+            state.advance()
+        state.catch_up()
+    assert unread_steps  # some row drew a candidate the value models had not read
+    assert not grouped or any(len(groups) > 1 for groups in splits)
+    assert 0 < state.value_tokens.sum() < 12 * 12 * len(prompts) * len(state.active)
+    entries = decoder.guide.entries
+    for tokens, ids, scored, values in seen[:6]:  # each read value is a fresh forward's
+        for row in range(len(prompts)):
+            real = batch.input_ids[row][batch.attention_mask[row].bool()]
+            for j in scored[row].nonzero().flatten().tolist():
+                seq = torch.cat([real, tokens[row], ids[row, j][None]])
+                for entry in entries:
+                    expected = entry.normalise(full_value(entry.model, seq).float())
+                    torch.testing.assert_close(values[row, j, entry.columns], expected,
+                                               atol=1e-4, rtol=1e-4)
+    for row in range(len(prompts)):
+        real = batch.input_ids[row][batch.attention_mask[row].bool()]
+        seq = torch.cat([real, state.tokens[row]])
+        whole = torch.cat([entry.normalise(full_value(entry.model, seq).float())
+                           for entry in entries])
+        assert float(state.value[row]) == pytest.approx(
+            float((whole * state.weights[row]).sum()), abs=1e-4)

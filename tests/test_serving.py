@@ -286,6 +286,7 @@ BAD = [  # (name, path, body (dict or raw bytes), status, param)
     ("temperature 3", "completions", {**GOOD, "temperature": 3}, 400, "temperature"),
     ("top_p 0", "completions", {**GOOD, "top_p": 0}, 400, "top_p"),
     ("min_p over 1", "completions", {**GOOD, "min_p": 2}, 400, "min_p"),
+    ("value_min_p over 1", "completions", {**GOOD, "value_min_p": 1.5}, 400, "value_min_p"),
     ("presence_penalty", "completions", {**GOOD, "presence_penalty": 0.5}, 400,
      "presence_penalty"),
     ("empty stop string", "completions", {**GOOD, "stop": [""]}, 400, "stop"),
@@ -341,7 +342,7 @@ def test_bad_input_gets_an_openai_error_and_the_server_keeps_serving(
 
 
 def test_top_p_and_min_p_sample_as_the_library_does(client, decoder):
-    for extra in ({"top_p": 0.3}, {"min_p": 0.4}):
+    for extra in ({"top_p": 0.3}, {"min_p": 0.4}, {"value_min_p": 0.3}):
         served = client.chat.completions.create(
             model=NAME, messages=[{"role": "user", "content": "what is up"}], max_tokens=12,
             temperature=0, **({"top_p": extra["top_p"]} if "top_p" in extra else {}),

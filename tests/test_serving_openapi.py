@@ -159,8 +159,8 @@ def test_the_schema_describes_every_route_and_mavis_fields(server):
     assert {"200", "400", "404", "413", "429", "default"} <= set(chat["responses"])
     request = schema["components"]["schemas"]["ChatRequest"]
     assert request["additionalProperties"] is False and "messages" in request["required"]
-    for field in ("objective_weights", "beta", "kl_budget", "top_k", "min_p", "score",
-                  "ignore_eos"):
+    for field in ("objective_weights", "beta", "kl_budget", "top_k", "min_p", "value_min_p",
+                  "score", "ignore_eos"):
         assert request["properties"][field]["description"], field
     docs = httpx.get(server.url + "/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text

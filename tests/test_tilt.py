@@ -7,6 +7,7 @@ import torch
 from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
+    fill_unscored,
     mavis_logprobs,
     nucleus,
     step_kl,
@@ -165,3 +166,30 @@ def test_nucleus_keeps_the_smallest_prefix_reaching_top_p_and_min_p():
     masked = logp.clone()
     masked[0, 2:] = float("-inf")
     assert nucleus(masked, 0.9, 0.0)[0].tolist() == [True, True, False, False]
+
+
+def test_unscored_candidates_get_the_scored_ones_mean_value_and_keep_their_mass():
+    """value_min_p: the candidates the value models did not read get the reference-weighted
+    mean of the read ones' values, so the tilt never moves mass towards them as a whole (by
+    Jensen, their share is at most their plain top-k share) and, at beta 0, changes nothing."""
+    torch.manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(3, 8), -1).sort(-1, descending=True).values
+    values = torch.randn(3, 5, 2)
+    scored = torch.tensor([[True] * 5, [True, True, False, False, False],
+                           [True, False, False, False, False]])
+    filled = fill_unscored(logprobs, values, scored)
+    assert filled.shape == (3, 8, 2)
+    torch.testing.assert_close(filled[:, :5][scored], values[scored])
+    for row in range(3):
+        share = torch.softmax(logprobs[row, :5][scored[row]], -1)
+        mean = (share[:, None] * values[row, :5][scored[row]]).sum(0)
+        for column in range(8):
+            if column >= 5 or not scored[row, column]:
+                torch.testing.assert_close(filled[row, column], mean)
+    weights = torch.tensor([0.7, 0.3])
+    plain = mavis_logprobs(logprobs, filled, weights, 0.0).exp()
+    torch.testing.assert_close(plain, torch.softmax(logprobs, -1))
+    unread = torch.cat([~scored, torch.ones(3, 3, dtype=torch.bool)], dim=1)
+    for beta in (0.5, 4.0, 50.0):
+        tilted = mavis_logprobs(logprobs, filled, weights, beta).exp()
+        assert bool(((tilted * unread).sum(-1) <= (plain * unread).sum(-1) + 1e-6).all())

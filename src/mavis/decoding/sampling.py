@@ -84,6 +84,10 @@ class SamplingSettings:
     certain_p: float = knob(0.9, "A step whose most likely candidate has at least this "
                             "probability is sampled from plain top-k; the value models read "
                             "only the drawn token (1: every step is guided).")
+    value_min_p: float = knob(0.0, "The value models score only the candidates at least "
+                              "this times as likely as the most likely one; the others keep "
+                              "their top-k probability, tilted by the scored ones' mean value "
+                              "(0: score all k).")
     temperature: float = knob(1.0, "Of the reference's next-token distribution; 0: greedy.")
     greedy: bool = knob(False, "Take the most likely token of the tilted distribution.")
     max_new_tokens: int = knob(64, "The longest answer, in tokens.")
@@ -110,6 +114,7 @@ class SamplingSettings:
         assign("top_p", _fraction("top_p", self.top_p, low_open=True))
         assign("min_p", _fraction("min_p", self.min_p, low_open=False))
         assign("certain_p", _fraction("certain_p", self.certain_p, low_open=True))
+        assign("value_min_p", _fraction("value_min_p", self.value_min_p, low_open=False))
         assign("temperature", temperature)
         assign("greedy", _flag("greedy", self.greedy) or temperature == 0)
         assign("max_new_tokens", _whole("max_new_tokens", self.max_new_tokens, low=1))

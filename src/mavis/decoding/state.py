@@ -28,7 +28,12 @@ One step of `choose`, each part its own method:
     skip         drop the candidates that cannot matter (optional, with a bound on the error)
     score        every value model in use reads all candidates in one forward over its cache
                  (rows whose nuclei differ in width: a few forwards, one per group of rows of
-                 similar width, `mavis.decoding.ragged`);
+                 similar width, `mavis.decoding.ragged`); with `value_min_p` only the
+                 candidates at least that times as likely as the most likely one are read,
+                 and the others keep their mass at the read ones' mean value
+                 (`fill_unscored`; a row with one read candidate is plain); a step where a
+                 row draws an unread candidate keeps no candidate's keys and values, and the
+                 chosen tokens are fed with the next step's candidates;
                  on a forced step (every row has one candidate left: the values cannot change
                  the choice) or a certain one (every guided row's most likely candidate has
                  at least its `certain_p`: sampled from plain top-k) no value model runs, and
@@ -63,6 +68,7 @@ from mavis.decoding.sampling import SamplingSettings
 from mavis.decoding.tilt import (
     beta_for_kl,
     candidates_to_score,
+    fill_unscored,
     mavis_logprobs,
     nucleus,
     top_k_candidates,
@@ -71,6 +77,7 @@ from mavis.decoding.tilt import (
 from mavis.errors import MavisError
 from mavis.models.cache import (
     append,
+    crop_last,
     keep_rows,
     left_padded,
     model_forward,
@@ -83,7 +90,8 @@ from mavis.models.masks import positions_from_mask
 
 # Per-row tensors, kept in step by `select` and `merge` (history: one column per step).
 _ROW_TENSORS = ("attention_mask", "sequence", "next_position", "next_logits", "value",
-                "weights", "beta", "top_k", "top_p", "min_p", "certain_p", "temperature",
+                "weights", "beta", "top_k", "top_p", "min_p", "certain_p", "value_min_p",
+                "temperature",
                 "greedy",
                 "kl_budget", "lengths")
 # ... and with proposal models: each row's proposal weights [B, P] and next-token logits [B, P, V]
@@ -102,6 +110,9 @@ class Candidates:
     logprobs: torch.Tensor
     ids: torch.Tensor
     scored: torch.Tensor | None = None  # bool [B, k]: False = skipped
+    # bool [B, k]: the candidates the value models read (`value_min_p`); the others keep
+    # their mass at the read ones' mean value (`fill_unscored`). None: every scored one.
+    valued: torch.Tensor | None = None
 
 
 def _drawn_first(ids: torch.Tensor, scored: torch.Tensor | None, rows: torch.Tensor,
@@ -201,6 +212,7 @@ class DecodingState:
         self.top_p = column([s.top_p for s in self.settings], torch.float32)
         self.min_p = column([s.min_p for s in self.settings], torch.float32)
         self.certain_p = column([s.certain_p for s in self.settings], torch.float32)
+        self.value_min_p = column([s.value_min_p for s in self.settings], torch.float32)
         self.temperature = column([s.step_temperature for s in self.settings], torch.float32)
         self.greedy = column([s.greedy for s in self.settings], torch.bool)
         self.kl_budget = column([math.nan if s.step_kl_budget is None else s.step_kl_budget
@@ -267,15 +279,22 @@ class DecodingState:
             candidates = self.skip(candidates)
             forced = candidates.ids.shape[1] == 1
             if not forced:
-                plain = self.plain_rows(top_k)
+                plain = self.plain_rows(top_k, candidates.valued)
             if not (self.lazy_values and (forced or bool(plain.all()))):
-                ids, scored = candidates.ids, candidates.scored
+                ids, scored = candidates.ids, candidates.valued
+                if scored is None:
+                    scored = candidates.scored
                 if bool(plain.any()):  # their tokens first: only those are read
                     drawn = self.sample(mavis_logprobs(candidates.logprobs, None,
                                                        scored=candidates.scored),
                                         generator, plain)
                     ids, scored = _drawn_first(ids, scored, plain, drawn)
-                values, read = self.score(ids, scored)
+                if candidates.valued is not None:  # read the valued ones, fill the rest
+                    width = int(scored.sum(-1).max())
+                    values, read = self.score(ids[:, :width], scored[:, :width])
+                    values = fill_unscored(candidates.logprobs, values, scored[:, :width])
+                else:
+                    values, read = self.score(ids, scored)
         self.value_tokens = torch.cat([self.value_tokens, read[:, None]], dim=1)
         beta = self.step_beta(candidates, values, guided=values is not None or forced,
                               plain=plain)
@@ -288,7 +307,9 @@ class DecodingState:
                 plain, drawn, self.sample(policy, generator, ~plain))
             value_choice = torch.where(plain, torch.zeros_like(choice), choice)
         self.record_divergence(policy, top_k, choice)
-        return self.keep(candidates, policy, values, choice, value_choice)
+        read_choice = candidates.valued is None or values is None or bool(
+            (plain | candidates.valued.gather(1, choice[:, None]).squeeze(1)).all())
+        return self.keep(candidates, policy, values, choice, value_choice, read_choice)
 
     def candidates(self) -> Candidates:
         """Each row's top-k tokens after its temperature (of pi_ref, or of the proposal
@@ -316,14 +337,19 @@ class DecodingState:
                                torch.zeros((), device=weights.device))
         return weighted.sum(dim=1)
 
-    def plain_rows(self, top_k: torch.Tensor) -> torch.Tensor:
+    def plain_rows(self, top_k: torch.Tensor, valued: torch.Tensor | None = None
+                   ) -> torch.Tensor:
         """The rows sampled from plain top-k at this step, bool [B]: those without weights,
         and the certain ones, whose most likely candidate has at least their `certain_p`
         under plain top-k sampling (`top_k`, log-probabilities [B, k], most likely first).
+        With `valued` (bool [B, k], `value_min_p`), also the rows that would read one
+        candidate: the others get its value, so the tilt cannot move their choice either.
         The values cannot move their choice, so the value models read only their chosen
         token (none at all when every row is plain)."""
         guided = self.weights.abs().sum(-1) > 0
         sure = (self.certain_p < 1) & (top_k[:, 0].exp() >= self.certain_p)
+        if valued is not None:
+            sure = sure | (valued.sum(-1) <= 1)
         return ~guided | sure
 
     def skip(self, candidates: Candidates) -> Candidates:
@@ -335,8 +361,12 @@ class DecodingState:
         scored &= torch.isfinite(candidates.logprobs) | (torch.arange(
             scored.shape[1], device=scored.device) == 0)
         width = scored.shape[1] if self.layout.static else int(scored.sum(-1).max())
-        return Candidates(candidates.logprobs[:, :width], candidates.ids[:, :width],
-                          scored[:, :width])
+        logprobs, ids, scored = (candidates.logprobs[:, :width], candidates.ids[:, :width],
+                                 scored[:, :width])
+        valued = None
+        if self.lazy_values and bool((self.value_min_p > 0).any()):
+            valued = scored & nucleus(logprobs, 1.0, self.value_min_p)
+        return Candidates(logprobs, ids, scored, valued)
 
     def score(self, ids: torch.Tensor, scored: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -476,20 +506,28 @@ class DecodingState:
         self.tv = torch.cat([self.tv, 0.5 * moved[:, None]], dim=1)
 
     def keep(self, candidates: Candidates, policy: torch.Tensor, values: torch.Tensor | None,
-             choice: torch.Tensor, value_choice: torch.Tensor | None = None) -> torch.Tensor:
+             choice: torch.Tensor, value_choice: torch.Tensor | None = None,
+             read_choice: bool = True) -> torch.Tensor:
         """Record the chosen candidate of every row (tokens, both log-probs, value) and keep
         its keys and values in the value caches; returns the chosen tokens. `value_choice`:
         where each row's chosen candidate is among the scored ones (default: `choice`; a
-        plain row's drawn token was scored first)."""
+        plain row's drawn token was scored first). `read_choice` False: some row chose a
+        candidate the value models did not read (`value_min_p`), so no row keeps its
+        candidate's keys and values: the chosen tokens wait, unread, for the next pass."""
         rows = torch.arange(self.batch_size, device=choice.device)
         token = candidates.ids[rows, choice]
         if values is not None:
             scored = choice if value_choice is None else value_choice
             if self._grouped is not None:
-                self._keep_grouped(scored)
+                self._keep_grouped(scored if read_choice else None)
             else:
                 for cache in self.value_caches.values():
-                    self.layout.keep_choice(cache, self._fed, scored)
+                    if read_choice:
+                        self.layout.keep_choice(cache, self._fed, scored)
+                    else:
+                        crop_last(cache, self._fed)
+            if not read_choice:
+                self.unread = 1
             self.value = (values[rows, scored] * self.weights).sum(-1)
         elif self.value_caches:
             self.unread += 1  # a forced or certain step: the value caches read it later
@@ -505,24 +543,31 @@ class DecodingState:
         self.lengths = self.lengths + 1
         return token
 
-    def _keep_grouped(self, choice: torch.Tensor) -> None:
+    def _keep_grouped(self, choice: torch.Tensor | None) -> None:
         """After a grouped value pass (`score`): append to every value cache each row's unread
-        tokens and its chosen candidate, from the keys and values its group computed."""
+        tokens and its chosen candidate (none when `choice` is None), from the keys and values
+        its group computed."""
         unread, tails = self._grouped
+        self._grouped = None
+        length = unread + (choice is not None)
+        if not length:
+            return
         for index, groups in tails.items():
             layers = []
             for layer in range(len(groups[0][1])):
                 keys, values = groups[0][1][layer]
-                shape = (self.batch_size, keys.shape[1], unread + 1, keys.shape[3])
+                shape = (self.batch_size, keys.shape[1], length, keys.shape[3])
                 out = [keys.new_empty(shape), values.new_empty(shape)]
                 for rows, parts in groups:
-                    picked = unread + choice[rows]
                     for kind, tensor in enumerate(parts[layer]):
-                        chosen = tensor[torch.arange(len(rows)), :, picked][:, :, None]
-                        out[kind][rows] = torch.cat([tensor[:, :, :unread], chosen], dim=2)
+                        kept = tensor[:, :, :unread]
+                        if choice is not None:
+                            picked = unread + choice[rows]
+                            chosen = tensor[torch.arange(len(rows)), :, picked][:, :, None]
+                            kept = torch.cat([kept, chosen], dim=2)
+                        out[kind][rows] = kept
                 layers.append((out[0], out[1]))
             append(self.value_caches[index], layers)
-        self._grouped = None
 
     # -- between steps ----------------------------------------------------------------------
     def advance(self) -> None:

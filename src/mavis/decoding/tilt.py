@@ -44,6 +44,27 @@ def nucleus(candidate_logprobs: torch.Tensor, top_p: float | torch.Tensor = 1.0,
     return keep
 
 
+def fill_unscored(candidate_logprobs: torch.Tensor, values: torch.Tensor,
+                  scored: torch.Tensor) -> torch.Tensor:
+    """Every candidate's values when the value models read only some of them: the scored
+    ones keep theirs, the others get the mean of the row's scored values weighted by their
+    reference probabilities (renormalised over the scored ones), so their reference mass is
+    tilted as an average candidate's: kept, and never raised relative to the scored ones as a
+    whole.
+
+    candidate_logprobs: [B, k]; values: [B, n, M] for the first n candidates (n <= k; a row's
+    scored ones first); scored: bool [B, n], each row's scored candidates (at least one).
+    -> [B, k, M].
+    """
+    batch, width, objectives = values.shape
+    logprobs = candidate_logprobs[:, :width].float().masked_fill(~scored, float("-inf"))
+    share = torch.softmax(logprobs, dim=-1)
+    mean = torch.einsum("bn,bnm->bm", share, values.float())
+    filled = mean[:, None, :].expand(batch, candidate_logprobs.shape[1], objectives).clone()
+    filled[:, :width] = torch.where(scored[:, :, None], values.float(), filled[:, :width])
+    return filled
+
+
 def weighted_values(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_m lambda_m V_m: values [B, k, M] with weights [M] (one setting for every row) or
     [B, M] (a setting per row) -> [B, k]."""

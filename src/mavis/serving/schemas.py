@@ -68,6 +68,10 @@ class SamplingRequest(_Strict):
         "mavis: a step whose most likely candidate has at least this probability is sampled "
         "from plain top-k, the value models reading only the drawn token (0 to 1; default "
         "0.9; 1: every step is guided)."))
+    value_min_p: float | None = Field(None, description=(
+        "mavis: the value models score only the candidates at least this times as likely as "
+        "the most likely one; the others stay candidates, tilted by the scored ones' mean "
+        "value (0 to 1; default 0: all top_k)."))
     kl_budget: float | None = Field(None, description=(
         "mavis: nats of KL per answer that steering may add over plain top-k sampling."))
     score: bool = Field(False, description=(
@@ -132,8 +136,8 @@ def parse(model: type[Model], data: Any) -> Model:
         got = got if len(got) <= 60 else got[:57] + "..."
         message = {"missing": f"{path} is required",
                    "extra_forbidden": f"unknown field {path!r}; this server takes OpenAI's "
-                   "fields and objective_weights, beta, top_k, min_p, certain_p, kl_budget, score, "
-                   "ignore_eos"
+                   "fields and objective_weights, beta, top_k, min_p, certain_p, value_min_p, "
+                   "kl_budget, score, ignore_eos"
                    }.get(error["type"], f"{path}: {error['msg']} (got {got})")
         if param is None and error["type"] == "model_type":
             message = "the request body must be a JSON object"
