@@ -27,6 +27,10 @@ Levers compared (M = number of objectives):
                   probability P is sampled from plain top-k at that step, and the value model
                   reads only its drawn token (nothing when every row is certain); with
                   "+ auto", the value model in the hardware's fastest dtype too
+  shared value_min_p=P  the scored-candidates lever: the value model reads only the
+                  candidates at least P times as likely as the most likely (P from
+                  --value-min-p); unlike min_p the others stay candidates, at the read ones'
+                  mean value; "+ auto" as above
   plain bf16      the plain baseline in bfloat16 too: every ratio is against the fastest plain
 With --compile (M = 2, k = 40 only; compilation happens in an untimed warm-up run):
   plain compiled  `generate` with a static cache and its forward under torch.compile
@@ -200,6 +204,8 @@ def main() -> None:
                         "plain baselines always run")
     parser.add_argument("--certain-p", default="0.9",
                         help="certain_p values of the certain-step lever (empty: none)")
+    parser.add_argument("--value-min-p", default="0.1",
+                        help="value_min_p values of the scored-candidates lever (empty: none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,6 +220,7 @@ def main() -> None:
     model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
     min_ps = [float(x) for x in args.min_p.split(",") if x.strip()]
     certain_ps = [float(x) for x in args.certain_p.split(",") if x.strip()]
+    value_min_ps = [float(x) for x in args.value_min_p.split(",") if x.strip()]
     shared_small = value_models(args.model, 4, [names[:2]])[0]
     rows = []
 
@@ -282,6 +289,11 @@ def main() -> None:
                         model, tokenizer, [shared[m]]), point, m, certain_p=certain_p)
                     measure(f"shared certain_p={certain_p:g} + auto", MavisDecoder(
                         model, tokenizer, [shared_auto]), point, m, certain_p=certain_p)
+                for value_min_p in value_min_ps:
+                    measure(f"shared value_min_p={value_min_p:g}", MavisDecoder(
+                        model, tokenizer, [shared[m]]), point, m, value_min_p=value_min_p)
+                    measure(f"shared value_min_p={value_min_p:g} + auto", MavisDecoder(
+                        model, tokenizer, [shared_auto]), point, m, value_min_p=value_min_p)
                 if min_ps:  # what a bfloat16 reference would buy (not a default: the KL's
                     # footing would move with it)
                     measure(f"shared min_p={max(min_ps):g} + bf16 reference", MavisDecoder(

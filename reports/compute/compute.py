@@ -149,7 +149,8 @@ def batch_one_seconds(decoder, chosen, out: Path, n: int = 1, **fields) -> float
 
 
 def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
-            value_model: str | None, value_dtype: str, beams: list[int]) -> None:
+            value_model: str | None, value_dtype: str, beams: list[int],
+            value_min_p: float = 0.0) -> None:
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
     from mavis.models.dtypes import resolve_dtype
@@ -165,17 +166,19 @@ def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
              else f for f in folders]
     setup = {"value_models": shown, "value_dtype": value_dtype,
              "value_dtype_resolved": str(resolve_dtype(value_dtype, "cpu")).removeprefix("torch."),
-             "cpu": cpu_name()}
+             "cpu": cpu_name(), "value_min_p": value_min_p}
+    guided = {"value_min_p": value_min_p} if value_min_p else {}  # MAVIS's answers only
     (answers / "setup.json").write_text(json.dumps(setup, indent=2))
     print(f"{len(chosen)} prompts", file=sys.stderr)
     sample(decoder, chosen, answers / "pi_ref.json", plain_n, beta=0.0)
     for case, weights in CASES.items():
-        sample(decoder, chosen, answers / f"mavis-{case}.json", guided_n, weights=weights)
+        sample(decoder, chosen, answers / f"mavis-{case}.json", guided_n, weights=weights,
+               **guided)
     timing = chosen[:timing_prompts]
     batch_one_seconds(decoder, timing, answers / "batch1-pi_ref.json", beta=0.0)
     for case, weights in CASES.items():
         batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}.json",
-                          weights=weights)
+                          weights=weights, **guided)
     for n in (2, 4, 8):  # best-of-n for one request: its n answers drawn together
         if n <= plain_n:
             batch_one_seconds(decoder, timing, answers / f"batch1-pi_ref-x{n}.json", n,
@@ -183,7 +186,7 @@ def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
     for case in PAIRS:
         if guided_n > 1:
             batch_one_seconds(decoder, timing, answers / f"batch1-mavis-{case}-x{guided_n}.json",
-                              guided_n, weights=CASES[case])
+                              guided_n, weights=CASES[case], **guided)
     for n in beams:
         for case in PAIRS:
             beam_answers(decoder, chosen, answers / f"beam{n}-{case}.json", n, CASES[case])
@@ -416,6 +419,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--beams", default="",
                         help="beam counts for MAVIS beam search on the pairs, e.g. 2,4,8")
+    parser.add_argument("--value-min-p", type=float, default=0.0,
+                        help="MAVIS's value_min_p (default 0: the library's default)")
     parser.add_argument("--value-model", help="a value-model folder (default: the bundled)")
     parser.add_argument("--value-dtype", default=None,
                         help="float32, bfloat16 or auto (default: the library's default)")
@@ -426,7 +431,7 @@ def main() -> None:
 
         measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
                 args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE,
-                [int(n) for n in args.beams.split(",") if n.strip()])
+                [int(n) for n in args.beams.split(",") if n.strip()], args.value_min_p)
     # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
     # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
     report({"plain": list(range(1, args.plain_n + 1)),
