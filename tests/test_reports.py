@@ -155,3 +155,14 @@ def test_heads_table_without_best_of_n_has_no_best_of_columns():
     text = _markdown([row | {"best_of_n": 4, "best_of_reward": 0.6, "best_of_gain": 0.2,
                              "best_of_kl": 6.5}], "m", EvaluationSettings(), 8)
     assert "| best-of-4 | its gain | its KL |" in text and "| 0.600 | +0.200 | 6.5 |" in text
+
+
+def test_heads_table_names_the_candidate_settings_that_differ_from_the_defaults():
+    from mavis.decoding.sampling import reproducible
+    from mavis.evaluation.settings import EvaluationSettings
+    from mavis.recipes.heads import _markdown
+
+    plain = _markdown([], "m", EvaluationSettings(), 8)
+    assert "value_min_p" not in plain and "certain_p" not in plain
+    settings = EvaluationSettings(sampling=reproducible(value_min_p=0.1))
+    assert "top-40, value_min_p 0.1, seed 0" in _markdown([], "m", settings, 8)

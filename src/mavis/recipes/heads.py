@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib
 
 from mavis.decoding.decoder import MavisDecoder
+from mavis.decoding.sampling import SamplingSettings
 from mavis.errors import MavisError
 from mavis.evaluation.plots import save_figure
 from mavis.evaluation.policy import PolicyEvaluation
@@ -34,6 +35,8 @@ from mavis.training.checkpoint import read_report
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# The candidate-set settings the header names when they differ from the defaults.
+CANDIDATE_KNOBS = ("top_p", "min_p", "certain_p", "value_min_p", "temperature")
 COLUMNS = ["objective", "sibling_accuracy", "reference_reward", "reference_reward_se",
            "mavis_reward", "mavis_reward_se", "gain", "gain_se", "beyond_2se", "mavis_kl",
            "mavis_kl_topk", "mean_beta", "best_of_n", "best_of_reward", "best_of_reward_se",
@@ -136,8 +139,11 @@ def _markdown(table: list[dict[str, Any]], model: str | Path, settings: Evaluati
     guidance = (f"beta up to {sampling.beta:g} under {sampling.kl_budget:g} nats per answer"
                 if sampling.kl_budget is not None else f"beta {sampling.beta:g}")
     bon = next((r["best_of_n"] for r in table if r.get("best_of_n")), None)
+    defaults = SamplingSettings()
+    changed = "".join(f", {name} {getattr(sampling, name):g}" for name in CANDIDATE_KNOBS
+                      if getattr(sampling, name) != getattr(defaults, name))
     lines = [f"Each head of `{model}` alone (weight 1) on {prompts} held-out prompts, "
-             f"{sampling.max_new_tokens} new tokens, top-{sampling.top_k}, seed "
+             f"{sampling.max_new_tokens} new tokens, top-{sampling.top_k}{changed}, seed "
              f"{sampling.seed}, {guidance}. Gain: over pi_ref, ± the standard error of the "
              "difference; KL: equation 7, nats per answer (over top-k: what steering added). "
              "Sibling accuracy: the head's within-sibling ranking accuracy on its validation "
