@@ -33,6 +33,7 @@ for the one request, and costed the faster way: beam search batches its beams to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -427,11 +428,14 @@ def main() -> None:
     args = parser.parse_args()
     globals()["HERE"] = args.out
     if not args.report:
+        from mavis.cli.quiet import quiet
         from mavis.models.names import DEFAULT_VALUE_DTYPE
 
-        measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
-                args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE,
-                [int(n) for n in args.beams.split(",") if n.strip()], args.value_min_p)
+        with contextlib.ExitStack() as stack:  # the libraries' noise out, as the CLI does
+            quiet(stack)
+            measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
+                    args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE,
+                    [int(n) for n in args.beams.split(",") if n.strip()], args.value_min_p)
     # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
     # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
     report({"plain": list(range(1, args.plain_n + 1)),
