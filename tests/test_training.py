@@ -24,6 +24,7 @@ from mavis.training import TrainConfig, distill, train
 from mavis.training.checkpoint import STATE_NAME, load_state, read_metrics
 from mavis.training.loss import masked_mse
 from mavis.training.metrics import (
+    ranking_ceiling,
     sibling_accuracy,
     sibling_difference_scale,
     within_group_spearman,
@@ -192,6 +193,19 @@ def test_steering_metrics_by_hand():
     predicted = np.array([1.0, 2.0, 3.0, 3.0, 2.0, 1.0])
     assert within_group_spearman(predicted, values, group) == pytest.approx(0.0)
     assert within_group_spearman(values, values, group) == pytest.approx(1.0)
+
+
+def test_ranking_ceiling_recovers_a_perfect_rankers_accuracy_on_noisy_targets():
+    # true differences d; each half of a target is d plus its own noise; the target their mean
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(40000, 2))
+    noise = np.array([0.5, 2.0])  # a clean objective and a noisy one
+    first = d + noise * rng.normal(size=d.shape)
+    second = d + noise * rng.normal(size=d.shape)
+    agree, perfect = ranking_ceiling(first, second)
+    truth = (np.sign(d) == np.sign(first + second)).mean(axis=0)
+    assert perfect == pytest.approx(truth, abs=0.01)
+    assert (agree < perfect).all() and perfect[0] > perfect[1]
 
 
 

@@ -7,7 +7,8 @@ Reads the training reports (`mavis train --json`) kept in `learning-curve/` (one
 (the 720-prompt point), all trained on `data/trees/default-iter0-six.h5` with the same settings
 and validated on the same 80 held-out prompts' trees. Writes `learning-curve/curve.{csv,md,png}`
 and `learning-curve/variance.md`: how much of the leaves' reward variance each objective has
-between prompts, between the root's children within a prompt, and below them.
+between prompts, between the root's children within a prompt, and below them; and
+`learning-curve/ceiling.md`: how well the validation's targets can be ranked at all.
 Sibling accuracy's standard error is the binomial one over the validation pairs (a lower bound:
 pairs share nodes).
 """
@@ -131,6 +132,52 @@ def variance_split() -> list[str]:
     return lines
 
 
+def sibling_halves(trees, depth: int):
+    """For each pair of siblings at `depth` that both have two children: the pair's target
+    difference as each child's subtree alone estimates it ([pairs, objectives] twice). A
+    node's target is the mean of its two children's, so these are two independent halves of
+    the difference the validation scores a ranking against."""
+    import numpy as np
+
+    parent = trees.parent
+    children: dict[int, list[int]] = {}
+    for node in np.flatnonzero(parent >= 0):
+        children.setdefault(int(parent[node]), []).append(int(node))
+    first, second = [], []
+    for node, group in children.items():
+        if trees.depth[node] != depth - 1:
+            continue
+        split = [c for c in group if len(children.get(c, [])) == 2]
+        for i, a in enumerate(split):
+            for b in split[i + 1:]:
+                (a0, a1), (b0, b1) = children[a], children[b]
+                first.append(trees.value[a0] - trees.value[b0])
+                second.append(trees.value[a1] - trees.value[b1])
+    return np.asarray(first), np.asarray(second)
+
+
+def target_ceiling() -> list[str]:
+    """How well the validation's own targets can be ranked: by depth, the agreement of two
+    independent halves of each sibling pair's target and the estimated perfect ranker's."""
+    from mavis.training.metrics import ranking_ceiling
+    from mavis.trees.store import read_trees
+
+    trees = read_trees(TREES)
+    lines = [f"Sibling targets of {TREES.name} against themselves: for pairs of siblings that "
+             "each have two children, how often the two children's subtrees order the pair "
+             "alike (halves), and the estimated accuracy of a ranker that knew every node's "
+             "true value (perfect; normal approximation). Leaves' targets are exact rewards.",
+             "", "| depth | pairs | " + " | ".join(f"{n} halves / perfect" for n in
+                                                     trees.objectives) + " |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in trees.objectives) + " |"]
+    for depth in (1, 2, 3):
+        first, second = sibling_halves(trees, depth)
+        agree, perfect = ranking_ceiling(first, second)
+        lines.append(f"| {depth} | {len(first)} | " + " | ".join(
+            f"{a:.3f} / {c:.3f}" for a, c in zip(agree, perfect, strict=True)) + " |")
+    return lines
+
+
 def main() -> None:
     rows, lines = table([*run_points(), bundled_point()])
     with (OUT / "curve.csv").open("w", newline="") as handle:
@@ -141,7 +188,9 @@ def main() -> None:
     plot(rows)
     split = variance_split()
     (OUT / "variance.md").write_text("\n".join(split) + "\n")
-    print("\n".join([*lines, "", *split]))
+    ceiling = target_ceiling()
+    (OUT / "ceiling.md").write_text("\n".join(ceiling) + "\n")
+    print("\n".join([*lines, "", *split, "", *ceiling]))
 
 
 if __name__ == "__main__":

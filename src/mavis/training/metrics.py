@@ -87,3 +87,19 @@ def sibling_difference_scale(target: np.ndarray, parent: np.ndarray) -> float | 
     if not pairs or total <= 0:
         return None
     return float(np.sqrt(total / pairs))
+
+
+def ranking_ceiling(first: np.ndarray, second: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """How well noisy targets can be ranked at all, from two independent halves of each
+    pair's target difference (first, second: [pairs, objectives]; the target is their mean).
+
+    Returns (how often the two halves order a pair alike, the estimated accuracy of a ranker that
+    knew each node's true value), per objective. The second treats the differences as normal:
+    the halves' correlation r gives the full target's reliability 2r / (1 + r) (Spearman-Brown),
+    and a perfect ranker agrees in sign with a target of reliability R with probability
+    1/2 + arcsin(sqrt(R)) / pi."""
+    agree = (np.sign(first) == np.sign(second)).mean(axis=0)
+    r = (first * second).sum(0) / np.sqrt((first ** 2).sum(0) * (second ** 2).sum(0))
+    reliability = np.clip(2 * r / (1 + r), 0.0, 1.0)
+    return agree, 0.5 + np.arcsin(np.sqrt(reliability)) / np.pi
