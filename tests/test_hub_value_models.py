@@ -263,7 +263,10 @@ def test_a_bundle_carries_a_card_with_the_run_report(value_folder, tmp_path):
     card = (bundle / CARD_NAME).read_text()
     assert front_matter(card)["objectives"] == ["a"]
     assert "- data: `trees.h5`" in card and '"prompts_train": 5' in card
-    assert "Trained by `mavis train` on `trees.h5`" in (bundle / "PROVENANCE.md").read_text()
+    provenance = (bundle / "PROVENANCE.md").read_text()
+    assert "Trained by `mavis train` on `trees.h5`" in provenance
+    # the command it names makes the same bundle again: --into included
+    assert f"`mavis bundle {run} shared --into {tmp_path / 'bundles'}`" in provenance
     assert value_model_fingerprint(bundle) == value_model_fingerprint(value_folder)
 
     # A distilled run says so, with its teachers.

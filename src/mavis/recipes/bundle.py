@@ -49,8 +49,9 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
     source = find_value_model(train_dir, report["objectives"])
     check_writable(Path(into).expanduser() / name, folder=True, what="the bundle folder")
     results = [r for r in read_results(run / RESULTS) if r.get("iteration") == iteration]
-    command = f"mavis bundle {run} {name}" + (f" --iteration {iteration}"
-                                               if iteration is not None else "")
+    command = (f"mavis bundle {run} {name}"
+               + (f" --iteration {iteration}" if iteration is not None else "")
+               + (f" --into {into}" if Path(into) != BUNDLED_DIR else ""))
     text = provenance(name, command, recipe, report, results)
     card = model_card(read_value_config(source), report)
     return copy_value_model(source, Path(into).expanduser() / name,
