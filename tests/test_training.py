@@ -208,7 +208,6 @@ def test_ranking_ceiling_recovers_a_perfect_rankers_accuracy_on_noisy_targets():
     assert (agree < perfect).all() and perfect[0] > perfect[1]
 
 
-
 def test_equation6_targets_and_loss_by_hand():
     # root -> c1 (-> l1, l2), c2 (a leaf that ended early). Values are means of children.
     #          root  c1   c2   l1   l2

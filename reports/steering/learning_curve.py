@@ -139,18 +139,12 @@ def sibling_halves(trees, depth: int):
     the difference the validation scores a ranking against."""
     import numpy as np
 
-    parent = trees.parent
-    children: dict[int, list[int]] = {}
-    for node in np.flatnonzero(parent >= 0):
-        children.setdefault(int(parent[node]), []).append(int(node))
     first, second = [], []
-    for node, group in children.items():
-        if trees.depth[node] != depth - 1:
-            continue
-        split = [c for c in group if len(children.get(c, [])) == 2]
+    for node in np.flatnonzero(trees.depth == depth - 1):
+        split = [c for c in trees.children(node) if len(trees.children(c)) == 2]
         for i, a in enumerate(split):
             for b in split[i + 1:]:
-                (a0, a1), (b0, b1) = children[a], children[b]
+                (a0, a1), (b0, b1) = trees.children(a), trees.children(b)
                 first.append(trees.value[a0] - trees.value[b0])
                 second.append(trees.value[a1] - trees.value[b1])
     return np.asarray(first), np.asarray(second)
