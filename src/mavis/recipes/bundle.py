@@ -47,15 +47,15 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
         raise MavisError(f"{str(train_dir)!r} holds one value model per objective "
                          f"({', '.join(report['models'])}); bundle each run folder on its own")
     source = find_value_model(train_dir, report["objectives"])
-    check_writable(Path(into).expanduser() / name, folder=True, what="the bundle folder")
+    folder = Path(into).expanduser() / name
+    check_writable(folder, folder=True, what="the bundle folder")
     results = [r for r in read_results(run / RESULTS) if r.get("iteration") == iteration]
     command = (f"mavis bundle {run} {name}"
                + (f" --iteration {iteration}" if iteration is not None else "")
                + (f" --into {into}" if Path(into) != BUNDLED_DIR else ""))
     text = provenance(name, command, recipe, report, results)
     card = model_card(read_value_config(source), report)
-    return copy_value_model(source, Path(into).expanduser() / name,
-                            {PROVENANCE: text, CARD_NAME: card})
+    return copy_value_model(source, folder, {PROVENANCE: text, CARD_NAME: card})
 
 
 def _locate(run: Path, iteration: int | None) -> tuple[dict[str, Any] | None, Path, int | None]:
