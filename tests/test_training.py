@@ -529,8 +529,12 @@ def test_a_second_interrupt_stops_at_once():
 
 def test_init_from_previous_iteration(tmp_path, tiny_lm, learn_trees, trained):
     out, report = trained
-    again = train(fast_config(tiny_lm, init_from=str(out), max_steps=1), learn_trees,
-                  tmp_path / "next")
+    # the backbone options say other things than the initial model: its backbone is trained,
+    # and the report says so
+    again = train(fast_config(tiny_lm, init_from=str(out), max_steps=1, num_layers=1,
+                              lora_r=4, lora_alpha=4), learn_trees, tmp_path / "next")
+    assert {k: again["config"][k] for k in ("num_layers", "lora_r", "lora_alpha")} == {
+        "num_layers": 2, "lora_r": 8, "lora_alpha": 16}
     start = read_metrics(tmp_path / "next" / "metrics.jsonl")[0]
     assert start["step"] == 0
     assert start["val_loss"] == pytest.approx(report["best"]["val_loss"], rel=1e-4)

@@ -176,18 +176,13 @@ _BACKBONE_OPTIONS = {"base": "--base", "num_layers": "--num-layers", "lora_r": "
 def _check_init_from(ctx: typer.Context, config: TrainConfig, data: Path) -> None:
     """Refuse --base, --num-layers and --lora-* given beside --init-from with values other
     than the initial model's (which training goes on from): they would be ignored."""
-    from mavis.models.value_folder import read_value_config
-    from mavis.training.trainer import initial_folders
+    from mavis.training.trainer import initial_backbone, initial_folders
     from mavis.trees.store import read_attrs
 
     given = [name for name in _BACKBONE_OPTIONS if _given(ctx, name)]
     names = config.objectives or read_attrs(data)[0]
     for folder in initial_folders(config, names):
-        initial = read_value_config(folder)
-        own = {"base": initial.base, "num_layers": initial.num_layers,
-               "lora_r": initial.lora.r if initial.lora else 0,
-               "lora_alpha": initial.lora.alpha if initial.lora else None,
-               "lora_dropout": initial.lora.dropout if initial.lora else None}
+        own = initial_backbone(folder)
         differ = [name for name in given if getattr(config, name) != own[name]]
         if differ:
             asked = ", ".join(f"{_BACKBONE_OPTIONS[n]} {getattr(config, n)}" for n in differ)

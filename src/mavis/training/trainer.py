@@ -108,14 +108,19 @@ def train(config: TrainConfig, data: str | Path | TreeTable, out_dir: str | Path
     if len(set(folders)) < len(folders):
         raise MavisError(f"objectives {', '.join(objectives)} map to the same run folder; "
                          "train them in separate runs or with --shared")
-    initial_folders(config, objectives)  # a missing or damaged initial model fails first
+    # a missing or damaged initial model fails first
+    initial = initial_folders(config, objectives) or [None] * len(groups)
     reports = {}
     extra = {} if isinstance(data, TreeTable) else {"data_file": str(data)}
-    for group in groups:
+    for group, folder in zip(groups, initial, strict=True):
         run_dir = out_dir if len(groups) == 1 else out_dir / run_folder_name(group[0])
-        samples = prepare_samples(trees, group, config)
-        reports[",".join(group)] = fit(lambda g=group: initial_model(config, g), samples, config,
-                                       run_dir, resume=resume, extra_report=extra)
+        # the run's report names the backbone it trains: the initial model's, with init_from
+        run_config = config if folder is None else dataclasses.replace(
+            config, **initial_backbone(folder))
+        samples = prepare_samples(trees, group, run_config)
+        reports[",".join(group)] = fit(lambda g=group, c=run_config: initial_model(c, g),
+                                       samples, run_config, run_dir, resume=resume,
+                                       extra_report=extra)
     if len(groups) == 1:
         return next(iter(reports.values()))
     summary = {"models": {name: r["model"] for name, r in reports.items()}, "runs": reports}
@@ -135,6 +140,19 @@ def initial_folders(config: TrainConfig, objectives: list[str]) -> list[Path]:
     for folder in folders:
         value_model_files(folder)
     return folders
+
+
+def initial_backbone(folder: Path) -> dict[str, Any]:
+    """The backbone settings (`TrainConfig`'s base, num_layers and lora_*) of the value model
+    in `folder`: what a run with `init_from` trains on, whatever its own config says."""
+    initial = read_value_config(folder)
+    lora = initial.lora
+    return {"base": initial.base, "num_layers": initial.num_layers,
+            "lora_r": lora.r if lora else 0,
+            "lora_alpha": lora.alpha if lora else TrainConfig.lora_alpha,
+            "lora_dropout": lora.dropout if lora else TrainConfig.lora_dropout,
+            "lora_target_modules": list(lora.target_modules) if lora
+            else list(TrainConfig().lora_target_modules)}
 
 
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
