@@ -136,6 +136,12 @@ def test_heads_report_evaluates_every_head_against_pi_ref_and_best_of_n(distille
         assert float(row["mavis_kl"]) > 0
     assert "| objective | sibling acc. |" in (folder / "heads" / "heads.md").read_text()
     assert (folder / "heads" / "heads.png").read_bytes()[:8] == PNG
+    # --objectives: only those heads; a name the model has no head for is refused, naming it
+    one = [*args[:-1], str(folder / "one"), "--objectives", names[1]]
+    assert main(one) == 0
+    rows = list(csv.DictReader((folder / "one" / "heads.csv").open()))
+    assert [r["objective"] for r in rows] == [names[1]]
+    assert main([*one[:-1], "nosuch"]) == 2
     monkeypatch.setattr(heads, "run_sweep", lambda *a, **k: pytest.fail("evaluated again"))
     assert main(args) == 0
 

@@ -103,22 +103,26 @@ def heads_command(
     value_dtype: Annotated[str, typer.Option(
         help="The value model's dtype: float32, bfloat16 or auto (the hardware's fastest).")]
     = DEFAULT_VALUE_DTYPE,
+    objectives: Annotated[str | None, typer.Option(
+        help="Only these heads, e.g. relevant,harmless (default: every head).")] = None,
     *, sampling: SamplingSettings,
 ) -> None:
     """Every head of a value model alone at weight 1 on held-out prompts: reward against pi_ref
     and best-of-N, KL, and the head's validation sibling accuracy (the README's table)."""
     from mavis.models.value_folder import find_value_model
+    from mavis.objectives import parse_objective_names
     from mavis.recipes.heads import heads_report
 
     if best_of < 0 or best_of == 1:
         raise MavisError("--best-of takes N >= 2 (or 0: none)")
-    folder = find_value_model(model, [])
+    names = None if objectives is None else parse_objective_names(objectives)
+    folder = find_value_model(model, names or [])
     settings = evaluation_settings(sampling, 1)
     chosen = load_prompt_sets(prompts, split, limit, reference)
     table = heads_report(folder, chosen, out, reference=reference, settings=settings,
                          best_of=best_of, identity={"prompts": prompts, "split": split,
                                                     "prompt_ids": [p.id for p in chosen]},
-                         value_dtype=value_dtype)
+                         value_dtype=value_dtype, objectives=names)
     for row in table:
         typer.echo(f"{row['objective']:<12} pi_ref {row['reference_reward']:.3f} -> MAVIS "
                    f"{row['mavis_reward']:.3f} ({row['gain']:+.3f} ± {row['gain_se']:.3f}), "

@@ -60,13 +60,21 @@ def heads_points(objectives: Sequence[str], settings: EvaluationSettings, best_o
 def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | Path, *,
                  reference: str, settings: EvaluationSettings = EvaluationSettings(),
                  best_of: int = 4, identity: Mapping[str, Any] | None = None,
-                 value_dtype: str = DEFAULT_VALUE_DTYPE) -> list[dict[str, Any]]:
-    """Evaluate what is not saved yet and write the table (one row per head); the value
-    model in `value_dtype` ("auto": the hardware's fastest)."""
+                 value_dtype: str = DEFAULT_VALUE_DTYPE,
+                 objectives: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate what is not saved yet and write the table (one row per head: every head of
+    the model, or those of `objectives`); the value model in `value_dtype` ("auto": the
+    hardware's fastest)."""
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise MavisError(f"{str(out)!r} is a file; give a folder for the report")
-    objectives = list(read_value_config(model).objectives)
+    heads = list(read_value_config(model).objectives)
+    unknown = [name for name in objectives or () if name not in heads]
+    if unknown:
+        raise MavisError(f"the value model in {str(model)!r} has no head for "
+                         f"{', '.join(unknown)} (it has {', '.join(heads)}); give "
+                         "--objectives from those, or leave it out for every head")
+    objectives = list(objectives or heads)
     points = heads_points(objectives, settings, best_of)
     shared = {**(identity or {}), "reference": reference, "objectives": objectives,
               "best_of": best_of, "settings": settings.to_dict()}
