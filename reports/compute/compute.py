@@ -151,7 +151,7 @@ def batch_one_seconds(decoder, chosen, out: Path, n: int = 1, **fields) -> float
 
 def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
             value_model: str | None, value_dtype: str, beams: list[int],
-            value_min_p: float = 0.0) -> None:
+            value_min_p: float = 0.0, guided_settings: dict | None = None) -> None:
     from mavis.decoding.decoder import MavisDecoder
     from mavis.models.bundled import bundled_value_models
     from mavis.models.dtypes import resolve_dtype
@@ -168,7 +168,10 @@ def measure(limit: int, timing_prompts: int, guided_n: int, plain_n: int,
     setup = {"value_models": shown, "value_dtype": value_dtype,
              "value_dtype_resolved": str(resolve_dtype(value_dtype, "cpu")).removeprefix("torch."),
              "cpu": cpu_name(), "value_min_p": value_min_p}
-    guided = {"value_min_p": value_min_p} if value_min_p else {}  # MAVIS's answers only
+    # MAVIS's answers only
+    guided = {**({"value_min_p": value_min_p} if value_min_p else {}), **(guided_settings or {})}
+    if guided_settings:
+        setup["guided"] = guided
     (answers / "setup.json").write_text(json.dumps(setup, indent=2))
     print(f"{len(chosen)} prompts", file=sys.stderr)
     sample(decoder, chosen, answers / "pi_ref.json", plain_n, beta=0.0)
@@ -410,6 +413,31 @@ def _family(method: str) -> str:
     return method.rsplit("-", 1)[0]
 
 
+def guided_settings(items: list[str]) -> dict:
+    """`--guided FIELD=VALUE` items as SamplingSettings fields (numbers as numbers), checked."""
+    from dataclasses import fields
+
+    from mavis.decoding.sampling import SamplingSettings
+    from mavis.errors import MavisError
+
+    known = {f.name for f in fields(SamplingSettings)}
+    settings = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in known or not text:
+            sys.exit(f"--guided {item!r}: give FIELD=VALUE with FIELD one of "
+                     f"{', '.join(sorted(known))}")
+        try:
+            settings[name] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[name] = text
+    try:
+        SamplingSettings(**settings)  # a bad value fails here, before any model loads
+    except (MavisError, TypeError) as exc:
+        sys.exit(f"--guided: {exc}")
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=24, help="prompts per set")
@@ -422,6 +450,9 @@ def main() -> None:
                         help="beam counts for MAVIS beam search on the pairs, e.g. 2,4,8")
     parser.add_argument("--value-min-p", type=float, default=0.0,
                         help="MAVIS's value_min_p (default 0: the library's default)")
+    parser.add_argument("--guided", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a sampling setting of MAVIS's answers (a SamplingSettings field), "
+                        "e.g. certain_p=0.7; repeatable")
     parser.add_argument("--value-model", help="a value-model folder (default: the bundled)")
     parser.add_argument("--value-dtype", default=None,
                         help="float32, bfloat16 or auto (default: the library's default)")
@@ -435,7 +466,8 @@ def main() -> None:
             quiet(stack)
             measure(args.limit, args.timing_prompts, args.guided_n, args.plain_n,
                     args.value_model, args.value_dtype or DEFAULT_VALUE_DTYPE,
-                    [int(n) for n in args.beams.split(",") if n.strip()], args.value_min_p)
+                    [int(n) for n in args.beams.split(",") if n.strip()], args.value_min_p,
+                    guided_settings(args.guided))
     # best-of-N for every N up to the answers drawn (the first N of each prompt's), so that the
     # equal-cost comparison takes N = MAVIS's relative time rounded up, not the next power of 2
     report({"plain": list(range(1, args.plain_n + 1)),
