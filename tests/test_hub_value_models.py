@@ -268,6 +268,14 @@ def test_a_bundle_carries_a_card_with_the_run_report(value_folder, tmp_path):
     # the command it names makes the same bundle again: --into included
     assert f"`mavis bundle {run} shared --into {tmp_path / 'bundles'}`" in provenance
     assert value_model_fingerprint(bundle) == value_model_fingerprint(value_folder)
+    # the run's report travels with it, so `mavis report heads BUNDLE` shows the validation
+    # figures
+    from mavis.recipes.heads import sibling_accuracy
+
+    report["best"]["sibling_accuracy"] = {"a": 0.61}
+    (run / "report.json").write_text(json.dumps(report))
+    bundle = bundle_run(run, "shared", into=tmp_path / "bundles")
+    assert sibling_accuracy(bundle) == {"a": 0.61}
 
     # A distilled run says so, with its teachers.
     (run / "report.json").write_text(json.dumps(report | {"teachers": {"a": "runs/t/best"}}))

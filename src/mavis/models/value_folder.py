@@ -33,6 +33,9 @@ ADAPTER_NAME = "adapter.safetensors"
 BACKBONE_NAME = "backbone.safetensors"
 HEAD_NAME = "head.safetensors"
 CARD_NAME = "README.md"
+# A bundled model's copy of its training run's report.json (validation figures, settings):
+# named apart from report.json, which marks a run folder.
+TRAINING_REPORT_NAME = "training.json"
 BEST_DIR = "best"
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

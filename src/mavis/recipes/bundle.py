@@ -19,6 +19,7 @@ from mavis.models.bundled import BUNDLED_DIR
 from mavis.models.model_card import model_card
 from mavis.models.value_folder import (
     CARD_NAME,
+    TRAINING_REPORT_NAME,
     copy_value_model,
     find_value_model,
     read_value_config,
@@ -55,7 +56,8 @@ def bundle_run(run: str | Path, name: str, *, iteration: int | None = None,
                + (f" --into {into}" if Path(into) != BUNDLED_DIR else ""))
     text = provenance(name, command, recipe, report, results)
     card = model_card(read_value_config(source), report)
-    return copy_value_model(source, folder, {PROVENANCE: text, CARD_NAME: card})
+    return copy_value_model(source, folder, {PROVENANCE: text, CARD_NAME: card,
+                                             TRAINING_REPORT_NAME: json.dumps(report, indent=2)})
 
 
 def _locate(run: Path, iteration: int | None) -> tuple[dict[str, Any] | None, Path, int | None]:

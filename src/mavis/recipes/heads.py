@@ -10,6 +10,7 @@ again; writes heads.md, heads.csv and heads.png beside it.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
 from mavis.models.dtypes import dtype_identity
 from mavis.models.names import DEFAULT_VALUE_DTYPE
-from mavis.models.value_folder import read_value_config
+from mavis.models.value_folder import TRAINING_REPORT_NAME, read_value_config
 from mavis.paths import atomic_path, write_text_atomic
 from mavis.prompts.base import Prompt
 from mavis.training.checkpoint import read_report
@@ -95,12 +96,16 @@ def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | 
 
 def sibling_accuracy(model: str | Path) -> dict[str, float]:
     """Each head's within-sibling ranking accuracy on the validation trees, from the best
-    checkpoint's training report (empty when the model has none beside it)."""
+    checkpoint's training report (beside it in a run folder, or a bundle's copy in it; empty
+    when there is none)."""
     for place in (Path(model), Path(model).parent):
         report = read_report(place)
         if report is not None:
-            return dict((report.get("best") or {}).get("sibling_accuracy") or {})
-    return {}
+            break
+    else:
+        copy = Path(model) / TRAINING_REPORT_NAME
+        report = json.loads(copy.read_text()) if copy.is_file() else {}
+    return dict((report.get("best") or {}).get("sibling_accuracy") or {})
 
 
 def head_rows(objectives: Sequence[str], points: Sequence[SweepPoint],
