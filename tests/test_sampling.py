@@ -172,12 +172,13 @@ def test_command_line_errors_name_the_option(models, capsys):
 
 
 def test_a_changed_default_is_named_in_results_identities():
-    """certain_p's default moved from 1 to 0.9: a results file made at 1 (before, unnamed)
-    keeps its identity, and one made at the new default names it, so neither is taken for
-    the other."""
+    """certain_p's default moved from 1 (to 0.9, then 0.5): a results file made at 1 (before,
+    unnamed) keeps its identity, and one made at a later default names it, so none is taken
+    for another."""
     from mavis.decoding.sampling import reproducible
     from mavis.evaluation.settings import EvaluationSettings
 
     new = EvaluationSettings(reproducible()).to_dict()
     old = EvaluationSettings(reproducible(certain_p=1.0)).to_dict()
-    assert new["certain_p"] == 0.9 and "certain_p" not in old
+    assert new["certain_p"] == 0.5 and "certain_p" not in old
+    assert EvaluationSettings(reproducible(certain_p=0.9)).to_dict()["certain_p"] == 0.9

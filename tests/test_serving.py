@@ -102,7 +102,8 @@ def test_openai_client_completions_and_chat(client):
 
 def test_streaming_gives_the_same_answer_on_both_endpoints(client):
     request = {"model": NAME, "max_tokens": 20, "seed": 7,
-               "extra_body": {"objective_weights": {"harmless": 0.5, "positive": 0.5}}}
+               "extra_body": {"objective_weights": {"harmless": 0.5, "positive": 0.5},
+                              "ignore_eos": True}}  # 20 tokens, whatever the tiny model says
     whole = client.completions.create(prompt="tell me a joke", **request).choices[0]
     chunks = list(client.completions.create(prompt="tell me a joke", stream=True, **request))
     assert "".join(c.choices[0].text for c in chunks) == whole.text
@@ -131,7 +132,7 @@ def test_greedy_answers_equal_mavis_decoder_generate(client, decoder, weights):
     served = client.chat.completions.create(
         model=NAME, messages=[{"role": "user", "content": "what is up"}], max_tokens=24,
         temperature=0, extra_body={"objective_weights": weights})
-    # the same defaults as the library's: beta up to 16 under 10 nats per answer
+    # the same defaults as the library's: beta up to 16 under 18 nats per answer
     local = decoder.generate(["what is up"], weights=weights, top_k=36, max_new_tokens=24,
                              temperature=0)[0]
     assert (local.beta, local.kl_budget) == (DEFAULT_BETA, DEFAULT_KL_BUDGET)

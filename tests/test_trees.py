@@ -769,9 +769,9 @@ def test_a_tree_meta_names_certain_p_only_where_it_decides_the_trees():
         return CollectionSettings.from_dict(given).to_dict()
 
     guided = {"beta": 2.0, "weights": {"v": 1.0}}
-    assert meta(**guided)["certain_p"] == 0.9  # the default now
+    assert meta(**guided)["certain_p"] == 0.5  # the default now
     assert "certain_p" not in meta(**guided, certain_p=1.0)  # as files made before it
-    assert meta(**guided, certain_p=0.5)["certain_p"] == 0.5
+    assert meta(**guided, certain_p=0.9)["certain_p"] == 0.9  # the default before
     for certain_p in (0.5, 0.9, 1.0):
         assert "certain_p" not in meta(certain_p=certain_p)  # no weights: the reference alone
 

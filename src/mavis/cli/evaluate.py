@@ -212,7 +212,7 @@ def pareto(
         "and MOD need only the two ends.")] = "",
     beta: Annotated[str | None, typer.Option(
         help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8. "
-             "Default: 16 under a KL budget of 10 nats per answer; a beta alone is a fixed "
+             "Default: 16 under a KL budget of 18 nats per answer; a beta alone is a fixed "
              "beta.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
         "--kl-budget", help=SamplingSettings.__dataclass_fields__["kl_budget"].metadata[

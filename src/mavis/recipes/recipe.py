@@ -60,7 +60,7 @@ class IterationSettings:
     beta (`float | dict[str, float] | None`): guidance for evaluating V^i and for collecting
         the trees of iteration i+1 (one number, or one per objective). With kl_budget it is
         read as `SamplingSettings` reads them everywhere: neither gives the default guidance
-        (beta up to 16 under 10 nats per answer), a beta alone is a fixed beta.
+        (beta up to 16 under 18 nats per answer), a beta alone is a fixed beta.
     zeta (`float`, default `0.0`): KL multiplier of equation 6 when training V^i.
     kl_budget (`float | None`): nats per answer the guided policy may add over plain top-k
         sampling, for evaluating V^i and collecting iteration i+1; beta is then the largest

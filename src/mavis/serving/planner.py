@@ -9,7 +9,7 @@ the finished answer) returned, best first; it needs guidance and cannot be strea
 
 Sampling: the request's fields become one `SamplingSettings` (`mavis.decoding.sampling`), with
 its defaults and rules, the same as the library's and the command line's: `temperature: 0` is
-greedy decoding; neither `beta` nor `kl_budget` gives beta up to 16 under a KL budget of 10
+greedy decoding; neither `beta` nor `kl_budget` gives beta up to 16 under a KL budget of 18
 nats per answer, a `beta` alone is a fixed beta; `top_k` defaults to 40 (at most the
 vocabulary); `objective_weights` are relative (normalised to sum 1), and without them every
 loaded objective gets the same weight. Its errors name the field, which is mapped to the
