@@ -123,8 +123,9 @@ def test_sampled_frequencies_match_analytic_distribution(decoder):
 
 def test_returned_logprobs_match_fresh_forward(decoder):
     weights = {"a": 0.7, "c": 0.3}
+    # every step guided (certain_p 1): the check recomputes the tilt at each step
     out = decoder.generate(["hello", "a longer prompt"], weights=weights, beta=2.0, top_k=5,
-                           max_new_tokens=6, seed=7)
+                           max_new_tokens=6, seed=7, certain_p=1.0)
     for seq in out:
         prompt_ids = decoder.encode([seq.prompt]).input_ids[0]
         gen = torch.tensor(seq.token_ids)
@@ -154,7 +155,8 @@ def test_returned_logprobs_match_fresh_forward(decoder):
 
 
 def test_kl_budget_chooses_beta_per_step(decoder):
-    common = dict(weights={"a": 0.5, "c": 0.5}, beta=20.0, top_k=6, max_new_tokens=6, seed=4)
+    common = dict(weights={"a": 0.5, "c": 0.5}, beta=20.0, top_k=6, max_new_tokens=6, seed=4,
+                  certain_p=1.0)  # every step guided, so every step has its beta
     free = decoder.generate(["abc"], **common)[0]  # a beta alone is a fixed beta
     assert free.betas == [20.0] * len(free.token_ids) and free.kl_budget is None
     tight = decoder.generate(["abc"], kl_budget=1e-6, **common)[0]

@@ -118,7 +118,7 @@ def test_proposals_with_value_guidance_tilt_the_proposal(decoder, models):
     _, _, policies = models
     guided = decoder.with_proposals([(policies[0], 1.0)])
     seq = guided.generate(["hi"], weights={"a": 1.0}, beta=2.0, top_k=4, max_new_tokens=1,
-                          seed=1)[0]
+                          seed=1, certain_p=1.0)[0]  # the step is guided
     ids = guided.encode(["hi"]).input_ids[0]
     logprobs, candidates = top_k_candidates(fresh_logits(policies[0], ids)[-1][None], 4)
     vm = decoder.guide.value_models[0]
