@@ -24,7 +24,13 @@ from mavis.cli.options import (
     parse_numbers,
 )
 from mavis.cli.sampling import build, sampling_options
-from mavis.decoding.sampling import REPRODUCIBLE, SamplingSettings, SettingsError
+from mavis.decoding.sampling import (
+    DEFAULT_BETA,
+    DEFAULT_KL_BUDGET,
+    REPRODUCIBLE,
+    SamplingSettings,
+    SettingsError,
+)
 from mavis.errors import MavisError
 from mavis.evaluation.settings import EvaluationSettings
 from mavis.models.names import DEFAULT_MODEL, DEFAULT_VALUE_DTYPE
@@ -212,8 +218,8 @@ def pareto(
         "and MOD need only the two ends.")] = "",
     beta: Annotated[str | None, typer.Option(
         help="Guidance strength: one number, or a beta per lambda, e.g. 0:8,0.5:12,1:8. "
-             "Default: 16 under a KL budget of 18 nats per answer; a beta alone is a fixed "
-             "beta.")] = None,
+             f"Default: {DEFAULT_BETA:g} under a KL budget of {DEFAULT_KL_BUDGET:g} nats per "
+             "answer; a beta alone is a fixed beta.")] = None,
     kl_budget: Annotated[float | None, typer.Option(
         "--kl-budget", help=SamplingSettings.__dataclass_fields__["kl_budget"].metadata[
             "help"])] = None,

@@ -28,7 +28,11 @@ from mavis.evaluation.settings import EvaluationSettings
 from mavis.evaluation.sweep import MAVIS, REFERENCE, SweepPoint, SweepStore, run_sweep
 from mavis.models.dtypes import dtype_identity
 from mavis.models.names import DEFAULT_VALUE_DTYPE
-from mavis.models.value_folder import TRAINING_REPORT_NAME, read_value_config
+from mavis.models.value_folder import (
+    TRAINING_REPORT_NAME,
+    find_value_model,
+    read_value_config,
+)
 from mavis.paths import atomic_path, write_text_atomic
 from mavis.prompts.base import Prompt
 from mavis.training.checkpoint import read_report
@@ -69,13 +73,8 @@ def heads_report(model: str | Path, prompts: Sequence[str | Prompt], out: str | 
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise MavisError(f"{str(out)!r} is a file; give a folder for the report")
-    heads = list(read_value_config(model).objectives)
-    unknown = [name for name in objectives or () if name not in heads]
-    if unknown:
-        raise MavisError(f"the value model in {str(model)!r} has no head for "
-                         f"{', '.join(unknown)} (it has {', '.join(heads)}); give "
-                         "--objectives from those, or leave it out for every head")
-    objectives = list(objectives or heads)
+    find_value_model(model, list(objectives or ()))  # a head it lacks is refused, named
+    objectives = list(objectives or read_value_config(model).objectives)
     points = heads_points(objectives, settings, best_of)
     shared = {**(identity or {}), "reference": reference, "objectives": objectives,
               "best_of": best_of, "settings": settings.to_dict()}

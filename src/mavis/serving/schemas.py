@@ -67,7 +67,7 @@ class SamplingRequest(_Strict):
     certain_p: float | None = Field(None, description=(
         "mavis: a step whose most likely candidate has at least this probability is sampled "
         "from plain top-k, the value models reading only the drawn token (0 to 1; default "
-        "0.5; 1: every step is guided)."))
+        f"{SamplingSettings().certain_p:g}; 1: every step is guided)."))
     value_min_p: float | None = Field(None, description=(
         "mavis: the value models score only the candidates at least this times as likely as "
         "the most likely one; the others stay candidates, tilted by the scored ones' mean "

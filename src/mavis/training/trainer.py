@@ -43,6 +43,7 @@ from mavis.models.devices import check_device
 from mavis.models.loading import DEFAULT_MODEL
 from mavis.models.model_card import write_model_card
 from mavis.models.value_folder import (
+    DEFAULT_LORA_TARGETS,
     find_value_model,
     read_value_config,
     run_folder_name,
@@ -151,8 +152,7 @@ def initial_backbone(folder: Path) -> dict[str, Any]:
             "lora_r": lora.r if lora else 0,
             "lora_alpha": lora.alpha if lora else TrainConfig.lora_alpha,
             "lora_dropout": lora.dropout if lora else TrainConfig.lora_dropout,
-            "lora_target_modules": list(lora.target_modules) if lora
-            else list(TrainConfig().lora_target_modules)}
+            "lora_target_modules": list(lora.target_modules if lora else DEFAULT_LORA_TARGETS)}
 
 
 def initial_model(config: TrainConfig, objectives: list[str]) -> ValueModel:
